@@ -1,0 +1,15 @@
+//! Berth's registry core: identifiers, digests, manifests, byte ranges, the storage ports and
+//! the use cases every entry point shares. Nothing here knows about HTTP frameworks or AWS.
+
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod names;
+pub mod ports;
+pub mod range;
+pub mod registry;
+
+pub use digest::{Algorithm, Digest};
+pub use error::{ErrorCode, ErrorHint, RegistryError, Result};
+pub use names::{Reference, RepositoryName, Tag, UploadId};
+pub use registry::Registry;
