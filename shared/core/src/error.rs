@@ -82,6 +82,8 @@ pub enum ErrorHint {
     UploadProgress { location: String, size: u64 },
     /// The full size of a blob whose requested range could not be served.
     BlobSize(u64),
+    /// The methods the path does support, for a refused method.
+    AllowedMethods(&'static str),
 }
 
 /// A failure with a code from the table, a message safe to show the client, and, for

@@ -1,6 +1,8 @@
 //! Berth's registry core: identifiers, digests, manifests, byte ranges, the storage ports and
 //! the use cases every entry point shares. Nothing here knows about HTTP frameworks or AWS.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod digest;
 pub mod error;
 pub mod manifest;

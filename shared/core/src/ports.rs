@@ -28,7 +28,7 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
 
     /// The blob's bytes, or only `range` of them (already checked against the size).
-    /// A missing blob is `BLOB_UNKNOWN`.
+    /// A missing blob fails this call with `BLOB_UNKNOWN`, not a later stream item.
     async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream>;
 
     /// A URL the client may fetch the blob from directly (for example a presigned S3 URL),
@@ -43,15 +43,25 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Appends `body` to the staged bytes, which are `staged.size` long. Anything beyond
     /// `staged.size` left by an interrupted earlier append is discarded first. Returns the
-    /// number of bytes appended and the backend's new state. On error nothing the caller
-    /// relies on has changed: the upload is still `staged.size` long.
+    /// number of bytes appended and the backend's new state; the appended bytes are durable
+    /// when it returns.
+    ///
+    /// On error, or when the future is dropped, nothing the caller relies on has changed:
+    /// the upload is still `staged.size` long and the next call works. A body stream error
+    /// is `BLOB_UPLOAD_INVALID`; an unknown upload is `BLOB_UPLOAD_UNKNOWN`.
+    ///
+    /// Within one process the registry never runs two appends on one upload at once.
+    /// Across processes, an append whose session update then loses the race must not have
+    /// disturbed the bytes of the append that won (for example by writing each attempt to
+    /// its own object).
     async fn append(&self, staged: &StagedUpload, body: ByteStream) -> Result<(u64, Vec<u8>)>;
 
-    /// The staged bytes, from the start.
+    /// The first `staged.size` staged bytes, from the start.
     async fn read_staged(&self, staged: &StagedUpload) -> Result<ByteStream>;
 
-    /// Publishes the staged bytes under `digest`, durably and atomically: the blob is either
-    /// absent or complete. If the blob already exists, the staged copy is dropped.
+    /// Publishes the first `staged.size` staged bytes under `digest`, durably and
+    /// atomically: the blob is either absent or complete. If the blob already exists, the
+    /// staged copy is dropped.
     async fn commit(&self, staged: &StagedUpload, digest: &Digest) -> Result<()>;
 
     /// Drops the staged bytes. Dropping an unknown upload is not an error.
@@ -92,7 +102,8 @@ pub struct ManifestRecord {
 
 /// Registry metadata: repositories, manifests, tags, blob links, referrers, upload sessions.
 ///
-/// A repository exists once anything (a blob link or a manifest) was stored in it.
+/// A repository exists once anything (a blob link or a manifest) was stored in it, and stays.
+/// Listings order keys byte-wise; `after` is an exclusive bound that need not exist.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// The manifest `digest` in `repository`.
@@ -117,7 +128,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<Vec<bool>>;
 
     /// Stores a manifest, points `tag` at it when given, and records its referrer entry, all
-    /// at once. Storing an existing manifest again is not an error.
+    /// at once. Storing an existing manifest again is not an error (the last write wins).
     async fn put_manifest(
         &self,
         repository: &RepositoryName,
@@ -171,14 +182,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Removes a blob link. Returns whether it existed.
     async fn unlink_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool>;
 
-    /// Creates a new upload session.
+    /// Creates a new upload session (an existing id is overwritten; ids are random UUIDs).
     async fn create_upload(&self, session: &UploadSession) -> Result<()>;
 
     /// The upload session `id`.
     async fn upload(&self, id: &UploadId) -> Result<Option<UploadSession>>;
 
     /// Replaces the session only if its stored size is still `expected_size`; returns
-    /// whether it was replaced. This is what makes racing chunk writes safe.
+    /// whether it was replaced (a missing session is `false`, and nothing is created). This
+    /// is what makes racing chunk writes safe.
     async fn update_upload(&self, session: &UploadSession, expected_size: u64) -> Result<bool>;
 
     /// Removes the session. Removing an unknown session is not an error.

@@ -1,0 +1,32 @@
+//! Berth's local storage, for `berth serve` without any cloud account: blob bytes in a
+//! directory ([`FsBlobStore`]) and registry metadata in an embedded redb database
+//! ([`RedbMetadataStore`]).
+//!
+//! A data directory holds both:
+//!
+//! ```text
+//! <data-dir>/blobs/...        published blobs, by content address
+//! <data-dir>/uploads/...      bytes staged by uploads in progress
+//! <data-dir>/metadata.redb    repositories, manifests, tags, links, referrers, sessions
+//! ```
+
+mod blobs;
+mod metadata;
+
+use std::path::Path;
+
+use berth_core::Result;
+pub use blobs::FsBlobStore;
+pub use metadata::RedbMetadataStore;
+
+/// Name of the metadata database inside a data directory.
+pub const METADATA_FILE: &str = "metadata.redb";
+
+/// Opens (creating what is missing) the blob store and the metadata store of a data
+/// directory.
+pub fn open_data_dir(data_dir: impl AsRef<Path>) -> Result<(FsBlobStore, RedbMetadataStore)> {
+    let data_dir = data_dir.as_ref();
+    let blobs = FsBlobStore::open(data_dir)?;
+    let metadata = RedbMetadataStore::open(data_dir.join(METADATA_FILE))?;
+    Ok((blobs, metadata))
+}
