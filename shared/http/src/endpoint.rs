@@ -7,7 +7,9 @@
 
 use std::borrow::Cow;
 
-use berth_core::{Digest, ErrorCode, Reference, RegistryError, RepositoryName, Result, UploadId};
+use berth_core::{
+    Digest, ErrorCode, ErrorHint, Reference, RegistryError, RepositoryName, Result, UploadId,
+};
 use http::Method;
 use percent_encoding::percent_decode_str;
 
@@ -139,23 +141,23 @@ fn not_found(path: &str) -> RegistryError {
     )
 }
 
-fn unsupported(method: &Method, what: &str) -> RegistryError {
+fn unsupported(method: &Method, what: &str, allowed: &'static str) -> RegistryError {
     RegistryError::new(
         ErrorCode::Unsupported,
         format!("{method} is not supported on {what}"),
     )
+    .with_hint(ErrorHint::AllowedMethods(allowed))
 }
 
-/// Decodes one path segment. A decoded `/` would change the path's structure, so it is refused.
-fn decode_segment(segment: &str) -> Result<Cow<'_, str>> {
+/// Decodes one path segment; `code` is the error for the segment's position. A decoded `/`
+/// would change the path's structure, so it is refused.
+fn decode(segment: &str, code: ErrorCode) -> Result<Cow<'_, str>> {
+    let invalid = |why: &str| RegistryError::new(code, format!("path segment {segment:?} {why}"));
     let decoded = percent_decode_str(segment)
         .decode_utf8()
-        .map_err(|_| RegistryError::new(ErrorCode::NameInvalid, "path is not valid UTF-8"))?;
+        .map_err(|_| invalid("is not valid UTF-8"))?;
     if decoded.contains('/') {
-        return Err(RegistryError::new(
-            ErrorCode::NameInvalid,
-            "an encoded '/' is not allowed in a path segment",
-        ));
+        return Err(invalid("encodes a '/'"));
     }
     Ok(decoded)
 }
@@ -221,19 +223,24 @@ impl Endpoint {
             Some("" | "/") => {
                 return match *method {
                     Method::GET | Method::HEAD => Ok(Self::ApiVersion),
-                    _ => Err(unsupported(method, "/v2/")),
+                    _ => Err(unsupported(method, "/v2/", "GET, HEAD")),
                 };
             }
             Some(rest) => rest.strip_prefix('/').ok_or_else(|| not_found(raw_path))?,
             None => return Err(not_found(raw_path)),
         };
-        let segments = rest
-            .split('/')
-            .map(decode_segment)
-            .collect::<Result<Vec<_>>>()?;
+        // Route words are matched as sent; the name and the parameter are decoded, each with
+        // the error code of its position.
+        let segments: Vec<&str> = rest.split('/').collect();
         let query = Query(query_params(query)?);
-        let segments: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
-        let name = |len: usize| -> Result<RepositoryName> { segments[..len].join("/").parse() };
+        let name = |len: usize| -> Result<RepositoryName> {
+            let parts = segments[..len]
+                .iter()
+                .map(|s| decode(s, ErrorCode::NameInvalid))
+                .collect::<Result<Vec<_>>>()?;
+            parts.join("/").parse()
+        };
+        let digest = |s: &str| -> Result<Digest> { decode(s, ErrorCode::DigestInvalid)?.parse() };
         let is_read = matches!(*method, Method::GET | Method::HEAD);
         let head = *method == Method::HEAD;
 
@@ -242,18 +249,22 @@ impl Endpoint {
                 Method::GET => Ok(Self::Catalog {
                     page: query.pagination()?,
                 }),
-                _ => Err(unsupported(method, "the catalog")),
+                _ => Err(unsupported(method, "the catalog", "GET")),
             },
             [.., _, "tags", "list"] => match *method {
                 Method::GET => Ok(Self::ListTags {
                     name: name(segments.len() - 2)?,
                     page: query.pagination()?,
                 }),
-                _ => Err(unsupported(method, "tag listings")),
+                _ => Err(unsupported(method, "tag listings", "GET")),
             },
             [.., _, "manifests", reference] => {
                 let name = name(segments.len() - 2)?;
-                let reference: Reference = reference.parse()?;
+                let reference = if percent_decode_str(reference).any(|b| b == b':') {
+                    Reference::Digest(digest(reference)?)
+                } else {
+                    decode(reference, ErrorCode::ManifestInvalid)?.parse()?
+                };
                 match *method {
                     _ if is_read => Ok(Self::GetManifest {
                         name,
@@ -262,7 +273,7 @@ impl Endpoint {
                     }),
                     Method::PUT => Ok(Self::PutManifest { name, reference }),
                     Method::DELETE => Ok(Self::DeleteManifest { name, reference }),
-                    _ => Err(unsupported(method, "manifests")),
+                    _ => Err(unsupported(method, "manifests", "GET, HEAD, PUT, DELETE")),
                 }
             }
             [.., _, "blobs", "uploads", id] => {
@@ -273,10 +284,10 @@ impl Endpoint {
                             name,
                             start: upload_kind(&query)?,
                         }),
-                        _ => Err(unsupported(method, "the uploads endpoint")),
+                        _ => Err(unsupported(method, "the uploads endpoint", "POST")),
                     };
                 }
-                let id: UploadId = id.parse()?;
+                let id: UploadId = decode(id, ErrorCode::BlobUploadUnknown)?.parse()?;
                 match *method {
                     Method::GET => Ok(Self::UploadStatus { name, id }),
                     Method::PATCH => Ok(Self::PatchUpload { name, id }),
@@ -290,29 +301,33 @@ impl Endpoint {
                         Ok(Self::CompleteUpload { name, id, digest })
                     }
                     Method::DELETE => Ok(Self::CancelUpload { name, id }),
-                    _ => Err(unsupported(method, "upload sessions")),
+                    _ => Err(unsupported(
+                        method,
+                        "upload sessions",
+                        "GET, PATCH, PUT, DELETE",
+                    )),
                 }
             }
             [.., _, "blobs", "uploads"] if *method == Method::POST => Ok(Self::StartUpload {
                 name: name(segments.len() - 2)?,
                 start: upload_kind(&query)?,
             }),
-            [.., _, "blobs", digest] => {
+            [.., _, "blobs", param] => {
                 let name = name(segments.len() - 2)?;
-                let digest: Digest = digest.parse()?;
+                let digest = digest(param)?;
                 match *method {
                     _ if is_read => Ok(Self::GetBlob { name, digest, head }),
                     Method::DELETE => Ok(Self::DeleteBlob { name, digest }),
-                    _ => Err(unsupported(method, "blobs")),
+                    _ => Err(unsupported(method, "blobs", "GET, HEAD, DELETE")),
                 }
             }
             [.., _, "referrers", subject] => match *method {
                 Method::GET => Ok(Self::Referrers {
                     name: name(segments.len() - 2)?,
-                    subject: subject.parse()?,
+                    subject: digest(subject)?,
                     artifact_type: query.get("artifactType").map(str::to_owned),
                 }),
-                _ => Err(unsupported(method, "referrers")),
+                _ => Err(unsupported(method, "referrers", "GET")),
             },
             _ => Err(not_found(raw_path)),
         }

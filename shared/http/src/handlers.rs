@@ -13,7 +13,6 @@ use berth_core::{ErrorCode, RegistryError, RepositoryName, Result, UploadId};
 use futures_util::TryStreamExt;
 use http::header::{
     ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LINK, LOCATION, RANGE,
-    TRANSFER_ENCODING,
 };
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, StatusCode};
@@ -184,7 +183,7 @@ pub(crate) async fn handle(
         }
 
         Endpoint::CompleteUpload { name, id, digest } => {
-            let last_chunk = if has_body(&parts.headers) {
+            let last_chunk = if crate::has_body(&parts.headers) {
                 Some((content_range(&parts.headers)?, body_stream(body)))
             } else {
                 None
@@ -340,18 +339,6 @@ fn content_range(headers: &HeaderMap) -> Result<Option<berth_core::range::ChunkR
             parse_content_range(text)
         })
         .transpose()
-}
-
-/// Whether the request carries a body: a non-zero `Content-Length` or a chunked one.
-fn has_body(headers: &HeaderMap) -> bool {
-    let length = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match length {
-        Some(length) => length > 0,
-        None => headers.contains_key(TRANSFER_ENCODING),
-    }
 }
 
 fn body_stream(body: Body) -> ByteStream {

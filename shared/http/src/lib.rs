@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use berth_core::{ErrorCode, Registry, RegistryError};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderName, HeaderValue};
 
 pub use axum::Router;
@@ -61,6 +62,7 @@ pub fn router(registry: Arc<Registry>, settings: Settings) -> Router {
 
 async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let sent_body = has_body(&parts.headers);
     let result = async {
         let endpoint = Endpoint::parse(&parts.method, parts.uri.path(), parts.uri.query())?;
         if let Some(role) = app.settings.role
@@ -75,10 +77,27 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     }
     .await;
     let mut response = result.unwrap_or_else(|error| ApiError(error).into_response());
+    let failed = response.status().is_client_error() || response.status().is_server_error();
+    let headers = response.headers_mut();
+    headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    // A request refused before its body was read leaves unread bytes on the connection:
+    // say so, rather than let the client reuse a connection the server will drop.
+    if sent_body && failed {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     response
-        .headers_mut()
-        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    response
+}
+
+/// Whether a request carries a body: a non-zero `Content-Length`, or a chunked one.
+pub(crate) fn has_body(headers: &http::HeaderMap) -> bool {
+    let length = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(length) => length > 0,
+        None => headers.contains_key(TRANSFER_ENCODING),
+    }
 }
 
 /// Writes one structured line per request, including, once, the private cause of an

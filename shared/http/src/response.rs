@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use berth_core::{ErrorCode, ErrorHint, RegistryError};
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use http::{HeaderValue, StatusCode};
 
 /// What the access log needs to know about a failed request.
@@ -47,6 +47,9 @@ impl IntoResponse for ApiError {
             }
             Some(ErrorHint::BlobSize(size)) => {
                 headers.insert(CONTENT_RANGE, header_value(&format!("bytes */{size}")));
+            }
+            Some(ErrorHint::AllowedMethods(allowed)) => {
+                headers.insert(ALLOW, HeaderValue::from_static(allowed));
             }
             None => {}
         }
