@@ -1,0 +1,623 @@
+//! The metadata store conformance suite and the adapter's own cases, against a real DynamoDB
+//! Local. Each test creates a fresh table with `create_table`.
+//!
+//! ```text
+//! eval "$(scripts/services/dynamodb-local.sh start)"
+//! cargo test -p berth-meta-dynamodb -- --ignored
+//! scripts/services/dynamodb-local.sh stop
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use berth_core::manifest::{ReferrerDescriptor, media_type};
+use berth_core::ports::{ManifestRecord, MetadataStore, StagedUpload, UploadSession};
+use berth_core::{Algorithm, Digest, ErrorCode, RepositoryName, Tag, UploadId};
+use berth_meta_dynamodb::{DynamoMetadataStore, INLINE_LIMIT, PART_BYTES, create_table};
+use bytes::Bytes;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A client for the DynamoDB Local that `scripts/services/dynamodb-local.sh start` announced.
+fn client() -> Client {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect(
+        "AWS_ENDPOINT_URL_DYNAMODB is not set: eval \"$(scripts/services/dynamodb-local.sh start)\"",
+    );
+    let credentials = Credentials::new(
+        env("AWS_ACCESS_KEY_ID", "berthlocal"),
+        env("AWS_SECRET_ACCESS_KEY", "berthlocal"),
+        None,
+        None,
+        "test environment",
+    );
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(env("AWS_REGION", "us-east-1")))
+        .credentials_provider(credentials)
+        .build();
+    Client::from_conf(config)
+}
+
+fn unique(label: &str) -> String {
+    let mut nonce = uuid::Uuid::new_v4().simple().to_string();
+    nonce.truncate(12);
+    format!("{label}-{nonce}")
+}
+
+/// A store over a table of its own.
+async fn fresh_store() -> (Client, String, DynamoMetadataStore) {
+    let client = client();
+    let table = unique("berth-test");
+    create_table(&client, &table)
+        .await
+        .unwrap_or_else(|e| panic!("create_table({table}) failed: {e}"));
+    let store = DynamoMetadataStore::new(client.clone(), &table);
+    (client, table, store)
+}
+
+fn repository(name: &str) -> RepositoryName {
+    name.parse().expect("a repository name")
+}
+
+fn tag(name: &str) -> Tag {
+    name.parse().expect("a tag")
+}
+
+/// A manifest of `len` bytes that no other test produces.
+fn manifest(len: usize) -> ManifestRecord {
+    let mut bytes = format!("{{\"seed\":\"{}\",\"pad\":\"", uuid::Uuid::new_v4()).into_bytes();
+    bytes.extend((bytes.len()..len.saturating_sub(2)).map(|i| b'a' + (i % 26) as u8));
+    bytes.extend_from_slice(b"\"}");
+    ManifestRecord {
+        digest: Digest::of(Algorithm::Sha256, &bytes),
+        media_type: media_type::OCI_MANIFEST.to_owned(),
+        bytes: Bytes::from(bytes),
+        referrer: None,
+    }
+}
+
+fn with_subject(mut record: ManifestRecord, subject: &Digest) -> ManifestRecord {
+    let descriptor = ReferrerDescriptor {
+        media_type: record.media_type.clone(),
+        digest: record.digest.clone(),
+        size: record.bytes.len() as u64,
+        artifact_type: Some("application/vnd.example.sbom".to_owned()),
+        annotations: BTreeMap::from([("org.example.kind".to_owned(), "sbom".to_owned())]),
+    };
+    record.referrer = Some((subject.clone(), descriptor));
+    record
+}
+
+/// The sort keys stored in the repository's partition that start with `prefix`.
+async fn stored_keys(
+    client: &Client,
+    table: &str,
+    repo: &RepositoryName,
+    prefix: &str,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("REPO#{repo}")))
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+            .projection_expression("SK")
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("a raw query");
+        for item in page.items() {
+            if let Some(AttributeValue::S(sk)) = item.get("SK") {
+                keys.push(sk.clone());
+            }
+        }
+        match page.last_evaluated_key {
+            Some(next) => start = Some(next),
+            None => return keys,
+        }
+    }
+}
+
+/// How many pages DynamoDB needs to return the repository's tag items.
+async fn tag_pages(client: &Client, table: &str, repo: &RepositoryName) -> usize {
+    let mut pages = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("REPO#{repo}")))
+            .expression_attribute_values(":prefix", AttributeValue::S("TAG#".to_owned()))
+            .projection_expression("SK")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("a raw query");
+        pages += 1;
+        match page.last_evaluated_key {
+            Some(next) => start = Some(next),
+            None => return pages,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn metadata_store_conforms() {
+    let (_client, _table, store) = fresh_store().await;
+    berth_core::conformance::run_all_metadata_store(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn create_table_is_idempotent_and_checks_the_schema() {
+    let (client, table, store) = fresh_store().await;
+    let repo = repository(&unique("idempotent"));
+    let record = manifest(100);
+    store
+        .put_manifest(&repo, &record, Some(&tag("kept")))
+        .await
+        .expect("put");
+    create_table(&client, &table)
+        .await
+        .expect("creating an existing table again is fine");
+    assert_eq!(
+        store
+            .tagged_manifest(&repo, &tag("kept"))
+            .await
+            .expect("read"),
+        Some(record),
+        "creating it again keeps the data"
+    );
+
+    let foreign = unique("berth-foreign");
+    client
+        .create_table()
+        .table_name(&foreign)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("definition"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .send()
+        .await
+        .expect("a table of another schema");
+    let err = create_table(&client, &foreign)
+        .await
+        .expect_err("a table of another schema is refused");
+    assert!(
+        err.cause()
+            .is_some_and(|cause| cause.contains("another schema")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn a_one_mib_manifest_is_split_and_round_trips() {
+    let (client, table, store) = fresh_store().await;
+    let repo = repository(&unique("large"));
+    let subject = manifest(64);
+    store
+        .put_manifest(&repo, &subject, None)
+        .await
+        .expect("put subject");
+    let record = with_subject(manifest(1024 * 1024), &subject.digest);
+    assert!(record.bytes.len() > INLINE_LIMIT);
+    store
+        .put_manifest(&repo, &record, Some(&tag("big")))
+        .await
+        .expect("put a 1 MiB manifest");
+
+    let parts_prefix = format!("MANIFEST#{}#PART#", record.digest);
+    let parts = stored_keys(&client, &table, &repo, &parts_prefix).await;
+    assert_eq!(
+        parts.len(),
+        record.bytes.len().div_ceil(PART_BYTES),
+        "{parts:?}"
+    );
+
+    let by_digest = store
+        .manifest(&repo, &record.digest)
+        .await
+        .expect("by digest");
+    assert_eq!(by_digest.as_ref(), Some(&record), "by digest, byte-exact");
+    let by_tag = store
+        .tagged_manifest(&repo, &tag("big"))
+        .await
+        .expect("by tag");
+    assert_eq!(by_tag.as_ref(), Some(&record), "by tag, byte-exact");
+    let referrers = store
+        .referrers(&repo, &subject.digest)
+        .await
+        .expect("referrers");
+    assert_eq!(referrers.len(), 1);
+    assert_eq!(referrers[0].digest, record.digest);
+    assert_eq!(
+        store
+            .manifests_present(&repo, std::slice::from_ref(&record.digest))
+            .await
+            .expect("present"),
+        [true]
+    );
+
+    // Stored again, under a second tag: the parts are reused, not written twice.
+    store
+        .put_manifest(&repo, &record, Some(&tag("big2")))
+        .await
+        .expect("put again");
+    assert_eq!(
+        stored_keys(&client, &table, &repo, &parts_prefix).await,
+        parts
+    );
+    assert_eq!(
+        store
+            .tagged_manifest(&repo, &tag("big2"))
+            .await
+            .expect("by tag")
+            .as_ref(),
+        Some(&record)
+    );
+
+    // Stored again under another media type: every tag serves the new one.
+    let mut retyped = record.clone();
+    retyped.media_type = media_type::DOCKER_MANIFEST.to_owned();
+    store
+        .put_manifest(&repo, &retyped, None)
+        .await
+        .expect("put retyped");
+    for name in ["big", "big2"] {
+        let served = store
+            .tagged_manifest(&repo, &tag(name))
+            .await
+            .expect("by tag");
+        assert_eq!(
+            served.map(|m| m.media_type),
+            Some(retyped.media_type.clone()),
+            "{name}"
+        );
+    }
+
+    assert!(
+        store
+            .delete_manifest(&repo, &record.digest)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        store.manifest(&repo, &record.digest).await.expect("read"),
+        None
+    );
+    assert_eq!(
+        store
+            .tagged_manifest(&repo, &tag("big"))
+            .await
+            .expect("read"),
+        None
+    );
+    assert!(
+        store
+            .referrers(&repo, &subject.digest)
+            .await
+            .expect("referrers")
+            .is_empty()
+    );
+    let left = stored_keys(
+        &client,
+        &table,
+        &repo,
+        &format!("MANIFEST#{}", record.digest),
+    )
+    .await;
+    assert!(left.is_empty(), "items left after delete: {left:?}");
+    assert_eq!(
+        store.tags(&repo, None, 10).await.expect("tags"),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn a_new_media_type_reaches_every_tag_of_an_inline_manifest() {
+    let (_client, _table, store) = fresh_store().await;
+    let repo = repository(&unique("retype"));
+    let record = manifest(500);
+    for name in ["one", "two"] {
+        store
+            .put_manifest(&repo, &record, Some(&tag(name)))
+            .await
+            .expect("put");
+    }
+    let mut retyped = record.clone();
+    retyped.media_type = media_type::DOCKER_MANIFEST.to_owned();
+    store
+        .put_manifest(&repo, &retyped, Some(&tag("three")))
+        .await
+        .expect("put retyped");
+    for name in ["one", "two", "three"] {
+        assert_eq!(
+            store
+                .tagged_manifest(&repo, &tag(name))
+                .await
+                .expect("read")
+                .as_ref(),
+            Some(&retyped),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        store
+            .manifest(&repo, &record.digest)
+            .await
+            .expect("read")
+            .as_ref(),
+        Some(&retyped)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn listings_follow_dynamodb_pages() {
+    let (client, table, store) = fresh_store().await;
+    let repo = repository(&unique("pages"));
+    // Tag items hold the manifest inline: 20 tags of a 250 KB manifest are 5 MB, so a
+    // listing of them spans several 1 MB pages.
+    let record = manifest(250 * 1024);
+    let mut names: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
+    for name in &names {
+        store
+            .put_manifest(&repo, &record, Some(&tag(name)))
+            .await
+            .expect("put");
+    }
+    names.sort();
+    let pages = tag_pages(&client, &table, &repo).await;
+    assert!(pages >= 4, "the tags fit in {pages} DynamoDB pages");
+    assert_eq!(store.tags(&repo, None, 100).await.expect("tags"), names);
+    assert_eq!(store.tags(&repo, None, 7).await.expect("tags"), names[..7]);
+    assert_eq!(
+        store.tags(&repo, Some("t03"), 6).await.expect("tags"),
+        names[4..10]
+    );
+    assert_eq!(
+        store.tags(&repo, Some("t035"), 100).await.expect("tags"),
+        names[4..]
+    );
+
+    // A new media type rewrites every tag: more bytes than one transaction carries.
+    let mut retyped = record.clone();
+    retyped.media_type = media_type::DOCKER_MANIFEST.to_owned();
+    store
+        .put_manifest(&repo, &retyped, None)
+        .await
+        .expect("retype");
+    for name in &names {
+        let served = store
+            .tagged_manifest(&repo, &tag(name))
+            .await
+            .expect("read");
+        assert_eq!(served.as_ref(), Some(&retyped), "{name}");
+    }
+
+    // Finding the tags to delete reads every page too.
+    assert!(
+        store
+            .delete_manifest(&repo, &record.digest)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        store.tags(&repo, None, 100).await.expect("tags"),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn a_manifest_with_more_tags_than_a_transaction_holds() {
+    let (_client, _table, store) = fresh_store().await;
+    let store = Arc::new(store);
+    let repo = repository(&unique("many-tags"));
+    let record = manifest(300);
+    let other = manifest(300);
+    store
+        .put_manifest(&repo, &other, Some(&tag("other")))
+        .await
+        .expect("put");
+    let names: Vec<String> = (0..130).map(|i| format!("v{i:03}")).collect();
+    let puts = names.iter().map(|name| {
+        let (store, repo, record) = (Arc::clone(&store), repo.clone(), record.clone());
+        let tag = tag(name);
+        tokio::spawn(async move { store.put_manifest(&repo, &record, Some(&tag)).await })
+    });
+    for put in futures_util::future::join_all(puts).await {
+        put.expect("a task").expect("put");
+    }
+    assert_eq!(
+        store.tags(&repo, None, 1000).await.expect("tags").len(),
+        131
+    );
+
+    let mut retyped = record.clone();
+    retyped.media_type = media_type::DOCKER_MANIFEST.to_owned();
+    store
+        .put_manifest(&repo, &retyped, None)
+        .await
+        .expect("retype");
+    for name in [&names[0], &names[129]] {
+        let served = store
+            .tagged_manifest(&repo, &tag(name))
+            .await
+            .expect("read");
+        assert_eq!(served.as_ref(), Some(&retyped), "{name}");
+    }
+
+    assert!(
+        store
+            .delete_manifest(&repo, &record.digest)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        store.tags(&repo, None, 1000).await.expect("tags"),
+        ["other"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn racing_upload_updates_from_many_tasks_have_one_winner() {
+    let (_client, _table, store) = fresh_store().await;
+    let store = Arc::new(store);
+    let mut session = UploadSession {
+        repository: repository(&unique("race")),
+        staged: StagedUpload {
+            id: UploadId::generate(),
+            size: 0,
+            backend: Vec::new(),
+        },
+        hash: berth_core::digest::DigestHasher::new(Algorithm::Sha256).save(),
+        started_at: 1_700_000_000,
+    };
+    store.create_upload(&session).await.expect("create");
+    for round in 0..5 {
+        let expected = session.staged.size;
+        let racers = (0..32u64).map(|i| {
+            let store = Arc::clone(&store);
+            let mut candidate = session.clone();
+            candidate.staged.size = expected + i + 1;
+            candidate.staged.backend = format!("racer {i}").into_bytes();
+            tokio::spawn(async move {
+                let won = store.update_upload(&candidate, expected).await;
+                (won, candidate)
+            })
+        });
+        let mut winners = Vec::new();
+        for racer in futures_util::future::join_all(racers).await {
+            let (won, candidate) = racer.expect("a task");
+            if won.expect("update_upload") {
+                winners.push(candidate);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        let stored = store.upload(&session.staged.id).await.expect("read");
+        assert_eq!(stored.as_ref(), Some(&winners[0]), "round {round}");
+        session = winners.remove(0);
+    }
+    let missing = UploadSession {
+        staged: StagedUpload {
+            id: UploadId::generate(),
+            ..session.staged.clone()
+        },
+        ..session.clone()
+    };
+    assert!(!store.update_upload(&missing, 0).await.expect("update"));
+    assert_eq!(store.upload(&missing.staged.id).await.expect("read"), None);
+}
+
+/// A tag pushed while its manifest is deleted either survives with the manifest or goes
+/// with it: never a tag that serves a deleted manifest.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn a_push_racing_a_delete_leaves_no_dangling_tag() {
+    let (_client, _table, store) = fresh_store().await;
+    let store = Arc::new(store);
+    let repo = repository(&unique("push-delete"));
+    for round in 0..20 {
+        let record = manifest(200);
+        store
+            .put_manifest(&repo, &record, Some(&tag("a")))
+            .await
+            .expect("put");
+        let pushed = {
+            let (store, repo, record) = (Arc::clone(&store), repo.clone(), record.clone());
+            tokio::spawn(async move { store.put_manifest(&repo, &record, Some(&tag("b"))).await })
+        };
+        let deleted = {
+            let (store, repo, digest) = (Arc::clone(&store), repo.clone(), record.digest.clone());
+            tokio::spawn(async move { store.delete_manifest(&repo, &digest).await })
+        };
+        pushed.await.expect("a task").expect("put");
+        assert!(
+            deleted.await.expect("a task").expect("delete"),
+            "round {round}"
+        );
+        let stored = store.manifest(&repo, &record.digest).await.expect("read");
+        let b = store.tagged_manifest(&repo, &tag("b")).await.expect("read");
+        match stored {
+            None => assert_eq!(b, None, "round {round}: tag b outlived its manifest"),
+            Some(stored) => assert_eq!(b, Some(stored), "round {round}"),
+        }
+        assert_eq!(
+            store.tagged_manifest(&repo, &tag("a")).await.expect("read"),
+            None
+        );
+        store.delete_tag(&repo, &tag("b")).await.expect("cleanup");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn a_missing_table_is_an_internal_error_that_names_nothing() {
+    let table = unique("berth-missing");
+    let store = DynamoMetadataStore::new(client(), &table);
+    let err = store
+        .manifest(&repository("r"), &Digest::of(Algorithm::Sha256, b"x"))
+        .await
+        .expect_err("no such table");
+    assert_eq!(err.code(), ErrorCode::Unknown, "{err}");
+    let body = err.to_body().to_string();
+    assert!(!body.contains(&table), "{body}");
+}
+
+/// Needs no DynamoDB: nothing listens on the endpoint.
+#[tokio::test]
+async fn an_unreachable_endpoint_is_unavailable_and_named_nowhere_the_client_sees() {
+    let endpoint = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        format!("http://{}", listener.local_addr().expect("an address"))
+    };
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+        .retry_config(RetryConfig::standard().with_max_attempts(1))
+        .build();
+    let store = DynamoMetadataStore::new(Client::from_conf(config), "berth-unreachable");
+    let err = store
+        .upload(&UploadId::generate())
+        .await
+        .expect_err("nothing listens there");
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+    let body = err.to_body().to_string();
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains("berth-unreachable"),
+        "{body}"
+    );
+}
