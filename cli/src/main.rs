@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use berth_runtime::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,22 +28,73 @@ enum LogFormat {
     Json,
 }
 
+/// Where the registry keeps blobs and metadata.
+#[derive(Debug, clap::Args)]
+struct StorageArgs {
+    /// Directory holding embedded blobs and metadata.
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+    data_dir: PathBuf,
+
+    /// Blob store: `local` (in the data directory) or `s3://bucket[/prefix]`. S3 takes the
+    /// standard AWS_* variables, including AWS_ENDPOINT_URL_S3 for MinIO or Garage.
+    #[arg(long, env = "BERTH_BLOB_STORE", default_value = "local")]
+    blob_store: BlobLocation,
+
+    /// Metadata store: `local` (in the data directory) or `dynamodb://table`. DynamoDB takes
+    /// the standard AWS_* variables, including AWS_ENDPOINT_URL_DYNAMODB.
+    #[arg(long, env = "BERTH_METADATA", default_value = "local")]
+    metadata: MetadataLocation,
+
+    /// Address S3 buckets in the path (MinIO and Garage need it).
+    #[arg(long, env = "BERTH_S3_PATH_STYLE", default_value_t = false)]
+    s3_path_style: bool,
+
+    /// Answer blob GETs with a presigned S3 URL (`true`) or stream the bytes (`false`).
+    #[arg(long, env = "BERTH_S3_REDIRECT", default_value_t = true, action = clap::ArgAction::Set)]
+    s3_redirect: bool,
+
+    /// How long presigned S3 URLs stay valid.
+    #[arg(long, env = "BERTH_S3_PRESIGN_EXPIRY", default_value = "1200s", value_parser = parse_seconds)]
+    s3_presign_expiry: Duration,
+}
+
+impl StorageArgs {
+    fn config(self) -> StorageConfig {
+        StorageConfig {
+            data_dir: self.data_dir,
+            blobs: self.blob_store,
+            metadata: self.metadata,
+            s3: S3Options {
+                force_path_style: self.s3_path_style,
+                redirect: self.s3_redirect,
+                presign_expiry: self.s3_presign_expiry,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the registry locally on embedded storage.
+    /// Run the whole registry as one process: embedded storage by default, S3 and DynamoDB
+    /// when configured.
     Serve {
         /// Address to listen on.
         #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:5000")]
         listen: SocketAddr,
 
-        /// Directory holding blobs and metadata.
-        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        storage: StorageArgs,
 
         /// How long in-flight requests may run after SIGINT or SIGTERM before they are cut
         /// off (an interrupted upload is left as it was before its last request).
         #[arg(long, env = "BERTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_seconds)]
         shutdown_grace: Duration,
+    },
+    /// Create what the configured storage needs before first use (the data directory; the
+    /// DynamoDB table, idempotently). Safe to run again.
+    Init {
+        #[command(flatten)]
+        storage: StorageArgs,
     },
 }
 
@@ -84,9 +136,18 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve {
                 listen,
-                data_dir,
+                storage,
                 shutdown_grace,
-            } => serve(listen, data_dir, shutdown_grace).await,
+            } => serve(listen, storage.config(), shutdown_grace).await,
+            Command::Init { storage } => {
+                let config = storage.config();
+                config
+                    .init()
+                    .await
+                    .map_err(|e| format!("cannot initialise storage: {e}"))?;
+                tracing::info!(blobs = ?config.blobs, metadata = ?config.metadata, "storage is ready");
+                Ok(())
+            }
         }
     });
     match outcome {
@@ -98,16 +159,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(listen: SocketAddr, data_dir: PathBuf, grace: Duration) -> Result<(), String> {
-    let registry = berth_runtime::LocalStorage::new(&data_dir)
+async fn serve(listen: SocketAddr, storage: StorageConfig, grace: Duration) -> Result<(), String> {
+    let registry = storage
         .open()
-        .map_err(|e| format!("cannot open storage in {}: {e}", data_dir.display()))?;
+        .await
+        .map_err(|e| format!("cannot open storage: {e}"))?;
     let router = berth_runtime::local_router(registry);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(listen = %local_addr, data_dir = %data_dir.display(), "berth is serving");
+    tracing::info!(listen = %local_addr, "berth is serving");
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let mut server = tokio::spawn(async move {

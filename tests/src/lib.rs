@@ -395,8 +395,9 @@ impl TestRegistry {
 /// Opens local storage in `data_dir` and serves the local router on an ephemeral loopback
 /// port until told to shut down.
 async fn serve(data_dir: &Path, receive_buffer: Option<u32>) -> (SocketAddr, RunningServer) {
-    let registry = berth_runtime::LocalStorage::new(data_dir)
+    let registry = berth_runtime::StorageConfig::local(data_dir)
         .open()
+        .await
         .expect("local storage opens");
     let router = berth_runtime::local_router(registry);
 

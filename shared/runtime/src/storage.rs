@@ -1,0 +1,230 @@
+//! Where blobs and metadata live, chosen by configuration: embedded storage by default, S3 and
+//! DynamoDB when `BERTH_BLOB_STORE=s3://...` and `BERTH_METADATA=dynamodb://...` say so.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::ports::{BlobStore, MetadataStore};
+use berth_core::{Registry, RegistryError, Result};
+
+/// Where blob bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobLocation {
+    /// The data directory's `blobs/` and `uploads/`.
+    Local,
+    /// An S3 bucket (AWS, MinIO, Garage...), optionally under a key prefix.
+    S3 {
+        bucket: String,
+        prefix: Option<String>,
+    },
+}
+
+impl FromStr for BlobLocation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if matches!(text, "" | "local") {
+            return Ok(Self::Local);
+        }
+        let rest = text.strip_prefix("s3://").ok_or_else(|| {
+            format!("blob store {text:?} is neither \"local\" nor s3://bucket[/prefix]")
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("blob store {text:?} names no bucket"));
+        }
+        Ok(Self::S3 {
+            bucket: bucket.to_owned(),
+            prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
+        })
+    }
+}
+
+/// Where registry metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataLocation {
+    /// The data directory's embedded database.
+    Local,
+    /// One DynamoDB table.
+    DynamoDb { table: String },
+}
+
+impl FromStr for MetadataLocation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if matches!(text, "" | "local") {
+            return Ok(Self::Local);
+        }
+        match text.strip_prefix("dynamodb://") {
+            Some(table) if !table.is_empty() && !table.contains('/') => Ok(Self::DynamoDb {
+                table: table.to_owned(),
+            }),
+            _ => Err(format!(
+                "metadata store {text:?} is neither \"local\" nor dynamodb://table"
+            )),
+        }
+    }
+}
+
+/// S3 settings beyond the bucket: the `AWS_*` variables (credentials, region,
+/// `AWS_ENDPOINT_URL_S3`) are read by the SDK itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Options {
+    /// Address buckets in the path, as MinIO and Garage expect.
+    pub force_path_style: bool,
+    /// Answer blob GETs with a presigned URL (307) instead of streaming the bytes.
+    pub redirect: bool,
+    /// How long a presigned URL stays valid.
+    pub presign_expiry: Duration,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        Self {
+            force_path_style: false,
+            redirect: true,
+            presign_expiry: Duration::from_secs(20 * 60),
+        }
+    }
+}
+
+/// The storage of one registry process.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub blobs: BlobLocation,
+    pub metadata: MetadataLocation,
+    pub s3: S3Options,
+}
+
+impl StorageConfig {
+    /// Embedded storage under `data_dir`.
+    pub fn local(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            blobs: BlobLocation::Local,
+            metadata: MetadataLocation::Local,
+            s3: S3Options::default(),
+        }
+    }
+
+    /// Opens the configured stores (making no request to a cloud service) and the registry
+    /// over them.
+    pub async fn open(&self) -> Result<Arc<Registry>> {
+        let (local_blobs, local_meta) = self.open_local_parts()?;
+        let blobs: Arc<dyn BlobStore> = match &self.blobs {
+            BlobLocation::Local => Arc::new(local_blobs.ok_or_else(missing_local)?),
+            BlobLocation::S3 { bucket, prefix } => Arc::new(self.open_s3(bucket, prefix).await?),
+        };
+        let meta: Arc<dyn MetadataStore> = match &self.metadata {
+            MetadataLocation::Local => Arc::new(local_meta.ok_or_else(missing_local)?),
+            MetadataLocation::DynamoDb { table } => {
+                Arc::new(berth_meta_dynamodb::DynamoMetadataStore::connect(table).await)
+            }
+        };
+        tracing::info!(blobs = ?self.blobs, metadata = ?self.metadata, "storage opened");
+        Ok(Arc::new(Registry::new(blobs, meta)))
+    }
+
+    /// Creates what the configured storage needs before first use: the data directory, and
+    /// the DynamoDB table (idempotently, with the schema the SAM template declares).
+    pub async fn init(&self) -> Result<()> {
+        self.open_local_parts()?;
+        if let MetadataLocation::DynamoDb { table } = &self.metadata {
+            berth_meta_dynamodb::DynamoMetadataStore::create_table_from_env(table).await?;
+        }
+        Ok(())
+    }
+
+    /// The embedded stores this configuration uses, opened (each `None` when not used).
+    fn open_local_parts(
+        &self,
+    ) -> Result<(
+        Option<berth_store_local::FsBlobStore>,
+        Option<berth_store_local::RedbMetadataStore>,
+    )> {
+        let wants_blobs = self.blobs == BlobLocation::Local;
+        let wants_meta = self.metadata == MetadataLocation::Local;
+        if !wants_blobs && !wants_meta {
+            return Ok((None, None));
+        }
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            RegistryError::internal(format!(
+                "cannot create data directory {}: {e}",
+                self.data_dir.display()
+            ))
+        })?;
+        let blobs = wants_blobs
+            .then(|| berth_store_local::FsBlobStore::open(&self.data_dir))
+            .transpose()?;
+        let meta = wants_meta
+            .then(|| {
+                berth_store_local::RedbMetadataStore::open(
+                    self.data_dir.join(berth_store_local::METADATA_FILE),
+                )
+            })
+            .transpose()?;
+        Ok((blobs, meta))
+    }
+
+    async fn open_s3(
+        &self,
+        bucket: &str,
+        prefix: &Option<String>,
+    ) -> Result<berth_store_s3::S3BlobStore> {
+        let mut config = berth_store_s3::S3Config::new(bucket);
+        config.prefix.clone_from(prefix);
+        config.force_path_style = self.s3.force_path_style;
+        config.redirect = self.s3.redirect;
+        config.presign_expiry = self.s3.presign_expiry;
+        berth_store_s3::S3BlobStore::connect(config).await
+    }
+}
+
+fn missing_local() -> RegistryError {
+    RegistryError::internal("local storage was not opened")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_locations() {
+        assert_eq!("local".parse(), Ok(BlobLocation::Local));
+        assert_eq!(
+            "s3://images".parse(),
+            Ok(BlobLocation::S3 {
+                bucket: "images".into(),
+                prefix: None
+            })
+        );
+        assert_eq!(
+            "s3://images/berth/prod".parse(),
+            Ok(BlobLocation::S3 {
+                bucket: "images".into(),
+                prefix: Some("berth/prod".into())
+            })
+        );
+        for bad in ["s3://", "s3:///x", "file:///tmp", "images"] {
+            assert!(bad.parse::<BlobLocation>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_locations() {
+        assert_eq!("local".parse(), Ok(MetadataLocation::Local));
+        assert_eq!(
+            "dynamodb://berth".parse(),
+            Ok(MetadataLocation::DynamoDb {
+                table: "berth".into()
+            })
+        );
+        for bad in ["dynamodb://", "dynamodb://a/b", "redis://x"] {
+            assert!(bad.parse::<MetadataLocation>().is_err(), "{bad}");
+        }
+    }
+}
