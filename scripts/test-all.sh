@@ -39,6 +39,8 @@ scripts/services/garage.sh install
 # It accepts any credentials; Garage's, exported last, are the ones in force.
 eval "$(scripts/services/dynamodb-local.sh start)"
 eval "$(scripts/services/garage.sh start "$services/garage")"
+# The S3 outage test stops and restarts this node.
+export BERTH_TEST_GARAGE_DIR="$services/garage"
 
 # --- Rust: format, lints, unit/conformance/protocol tests ----------------------------------
 step "cargo fmt --check"

@@ -8,9 +8,9 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
+use berth_runtime::StorageConfig;
 use bytes::Bytes;
 pub use reqwest::Method;
 use reqwest::header::{
@@ -23,6 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub mod aws;
 
 /// Media types the tests push and expect back.
 pub mod media {
@@ -87,7 +89,9 @@ pub struct TestRegistry {
     client: reqwest::Client,
     server: Option<RunningServer>,
     receive_buffer: Option<u32>,
-    data_dir: TempDir,
+    storage: StorageConfig,
+    /// Holds the data directory for as long as the registry runs.
+    _data_dir: TempDir,
 }
 
 #[derive(Debug)]
@@ -119,13 +123,31 @@ impl TestRegistry {
 
     async fn start_with_receive_buffer(receive_buffer: Option<u32>) -> Self {
         let data_dir = tempfile::tempdir().expect("a temporary data directory");
-        let (addr, server) = serve(data_dir.path(), receive_buffer).await;
+        let storage = StorageConfig::local(data_dir.path());
+        let (addr, server) = serve(&storage, receive_buffer).await;
         Self {
             addr,
             client: http_client(),
             server: Some(server),
             receive_buffer,
-            data_dir,
+            storage,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// Starts a registry on the given storage (for example S3 and DynamoDB), which must be
+    /// ready for use. Its own temporary directory serves any part that is local.
+    pub async fn start_on(mut storage: StorageConfig) -> Self {
+        let data_dir = tempfile::tempdir().expect("a temporary data directory");
+        storage.data_dir = data_dir.path().to_owned();
+        let (addr, server) = serve(&storage, None).await;
+        Self {
+            addr,
+            client: http_client(),
+            server: Some(server),
+            receive_buffer: None,
+            storage,
+            _data_dir: data_dir,
         }
     }
 
@@ -141,7 +163,7 @@ impl TestRegistry {
                 .expect("the server stops within 10 s")
                 .expect("the server task ends cleanly");
         }
-        let (addr, server) = serve(self.data_dir.path(), self.receive_buffer).await;
+        let (addr, server) = serve(&self.storage, self.receive_buffer).await;
         self.addr = addr;
         self.server = Some(server);
     }
@@ -394,11 +416,11 @@ impl TestRegistry {
 
 /// Opens local storage in `data_dir` and serves the local router on an ephemeral loopback
 /// port until told to shut down.
-async fn serve(data_dir: &Path, receive_buffer: Option<u32>) -> (SocketAddr, RunningServer) {
-    let registry = berth_runtime::StorageConfig::local(data_dir)
-        .open()
-        .await
-        .expect("local storage opens");
+async fn serve(
+    storage: &StorageConfig,
+    receive_buffer: Option<u32>,
+) -> (SocketAddr, RunningServer) {
+    let registry = storage.open().await.expect("the storage opens");
     let router = berth_runtime::local_router(registry);
 
     let socket = TcpSocket::new_v4().expect("a TCP socket");

@@ -41,11 +41,28 @@ where
         }
         _ => false,
     };
-    let cause = format!("DynamoDB {operation}: {}", DisplayErrorContext(&err));
+    let cause = format!("DynamoDB {operation}: {}", describe(&err));
     if transient {
         RegistryError::unavailable(cause)
     } else {
         RegistryError::internal(cause)
+    }
+}
+
+/// A failure in one line for the log: the service's status, code and message when it
+/// answered, the whole chain of causes when it could not be reached.
+fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => format!(
+            "{} {}: {}",
+            service.raw().status().as_u16(),
+            service.err().code().unwrap_or("(no error code)"),
+            service.err().message().unwrap_or("(no message)")
+        ),
+        other => DisplayErrorContext(other).to_string(),
     }
 }
 

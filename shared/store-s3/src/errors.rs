@@ -58,12 +58,29 @@ where
         }
         _ => false,
     };
-    let cause = format!("S3 {action}: {}", DisplayErrorContext(&err));
+    let cause = format!("S3 {action}: {}", describe(&err));
     Failure::Failed(if retryable {
         RegistryError::unavailable(cause)
     } else {
         RegistryError::internal(cause)
     })
+}
+
+/// A failure in one line for the log: the service's status, code and message when it
+/// answered, the whole chain of causes when it could not be reached.
+fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => format!(
+            "{} {}: {}",
+            service.raw().status().as_u16(),
+            service.err().code().unwrap_or("(no error code)"),
+            service.err().message().unwrap_or("(no message)")
+        ),
+        other => DisplayErrorContext(other).to_string(),
+    }
 }
 
 /// Maps an SDK error to a registry error, a missing object included.
