@@ -115,6 +115,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw", required=True)
     parser.add_argument("--meta", required=True)
+    parser.add_argument("--counts", help="TSV lines registry, probe, service or operation, "
+                        "requests per registry request (STORAGE=s3 runs)")
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
 
@@ -244,6 +246,31 @@ def main():
         out.write("WARNING: the machine was not idle before %d measurement(s) (up to %.0f%% CPU busy): "
                   "expect noise; rerun on a quiet machine or with IDLE_WAIT=120.\n" % (len(busy), max(busy)))
 
+    # ------------------------------------------------------- request counts
+    counts = {}  # counts[registry][probe][service or operation] = requests per registry request
+    if args.counts:
+        for registry, probe, what, text in read_tsv(args.counts, 4):
+            counts.setdefault(registry, {}).setdefault(probe, {})[what] = to_float(text)
+    if counts:
+        out.write("\nBackend requests per registry request (storage: %s), through a counting proxy:\n"
+                  % meta.get("storage"))
+        probes = []
+        for per_probe in counts.values():
+            probes += [p for p in per_probe if p not in probes]
+        rows = [["request", "registry", "S3", "DynamoDB", "operations"]]
+        for probe in probes:
+            for registry in REGISTRIES:
+                seen = counts.get(registry, {}).get(probe)
+                if seen is None:
+                    continue
+                operations = ", ".join("%s %g" % (k, v) for k, v in sorted(seen.items())
+                                       if ":" in k and v) or "none"
+                rows.append([probe.replace("_", " "), registry, "%g" % seen.get("s3", 0),
+                             "%g" % seen.get("dynamodb", 0), operations])
+        col = [max(len(r[i]) for r in rows) for i in range(4)]
+        for row in rows:
+            out.write("  ".join(c.ljust(w) for c, w in zip(row, col)) + "  " + row[4] + "\n")
+
     # ----------------------------------------------------------------- JSON
     knobs = {k[len("knob_"):]: v for k, v in meta.items() if k.startswith("knob_")}
     document = {
@@ -263,6 +290,8 @@ def main():
             "kernel", "cpus", "cpu_model", "mem_total_kb", "curl_version", "wrk_version",
             "bench_dir", "filesystem")},
         "metrics": result_metrics,
+        "storage": meta.get("storage"),
+        "backend_requests_per_request": counts,
         "disturbed_phases": [
             {"registry": reg, "round": rnd, "phase": phase, "other_cpu_share": share}
             for (reg, rnd, phase), share in sorted(disturbed.items())],

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: Berth vs CNCF Distribution, both on 127.0.0.1.
 #
+# STORAGE=local (default): both on the local filesystem. STORAGE=s3: both on one Garage node
+# (S3) started for the run, Berth's metadata in DynamoDB Local, blob GETs redirected to
+# presigned Garage URLs for both; the run ends by counting the S3 and DynamoDB requests each
+# registry makes per manifest GET, blob HEAD and blob GET (through a counting proxy).
+#
 # Measures, per round and per registry (order alternates every round):
 #   - push of one large random blob (POST -> one chunked PATCH -> PUT ?digest=)
 #   - pull of that blob (GET, following redirects)
@@ -40,6 +45,8 @@ IDLE_WAIT=${IDLE_WAIT:-0}
 IDLE_MAX_BUSY=${IDLE_MAX_BUSY:-25}
 RESULTS_JSON=${RESULTS_JSON:-$BENCH_SRC/results/latest.json}
 KEEP_RUN_DIR=${KEEP_RUN_DIR:-0}
+STORAGE=${STORAGE:-local}
+COUNT_REQUESTS=${COUNT_REQUESTS:-20}
 
 MANIFEST_TYPE=application/vnd.oci.image.manifest.v1+json
 
@@ -58,6 +65,12 @@ done
 ((BLOB_MIB >= 1)) || die "BLOB_MIB must be >= 1"
 ((WRK_SECONDS >= 1)) || die "WRK_SECONDS must be >= 1"
 ((PULL_REPEAT >= 1)) || die "PULL_REPEAT must be >= 1"
+case "$STORAGE" in
+local | s3) ;;
+*) die "STORAGE must be local or s3 (got '$STORAGE')" ;;
+esac
+is_uint "$COUNT_REQUESTS" || die "COUNT_REQUESTS must be a positive integer (got '$COUNT_REQUESTS')"
+((COUNT_REQUESTS >= 1)) || die "COUNT_REQUESTS must be >= 1"
 if [ "$DROP_CACHES" = 1 ] && ((PULL_REPEAT != 1)); then
 	log "DROP_CACHES=1: only the first pull would be cold, so PULL_REPEAT is set to 1"
 	PULL_REPEAT=1
@@ -94,8 +107,10 @@ mkdir -p "$BENCH_DIR/cache"
 RUN_DIR=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
 RAW="$RUN_DIR/raw.tsv"
 META="$RUN_DIR/meta.tsv"
+COUNTS="$RUN_DIR/counts.tsv"
 : >"$RAW"
 : >"$META"
+: >"$COUNTS"
 mkdir -p "$RUN_DIR/logs" "$RUN_DIR/data" "$RUN_DIR/tmp"
 
 # --------------------------------------------------- process management ----
@@ -143,6 +158,7 @@ cleanup() {
 		log "stopping ${LIVE_PIDS[$pid]} (pid $pid)"
 		stop_pid "$pid"
 	done
+	stop_services
 	rm -rf "$RUN_DIR/data" "$RUN_DIR/tmp"
 	if [ "$STATUS" = ok ] && [ "$KEEP_RUN_DIR" != 1 ]; then
 		rm -rf "$RUN_DIR"
@@ -154,6 +170,32 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# ------------------------------------------------ S3 and DynamoDB (STORAGE=s3) ----
+SERVICES="$REPO_ROOT/scripts/services"
+STARTED_DYNAMODB=0
+start_services() {
+	[ "$STORAGE" = s3 ] || return 0
+	local dynamodb_pid_file="$HOME/.cache/berth/dynamodb-local/dynamodb.pid"
+	if ! { [ -f "$dynamodb_pid_file" ] && kill -0 "$(<"$dynamodb_pid_file")" 2>/dev/null; }; then
+		STARTED_DYNAMODB=1
+	fi
+	"$SERVICES/garage.sh" install
+	# Garage's exports come last: its credentials are the ones in force (DynamoDB Local takes any).
+	eval "$("$SERVICES/dynamodb-local.sh" start)"
+	eval "$("$SERVICES/garage.sh" start "$RUN_DIR/garage")"
+	S3_PORT=${AWS_ENDPOINT_URL_S3##*:}
+	DYNAMODB_PORT=${AWS_ENDPOINT_URL_DYNAMODB##*:}
+	BUCKET=$BERTH_TEST_S3_BUCKET
+}
+stop_services() {
+	[ "$STORAGE" = s3 ] || return 0
+	"$SERVICES/garage.sh" stop "$RUN_DIR/garage" >/dev/null 2>&1 || true
+	if [ "$STARTED_DYNAMODB" = 1 ]; then
+		"$SERVICES/dynamodb-local.sh" stop >/dev/null 2>&1 || true
+	fi
+	rm -rf "$RUN_DIR/garage"
+}
 
 free_port() {
 	python3 -c 'import socket
@@ -171,9 +213,18 @@ start_server() {
 	mkdir -p "$dir"
 	case "$kind" in
 	berth)
+		local storage=() endpoints=()
+		: >"$SRV_LOG"
+		if [ "$STORAGE" = s3 ]; then
+			storage=(--blob-store "s3://$BUCKET/$name" --metadata "dynamodb://berth-bench-$name"
+				--s3-path-style)
+			endpoints=(AWS_ENDPOINT_URL_S3="$S3_ENDPOINT" AWS_ENDPOINT_URL_DYNAMODB="$DYNAMODB_ENDPOINT")
+			env "${endpoints[@]}" "$BERTH_BIN" init "${storage[@]}" --data-dir "$dir" >>"$SRV_LOG" 2>&1 ||
+				die "berth init failed (log: $SRV_LOG)"
+		fi
 		# `env` and `taskset` exec, so $! is the server's own pid.
-		env BERTH_LOG="$BERTH_LOG_FILTER" "${SERVER_PREFIX[@]}" "$BERTH_BIN" serve \
-			--listen "127.0.0.1:$port" --data-dir "$dir" "${BERTH_EXTRA[@]}" >"$SRV_LOG" 2>&1 &
+		env BERTH_LOG="$BERTH_LOG_FILTER" "${endpoints[@]}" "${SERVER_PREFIX[@]}" "$BERTH_BIN" serve \
+			--listen "127.0.0.1:$port" --data-dir "$dir" "${storage[@]}" "${BERTH_EXTRA[@]}" >>"$SRV_LOG" 2>&1 &
 		SRV_PID=$!
 		;;
 	distribution)
@@ -185,8 +236,7 @@ start_server() {
 			  accesslog:
 			    disabled: $DIST_ACCESSLOG_DISABLED
 			storage:
-			  filesystem:
-			    rootdirectory: $dir
+			$(distribution_storage "$name" "$dir")
 			  cache:
 			    blobdescriptor: inmemory
 			  delete:
@@ -197,7 +247,9 @@ start_server() {
 			http:
 			  addr: 127.0.0.1:$port
 		YAML
-		"${SERVER_PREFIX[@]}" "$DIST_BIN" serve "$cfg" >"$SRV_LOG" 2>&1 &
+		# aws-sdk-go (Distribution's S3 driver) cannot combine AWS_CA_BUNDLE with its own HTTP
+		# transport and panics at start-up; the endpoint here is plain HTTP anyway.
+		env -u AWS_CA_BUNDLE "${SERVER_PREFIX[@]}" "$DIST_BIN" serve "$cfg" >"$SRV_LOG" 2>&1 &
 		SRV_PID=$!
 		;;
 	*) die "unknown registry kind $kind" ;;
@@ -216,6 +268,26 @@ start_server() {
 	done
 	tail -n 20 "$SRV_LOG" >&2 || true
 	die "$name did not answer 200 on $SRV_URL/v2/ within ${READY_TIMEOUT}s (last status: $code)"
+}
+
+# distribution_storage NAME DIR -> the storage driver section of Distribution's config
+distribution_storage() {
+	if [ "$STORAGE" = s3 ]; then
+		# Distribution's S3 driver redirects blob GETs to presigned URLs unless told not to.
+		cat <<-YAML
+			  s3:
+			    accesskey: $AWS_ACCESS_KEY_ID
+			    secretkey: $AWS_SECRET_ACCESS_KEY
+			    region: $AWS_REGION
+			    regionendpoint: $S3_ENDPOINT
+			    bucket: $BUCKET
+			    rootdirectory: /$1
+			    secure: false
+			    v4auth: true
+		YAML
+	else
+		printf '  filesystem:\n    rootdirectory: %s\n' "$2"
+	fi
 }
 
 # proc_kb PID FIELD -> value in kB of a /proc/PID/status field (VmRSS, VmHWM)
@@ -518,11 +590,7 @@ print("sha256:" + h.hexdigest())' "$url/v2/$repo/blobs/$BLOB_DIGEST" || die "cou
 	fi
 
 	# c. manifest GET by tag under load
-	push_small "$url" bench/manifest "$OCI/layer.bin" "$LAYER_DIGEST"
-	push_small "$url" bench/manifest "$OCI/config.json" "$CONFIG_DIGEST"
-	code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: $MANIFEST_TYPE" \
-		--data-binary "@$OCI/manifest.json" "$url/v2/bench/manifest/manifests/latest")
-	[ "$code" = 201 ] || die "PUT manifest answered $code, expected 201"
+	push_manifest_image "$url"
 	code=$(curl -sS -o "$RUN_DIR/tmp/manifest.got" -D "$hdr" -w '%{http_code}' \
 		-H "Accept: $MANIFEST_TYPE" "$url/v2/bench/manifest/manifests/latest")
 	[ "$code" = 200 ] || die "GET manifest by tag answered $code, expected 200"
@@ -560,6 +628,78 @@ print("sha256:" + h.hexdigest())' "$url/v2/$repo/blobs/$BLOB_DIGEST" || die "cou
 	rm -rf "$dir"
 }
 
+# push_manifest_image BASE: the small image of the manifest test, tagged bench/manifest:latest
+push_manifest_image() {
+	local url=$1 code
+	push_small "$url" bench/manifest "$OCI/layer.bin" "$LAYER_DIGEST"
+	push_small "$url" bench/manifest "$OCI/config.json" "$CONFIG_DIGEST"
+	code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: $MANIFEST_TYPE" \
+		--data-binary "@$OCI/manifest.json" "$url/v2/bench/manifest/manifests/latest")
+	[ "$code" = 201 ] || die "PUT manifest answered $code, expected 201"
+}
+
+# count_requests: with STORAGE=s3, how many S3 and DynamoDB requests each registry makes per
+# manifest GET (by tag, by digest), blob HEAD and blob GET. Each registry talks to Garage and
+# DynamoDB Local through a counting proxy; every probe is repeated COUNT_REQUESTS times.
+count_requests() {
+	[ "$STORAGE" = s3 ] || return 0
+	local s3_proxy db_proxy kind pid url probe path method i code expect
+	s3_proxy=$(free_port)
+	db_proxy=$(free_port)
+	python3 "$BENCH_SRC/count-proxy.py" "$s3_proxy" "$S3_PORT" &
+	LIVE_PIDS[$!]=s3-count-proxy
+	python3 "$BENCH_SRC/count-proxy.py" "$db_proxy" "$DYNAMODB_PORT" &
+	LIVE_PIDS[$!]=dynamodb-count-proxy
+	for ((i = 0; i < 50; i++)); do
+		curl -fsS -o /dev/null "http://127.0.0.1:$s3_proxy/__berth_counts" 2>/dev/null &&
+			curl -fsS -o /dev/null "http://127.0.0.1:$db_proxy/__berth_counts" 2>/dev/null && break
+		sleep 0.1
+	done
+	local direct_s3=$S3_ENDPOINT direct_db=$DYNAMODB_ENDPOINT
+	S3_ENDPOINT="http://127.0.0.1:$s3_proxy" DYNAMODB_ENDPOINT="http://127.0.0.1:$db_proxy"
+	for kind in berth distribution; do
+		start_server "$kind" "$kind-count" "$RUN_DIR/data/$kind-count"
+		pid=$SRV_PID url=$SRV_URL
+		push_manifest_image "$url"
+		for probe in manifest_get_by_tag manifest_get_by_digest manifest_head_by_tag blob_head blob_get; do
+			method=GET expect=200
+			case "$probe" in
+			manifest_get_by_tag) path=manifests/latest ;;
+			manifest_get_by_digest) path=manifests/$MANIFEST_DIGEST ;;
+			manifest_head_by_tag) path=manifests/latest method=HEAD ;;
+			# Distribution answers a blob HEAD with the same redirect as a GET.
+			blob_head) path=blobs/$LAYER_DIGEST method=HEAD expect=200/307 ;;
+			blob_get) path=blobs/$LAYER_DIGEST expect=307 ;;
+			esac
+			curl -fsS -o /dev/null -X POST "http://127.0.0.1:$s3_proxy/__berth_reset"
+			curl -fsS -o /dev/null -X POST "http://127.0.0.1:$db_proxy/__berth_reset"
+			for ((i = 0; i < COUNT_REQUESTS; i++)); do
+				if [ "$method" = HEAD ]; then
+					code=$(curl -sS -I -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_TYPE" "$url/v2/bench/manifest/$path")
+				else
+					code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_TYPE" "$url/v2/bench/manifest/$path")
+				fi
+				[[ /$expect/ == */$code/* ]] || die "$kind: $method $path answered $code, expected $expect"
+			done
+			python3 - "$kind" "$probe" "$COUNT_REQUESTS" \
+				"$(curl -fsS "http://127.0.0.1:$s3_proxy/__berth_counts")" \
+				"$(curl -fsS "http://127.0.0.1:$db_proxy/__berth_counts")" >>"$COUNTS" <<-'PY'
+				import json, sys
+				kind, probe, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+				seen = {**json.loads(sys.argv[4]), **json.loads(sys.argv[5])}
+				for service in ("s3", "dynamodb"):
+				    total = sum(v for k, v in seen.items() if k.startswith(service + ":"))
+				    print("%s\t%s\t%s\t%g" % (kind, probe, service, total / n))
+				for operation, count in sorted(seen.items()):
+				    print("%s\t%s\t%s\t%g" % (kind, probe, operation, count / n))
+			PY
+		done
+		log "  request counts for $kind recorded"
+		stop_pid "$pid"
+	done
+	S3_ENDPOINT=$direct_s3 DYNAMODB_ENDPOINT=$direct_db
+}
+
 # ----------------------------------------------------------------- main ----
 meta started_at "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta berth_bin "$BERTH_BIN"
@@ -582,7 +722,10 @@ done
 meta blob_bytes "$BLOB_BYTES"
 meta blob_digest "$BLOB_DIGEST"
 
-log "berth: $BERTH_BIN; distribution: $DIST_BIN; $ROUNDS round(s); work dir $RUN_DIR"
+meta storage "$STORAGE"
+start_services
+S3_ENDPOINT=${AWS_ENDPOINT_URL_S3:-} DYNAMODB_ENDPOINT=${AWS_ENDPOINT_URL_DYNAMODB:-}
+log "berth: $BERTH_BIN; distribution: $DIST_BIN; storage: $STORAGE; $ROUNDS round(s); work dir $RUN_DIR"
 START=$EPOCHREALTIME
 for ((r = 1; r <= ROUNDS; r++)); do
 	if ((r % 2 == 1)); then
@@ -595,7 +738,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	done
 done
 meta duration_s "$(elapsed "$START" "$EPOCHREALTIME")"
+count_requests
 
 mkdir -p "$(dirname "$RESULTS_JSON")"
-python3 "$BENCH_SRC/report.py" --raw "$RAW" --meta "$META" --json "$RESULTS_JSON"
+python3 "$BENCH_SRC/report.py" --raw "$RAW" --meta "$META" --counts "$COUNTS" --json "$RESULTS_JSON"
 STATUS=ok
