@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Checks infra/template.yaml offline, without AWS credentials: cfn-lint, `sam validate --lint`,
+# and that the template agrees with the code. The metadata table must match
+# CLOUDFORMATION_TABLE in shared/meta-dynamodb/src/schema.rs, and each registry function's
+# IAM actions must be exactly what the S3 and DynamoDB adapters call (the pull function's,
+# reads only). Installs cfn-lint and the SAM CLI with pip when missing. Exits non-zero on
+# any finding, warnings included.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+template=infra/template.yaml
+
+export SAM_CLI_TELEMETRY=0
+# The SAM translator needs a region to resolve pseudo parameters; nothing is sent to it.
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+
+have_tools() {
+    command -v cfn-lint >/dev/null && command -v sam >/dev/null &&
+        python3 -c 'import cfnlint' 2>/dev/null
+}
+
+if ! have_tools; then
+    echo "check-infra: installing cfn-lint and the SAM CLI with pip" >&2
+    python3 -m pip install --quiet --disable-pip-version-check aws-sam-cli cfn-lint
+    # pip puts the commands in the interpreter's scripts directory, or the user's with --user.
+    PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+    PATH="$PATH:$(python3 -m site --user-base)/bin"
+    hash -r
+    if ! have_tools; then
+        echo "check-infra: cfn-lint or sam is still not usable after pip install" >&2
+        exit 1
+    fi
+fi
+
+status=0
+
+echo "== cfn-lint $template"
+cfn-lint -- "$template" || status=1
+
+echo "== sam validate --lint"
+sam validate --lint --region "$AWS_DEFAULT_REGION" --template-file "$template" || status=1
+
+echo "== template against the code"
+python3 - "$template" <<'PY' || status=1
+import json
+import pathlib
+import re
+import sys
+
+from cfnlint.data import AdditionalSpecs
+from cfnlint.decode import cfn_yaml, decode
+from cfnlint.helpers import load_resource
+
+TEMPLATE = sys.argv[1]
+SCHEMA_RS = pathlib.Path("shared/meta-dynamodb/src/schema.rs")
+S3_ADAPTER = pathlib.Path("shared/store-s3/src")
+DYNAMODB_ADAPTER = pathlib.Path("shared/meta-dynamodb/src")
+
+# Table properties the template may add: none changes the schema the code relies on.
+TABLE_EXTRAS = {
+    "TableName",
+    "PointInTimeRecoverySpecification",
+    "SSESpecification",
+    "StreamSpecification",
+    "DeletionProtectionEnabled",
+    "ContributorInsightsSpecification",
+    "TableClass",
+    "Tags",
+}
+
+# SDK operation -> the IAM actions it needs.
+S3_OPERATIONS = {
+    # A HEAD of a missing key answers 404 only to a caller allowed to list the bucket.
+    "head_object": {"s3:GetObject", "s3:ListBucket"},
+    "get_object": {"s3:GetObject"},
+    "put_object": {"s3:PutObject"},
+    "copy_object": {"s3:GetObject", "s3:PutObject"},
+    "create_multipart_upload": {"s3:PutObject"},
+    "upload_part": {"s3:PutObject"},
+    "upload_part_copy": {"s3:GetObject", "s3:PutObject"},
+    "complete_multipart_upload": {"s3:PutObject"},
+    "abort_multipart_upload": {"s3:AbortMultipartUpload"},
+    "list_parts": {"s3:ListMultipartUploadParts"},
+    "list_multipart_uploads": {"s3:ListBucketMultipartUploads"},
+    "delete_object": {"s3:DeleteObject"},
+    "delete_objects": {"s3:DeleteObject"},
+    "list_objects_v2": {"s3:ListBucket"},
+    "head_bucket": {"s3:ListBucket"},
+}
+DYNAMODB_OPERATIONS = {
+    "get_item": {"dynamodb:GetItem"},
+    "batch_get_item": {"dynamodb:BatchGetItem"},
+    "query": {"dynamodb:Query"},
+    "scan": {"dynamodb:Scan"},
+    "put_item": {"dynamodb:PutItem"},
+    "update_item": {"dynamodb:UpdateItem"},
+    "delete_item": {"dynamodb:DeleteItem"},
+    "batch_write_item": {"dynamodb:BatchWriteItem"},
+    # Authorized per contained action: see DYNAMODB_TRANSACTION_ITEMS.
+    "transact_write_items": set(),
+    "transact_get_items": set(),
+}
+DYNAMODB_TRANSACTION_ITEMS = {
+    "Put": {"dynamodb:PutItem"},
+    "Update": {"dynamodb:UpdateItem"},
+    "Delete": {"dynamodb:DeleteItem"},
+    "ConditionCheck": {"dynamodb:ConditionCheckItem"},
+    "Get": {"dynamodb:GetItem"},
+}
+# Table administration for `berth init` and tests; the registry functions never call it.
+DYNAMODB_ADMINISTRATION = {
+    "create_table",
+    "describe_table",
+    "update_time_to_live",
+    "describe_time_to_live",
+}
+# Client methods that are not requests.
+CLIENT_ACCESSORS = {"config", "clone"}
+READ_ONLY = {
+    "s3:GetObject",
+    "s3:ListBucket",
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+}
+
+findings = []
+
+
+def show(value):
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def sources(directory):
+    for path in sorted(directory.rglob("*.rs")):
+        yield path, path.read_text()
+
+
+def calls(directory, operations, ignored=frozenset()):
+    """The IAM actions the SDK calls `client.<operation>(` in `directory` need."""
+    needed = set()
+    for path, text in sources(directory):
+        for match in re.finditer(r"\bclient\s*\.\s*([a-z0-9_]+)\s*\(", text):
+            operation = match.group(1)
+            if operation in ignored:
+                continue
+            if operation not in operations:
+                findings.append(
+                    f"{path}: unmapped SDK call client.{operation}(): add it to "
+                    "scripts/check-infra.sh and its IAM actions to the template"
+                )
+                continue
+            needed |= operations[operation]
+    return needed
+
+
+def check_table(template):
+    text = SCHEMA_RS.read_text()
+    const = re.search(r'CLOUDFORMATION_TABLE: &str = r(#*)"(.*?)"\1;', text, re.S)
+    if not const:
+        findings.append(f"{SCHEMA_RS}: CLOUDFORMATION_TABLE not found")
+        return
+    ((logical_id, expected),) = cfn_yaml.loads(const.group(2)).items()
+    actual = template.get("Resources", {}).get(logical_id)
+    if actual is None:
+        findings.append(f"{TEMPLATE}: no resource {logical_id}")
+        return
+    if actual.get("Type") != expected["Type"]:
+        findings.append(f"{logical_id}: type {actual.get('Type')}, expected {expected['Type']}")
+    properties = actual.get("Properties", {})
+    for key, value in expected["Properties"].items():
+        if properties.get(key) != value:
+            findings.append(
+                f"{logical_id}.{key}: template has {show(properties.get(key))}, "
+                f"CLOUDFORMATION_TABLE has {show(value)}"
+            )
+    for key in sorted(set(properties) - set(expected["Properties"]) - TABLE_EXTRAS):
+        findings.append(f"{logical_id}.{key} is not in CLOUDFORMATION_TABLE")
+
+
+def allowed_actions(name, function):
+    actions = set()
+    for policy in function.get("Properties", {}).get("Policies", []):
+        if not isinstance(policy, dict) or "Statement" not in policy:
+            findings.append(f"{name}: write its policies out as statements, not {show(policy)}")
+            continue
+        for statement in policy["Statement"]:
+            if statement.get("Effect") == "Allow":
+                action = statement.get("Action", [])
+                actions |= {action} if isinstance(action, str) else set(action)
+    return actions
+
+
+def check_iam(template):
+    known = load_resource(AdditionalSpecs, "Policies.json")
+    s3 = calls(S3_ADAPTER, S3_OPERATIONS, CLIENT_ACCESSORS)
+    dynamodb = calls(
+        DYNAMODB_ADAPTER, DYNAMODB_OPERATIONS, CLIENT_ACCESSORS | DYNAMODB_ADMINISTRATION
+    )
+    for path, text in sources(DYNAMODB_ADAPTER):
+        for item in re.findall(r"\b([A-Z][A-Za-z]*)::builder\s*\(", text):
+            dynamodb |= DYNAMODB_TRANSACTION_ITEMS.get(item, set())
+    needed = s3 | dynamodb
+
+    functions = {}
+    for name, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        actions = allowed_actions(name, resource)
+        for action in sorted(actions):
+            service, _, verb = action.partition(":")
+            if verb.lower() not in known.get(service, {}).get("Actions", {}):
+                findings.append(f"{name}: {action} is not an IAM action")
+        binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        functions[binary] = (name, actions)
+
+    for binary in ("registry-pull", "registry-push"):
+        if binary not in functions:
+            findings.append(f"{TEMPLATE}: no function builds the binary {binary}")
+    if "registry-pull" in functions:
+        name, actions = functions["registry-pull"]
+        for action in sorted(actions - READ_ONLY):
+            findings.append(f"{name}: {action} is not read-only")
+        for action in sorted(actions - needed):
+            findings.append(f"{name}: {action} is not used by the adapters")
+    if "registry-push" in functions:
+        name, actions = functions["registry-push"]
+        for action in sorted(needed - actions):
+            findings.append(f"{name}: lacks {action}, which the adapters need")
+        for action in sorted(actions - needed):
+            findings.append(f"{name}: {action} is not used by the adapters")
+
+
+template, matches = decode(TEMPLATE)
+if matches or template is None:
+    for match in matches:
+        print(match, file=sys.stderr)
+    sys.exit(1)
+check_table(template)
+check_iam(template)
+for finding in findings:
+    print(finding, file=sys.stderr)
+if findings:
+    sys.exit(1)
+print("the metadata table and the functions' IAM actions agree with the code")
+PY
+
+if ((status != 0)); then
+    echo "check-infra: FAILED" >&2
+fi
+exit "$status"
