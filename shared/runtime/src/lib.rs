@@ -1,13 +1,20 @@
 //! Berth's composition root: it turns configuration into ready stores, a [`Registry`] and the
-//! router, once per process, for the local server and (later) every Lambda function.
+//! router, once per process, for the local server and every Lambda function.
+//!
+//! Engines are cargo features, so that a Lambda binary never links the embedded store:
+//! `local` (filesystem + redb), `aws` (S3 + DynamoDB), and `lambda`, the functions' own
+//! composition root.
 
+#[cfg(feature = "lambda")]
+pub mod lambda;
 mod storage;
 
 use std::sync::Arc;
 
 use berth_core::Registry;
+pub use berth_http::Role;
 
-pub use crate::storage::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
+pub use crate::storage::{BlobLocation, MetadataLocation, S3Options, StorageConfig, Stores};
 
 /// The router for one process serving every endpoint on one listener.
 pub fn local_router(registry: Arc<Registry>) -> berth_http::Router {

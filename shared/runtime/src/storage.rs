@@ -91,6 +91,9 @@ impl Default for S3Options {
     }
 }
 
+/// The embedded stores a configuration uses, each `None` when it uses another.
+type LocalParts = (Option<Arc<dyn BlobStore>>, Option<Arc<dyn MetadataStore>>);
+
 /// The storage of one registry process.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -98,6 +101,25 @@ pub struct StorageConfig {
     pub blobs: BlobLocation,
     pub metadata: MetadataLocation,
     pub s3: S3Options,
+}
+
+/// The opened stores of one registry process, before a [`Registry`] is built over them.
+#[derive(Clone)]
+pub struct Stores {
+    pub blobs: Arc<dyn BlobStore>,
+    pub metadata: Arc<dyn MetadataStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::new(Registry::new(self.blobs.clone(), self.metadata.clone()))
+    }
 }
 
 impl StorageConfig {
@@ -114,19 +136,22 @@ impl StorageConfig {
     /// Opens the configured stores (making no request to a cloud service) and the registry
     /// over them.
     pub async fn open(&self) -> Result<Arc<Registry>> {
+        Ok(self.open_stores().await?.registry())
+    }
+
+    /// Opens the configured stores, making no request to a cloud service.
+    pub async fn open_stores(&self) -> Result<Stores> {
         let (local_blobs, local_meta) = self.open_local_parts()?;
         let blobs: Arc<dyn BlobStore> = match &self.blobs {
-            BlobLocation::Local => Arc::new(local_blobs.ok_or_else(missing_local)?),
-            BlobLocation::S3 { bucket, prefix } => Arc::new(self.open_s3(bucket, prefix).await?),
+            BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
+            BlobLocation::S3 { bucket, prefix } => self.open_s3(bucket, prefix).await?,
         };
-        let meta: Arc<dyn MetadataStore> = match &self.metadata {
-            MetadataLocation::Local => Arc::new(local_meta.ok_or_else(missing_local)?),
-            MetadataLocation::DynamoDb { table } => {
-                Arc::new(berth_meta_dynamodb::DynamoMetadataStore::connect(table).await)
-            }
+        let metadata: Arc<dyn MetadataStore> = match &self.metadata {
+            MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
+            MetadataLocation::DynamoDb { table } => open_dynamodb(table).await?,
         };
         tracing::info!(blobs = ?self.blobs, metadata = ?self.metadata, "storage opened");
-        Ok(Arc::new(Registry::new(blobs, meta)))
+        Ok(Stores { blobs, metadata })
     }
 
     /// Creates what the configured storage needs before first use: the data directory, and
@@ -134,18 +159,14 @@ impl StorageConfig {
     pub async fn init(&self) -> Result<()> {
         self.open_local_parts()?;
         if let MetadataLocation::DynamoDb { table } = &self.metadata {
-            berth_meta_dynamodb::DynamoMetadataStore::create_table_from_env(table).await?;
+            create_dynamodb_table(table).await?;
         }
         Ok(())
     }
 
     /// The embedded stores this configuration uses, opened (each `None` when not used).
-    fn open_local_parts(
-        &self,
-    ) -> Result<(
-        Option<berth_store_local::FsBlobStore>,
-        Option<berth_store_local::RedbMetadataStore>,
-    )> {
+    #[cfg(feature = "local")]
+    fn open_local_parts(&self) -> Result<LocalParts> {
         let wants_blobs = self.blobs == BlobLocation::Local;
         let wants_meta = self.metadata == MetadataLocation::Local;
         if !wants_blobs && !wants_meta {
@@ -167,21 +188,66 @@ impl StorageConfig {
                 )
             })
             .transpose()?;
-        Ok((blobs, meta))
+        Ok((
+            blobs.map(|b| Arc::new(b) as Arc<dyn BlobStore>),
+            meta.map(|m| Arc::new(m) as Arc<dyn MetadataStore>),
+        ))
     }
 
-    async fn open_s3(
-        &self,
-        bucket: &str,
-        prefix: &Option<String>,
-    ) -> Result<berth_store_s3::S3BlobStore> {
+    #[cfg(not(feature = "local"))]
+    fn open_local_parts(&self) -> Result<LocalParts> {
+        if self.blobs == BlobLocation::Local || self.metadata == MetadataLocation::Local {
+            return Err(not_built_in("embedded storage", "local"));
+        }
+        Ok((None, None))
+    }
+
+    #[cfg(feature = "aws")]
+    async fn open_s3(&self, bucket: &str, prefix: &Option<String>) -> Result<Arc<dyn BlobStore>> {
         let mut config = berth_store_s3::S3Config::new(bucket);
         config.prefix.clone_from(prefix);
         config.force_path_style = self.s3.force_path_style;
         config.redirect = self.s3.redirect;
         config.presign_expiry = self.s3.presign_expiry;
-        berth_store_s3::S3BlobStore::connect(config).await
+        Ok(Arc::new(
+            berth_store_s3::S3BlobStore::connect(config).await?,
+        ))
     }
+
+    #[cfg(not(feature = "aws"))]
+    async fn open_s3(&self, _: &str, _: &Option<String>) -> Result<Arc<dyn BlobStore>> {
+        Err(not_built_in("the S3 blob store", "aws"))
+    }
+}
+
+#[cfg(feature = "aws")]
+async fn open_dynamodb(table: &str) -> Result<Arc<dyn MetadataStore>> {
+    Ok(Arc::new(
+        berth_meta_dynamodb::DynamoMetadataStore::connect(table).await,
+    ))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn open_dynamodb(_: &str) -> Result<Arc<dyn MetadataStore>> {
+    Err(not_built_in("the DynamoDB metadata store", "aws"))
+}
+
+#[cfg(feature = "aws")]
+async fn create_dynamodb_table(table: &str) -> Result<()> {
+    berth_meta_dynamodb::DynamoMetadataStore::create_table_from_env(table).await
+}
+
+#[cfg(not(feature = "aws"))]
+async fn create_dynamodb_table(_: &str) -> Result<()> {
+    Err(not_built_in("the DynamoDB metadata store", "aws"))
+}
+
+/// A storage engine this binary was built without.
+#[cfg(not(all(feature = "local", feature = "aws")))]
+fn not_built_in(engine: &str, feature: &str) -> RegistryError {
+    RegistryError::internal(format!(
+        "{engine} is not built into this binary (berth-runtime feature `{feature}`)"
+    ))
 }
 
 fn missing_local() -> RegistryError {
