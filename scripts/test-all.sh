@@ -24,6 +24,17 @@ if ((${#need_packages[@]})); then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_packages[@]}" >/dev/null
 fi
 
+# cargo-lambda (with zig) builds the Lambda functions; the SAM CLI and cfn-lint check the
+# template. All three come from PyPI.
+if ! command -v cargo-lambda >/dev/null 2>&1 || ! command -v sam >/dev/null 2>&1 ||
+    ! command -v cfn-lint >/dev/null 2>&1; then
+    step "installing cargo-lambda, the SAM CLI and cfn-lint (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 aws-sam-cli cfn-lint
+    PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+    hash -r
+fi
+
 # --- services: Garage (S3) and DynamoDB Local, on 127.0.0.1 --------------------------------
 services=$(mktemp -d /tmp/berth-services.XXXXXX)
 cleanup() {
@@ -41,6 +52,10 @@ eval "$(scripts/services/dynamodb-local.sh start)"
 eval "$(scripts/services/garage.sh start "$services/garage")"
 # The S3 outage test stops and restarts this node.
 export BERTH_TEST_GARAGE_DIR="$services/garage"
+
+# --- infrastructure: the SAM template, offline ---------------------------------------------
+step "infra/template.yaml: cfn-lint, sam validate --lint, template against the code"
+scripts/check-infra.sh
 
 # --- Rust: format, lints, unit/conformance/protocol tests ----------------------------------
 step "cargo fmt --check"
@@ -65,3 +80,6 @@ BERTH_BLOB_STORE="s3://$BERTH_TEST_S3_BUCKET/e2e-$run_id" \
     BERTH_METADATA="dynamodb://berth-e2e-$run_id" \
     BERTH_S3_PATH_STYLE=true \
     bash -c 'target/release/berth init && BERTH_BIN="$1" tests/e2e/berth.sh' _ "$root/target/release/berth"
+
+step "Lambda functions (cargo lambda build) under cargo lambda watch, behind a test API gateway, on Garage + DynamoDB Local"
+BERTH_BIN="$root/target/release/berth" tests/lambda/run.sh

@@ -1,0 +1,476 @@
+#!/usr/bin/env bash
+# The registry functions as Lambda runs them: built with `cargo lambda build`, started as
+# `bootstrap` processes against the Lambda runtime emulator (`cargo lambda watch
+# --only-lambda-apis`), behind lambda-gateway (tests/src/bin/lambda-gateway.rs, routing like
+# the API Gateway of infra/template.yaml), on Garage (S3) and DynamoDB Local. Through the
+# gateway: a chunked push of an image with a 50 MiB layer (curl, every chunk within the
+# advertised OCI-Chunk-Max-Length), then `docker pull` and `skopeo copy` of it (blob GETs
+# answered 307 and followed to Garage), then the tag listing.
+#
+# Usage: tests/lambda/run.sh
+#
+# Environment, as scripts/test-all.sh exports it from scripts/services/{garage,dynamodb-local}.sh:
+#   AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL_S3
+#   AWS_ENDPOINT_URL_DYNAMODB BERTH_TEST_S3_BUCKET
+# Knobs:
+#   LAMBDA_LAYER_MIB   size of the random file in the image's layer, MiB (default 50)
+#   LAMBDA_SKIP_BUILD=1  use the function binaries and gateway already built
+#   BERTH_BIN          berth, for `berth init` (default target/release/berth, else target/debug/berth)
+#   E2E_KEEP_TMP=1     keep the scratch directory (function, emulator and gateway logs)
+#
+# Prints one line per check and ends with "N passed, M failed"; exits non-zero on any
+# failure. Every process it starts is stopped by PID when it exits. The table and the S3
+# prefix it creates are left to the services' own clean-up (DynamoDB Local keeps tables in
+# memory; test-all.sh removes Garage's directory).
+set -euo pipefail
+
+# shellcheck source=../e2e/lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
+
+ROOT=$(cd "$E2E_DIR/../.." && pwd)
+LAYER_MIB=${LAMBDA_LAYER_MIB:-50}
+RUN_ID=$(date +%s)-$$-$RANDOM
+FUNCTIONS=(registry-pull registry-push)
+# Generous for debug builds on a small machine, but every wait has an end.
+CURL_TIMEOUT=60
+CLIENT_TIMEOUT=600
+
+MT_OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
+MT_OCI_CONFIG=application/vnd.oci.image.config.v1+json
+MT_OCI_LAYER=application/vnd.oci.image.layer.v1.tar+gzip
+
+# --- helpers -------------------------------------------------------------------
+
+sha256_file() { sha256sum "$1" | awk '{print "sha256:" $1}'; }
+size_of() { stat -c %s "$1"; }
+
+# req METHOD URL OUT [CURL ARGS...]: sends one request, keeps the response headers in
+# OUT.headers and the body in OUT.body, prints the status code.
+req() {
+  local method=$1 url=$2 out=$3
+  shift 3
+  local how=(-X "$method")
+  [[ $method != HEAD ]] || how=(--head)
+  curl -sS --max-time "$CURL_TIMEOUT" "${how[@]}" -D "$out.headers" -o "$out.body" \
+    -w '%{http_code}' "$@" "$url"
+}
+
+# header FILE NAME: the value of the last NAME header in a headers file (case-insensitive).
+header() {
+  awk -v name="${2,,}" '
+    { sub(/\r$/, "") }
+    index($0, ":") { n = tolower(substr($0, 1, index($0, ":") - 1)); if (n == name) { v = substr($0, index($0, ":") + 1); sub(/^[ \t]+/, "", v) } }
+    END { print v }' "$1"
+}
+
+# url PATH_OR_URL: a Location made absolute against the gateway.
+url() { if [[ $1 == http://* || $1 == https://* ]]; then echo "$1"; else echo "$GATEWAY_URL$1"; fi; }
+
+# with_digest LOCATION DIGEST: the upload LOCATION with `digest=DIGEST` added to its query.
+with_digest() { if [[ $1 == *\?* ]]; then echo "$1&digest=$2"; else echo "$1?digest=$2"; fi; }
+
+now_ms() { date +%s%3N; }
+
+# proc_kib PID FIELD: a /proc/PID/status memory field (VmRSS, VmHWM) in KiB.
+proc_kib() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+
+wait_for_port() {
+  local port=$1 pid=$3 deadline=$((SECONDS + $2))
+  while ((SECONDS < deadline)); do
+    if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+
+# show_log NAME FILE: the end of a process's log, for a failure report.
+show_log() {
+  [[ -s $2 ]] || return 0
+  printf '\n--- last lines of the %s log (%s) ---\n' "$1" "$2" >&2
+  tail -n 25 "$2" >&2
+}
+
+show_logs() {
+  local fn
+  show_log emulator "$E2E_TMP/emulator.log"
+  show_log gateway "$E2E_TMP/gateway.log"
+  for fn in "${FUNCTIONS[@]}"; do show_log "$fn" "$E2E_TMP/$fn.log"; done
+}
+
+setup_failed() {
+  show_logs
+  die "$@"
+}
+
+# --- build -------------------------------------------------------------------------
+
+build() {
+  log_step "building the functions (cargo lambda build, debug) and the gateway"
+  (
+    cd "$ROOT"
+    run cargo lambda build -p berth-registry-pull -p berth-registry-push
+    run cargo build -p berth-tests --bin lambda-gateway
+  )
+}
+
+# --- processes -----------------------------------------------------------------
+
+EMULATOR_PID=""
+GATEWAY_PID=""
+declare -A FUNCTION_PID=() FIRST_ANSWER_MS=()
+
+start_emulator() {
+  local port
+  port=$(free_port)
+  EMULATOR_URL=http://127.0.0.1:$port
+  # From the workspace root: the emulator only accepts function names that are binaries of
+  # the workspace. It starts no function itself (--only-lambda-apis); each function process
+  # polls its own runtime API under /.rt/<name>/.
+  (cd "$ROOT" && exec cargo lambda watch --only-lambda-apis --ignore-changes -A 127.0.0.1 -P "$port") \
+    >"$E2E_TMP/emulator.log" 2>&1 &
+  EMULATOR_PID=$!
+  on_exit "stop_pid $EMULATOR_PID 'cargo lambda watch'"
+  wait_for_port "$port" 60 "$EMULATOR_PID" || setup_failed "the Lambda emulator did not start"
+  log_info "cargo lambda watch pid $EMULATOR_PID on $EMULATOR_URL"
+}
+
+start_gateway() {
+  local port
+  port=$(free_port)
+  GATEWAY=127.0.0.1:$port
+  GATEWAY_URL=http://$GATEWAY
+  "$TARGET_DIR/debug/lambda-gateway" --listen "$GATEWAY" --emulator "$EMULATOR_URL" \
+    2>"$E2E_TMP/gateway.log" &
+  GATEWAY_PID=$!
+  on_exit "stop_pid $GATEWAY_PID lambda-gateway"
+  wait_for_port "$port" 30 "$GATEWAY_PID" || setup_failed "lambda-gateway did not start"
+  log_info "lambda-gateway pid $GATEWAY_PID on $GATEWAY_URL"
+}
+
+# start_function NAME PROBE_METHOD PROBE_PATH: starts NAME's bootstrap with the environment
+# Lambda would give it, sends it its first request through the gateway right away (the
+# emulator holds it until the function polls) and records how long the answer took.
+start_function() {
+  local name=$1 method=$2 path=$3 blob_store="s3://$BERTH_TEST_S3_BUCKET/$PREFIX" pid started status
+  started=$(now_ms)
+  (
+    # Only the function environment contract, whatever the caller has exported.
+    while read -r var; do unset "$var"; done < <(compgen -e | grep '^BERTH_' || true)
+    export BERTH_BLOB_STORE=$blob_store
+    export BERTH_METADATA="dynamodb://$TABLE"
+    export BERTH_S3_PATH_STYLE=true
+    export BERTH_S3_PRESIGN_EXPIRY=1200s
+    export BERTH_CHUNK_MIN_LENGTH=1048576
+    export BERTH_CHUNK_MAX_LENGTH=4194304
+    export BERTH_LOG=info
+    export AWS_LAMBDA_RUNTIME_API="$EMULATOR_URL/.rt/$name"
+    export AWS_LAMBDA_FUNCTION_NAME=$name
+    export AWS_LAMBDA_FUNCTION_VERSION="\$LATEST"
+    export AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512
+    exec "$TARGET_DIR/lambda/$name/bootstrap"
+  ) >"$E2E_TMP/$name.log" 2>&1 &
+  pid=$!
+  FUNCTION_PID[$name]=$pid
+  on_exit "stop_pid $pid $name"
+  status=$(req "$method" "$GATEWAY_URL$path" "$E2E_TMP/probe-$name" || true)
+  FIRST_ANSWER_MS[$name]=$(($(now_ms) - started))
+  kill -0 "$pid" 2>/dev/null || setup_failed "$name exited at start"
+  [[ $status =~ ^[2-4][0-9][0-9]$ && $status != 413 ]] ||
+    setup_failed "$name gave no answer to its first request ($method $path: ${status:-none})"
+  log_info "$name pid $pid: first answer ($method $path, $status) ${FIRST_ANSWER_MS[$name]} ms after start"
+}
+
+# --- the image ---------------------------------------------------------------------
+
+# A docker-loadable OCI image built from local files: one gzip layer holding a random file
+# of LAYER_MIB MiB and a text file, its config (diff_ids from the uncompressed tar) and its
+# manifest. Names and digests go to $IMAGE/vars for the scenarios.
+make_image() {
+  local dir=$IMAGE arch diff_id
+  mkdir -p "$dir/rootfs/data"
+  head -c $((LAYER_MIB * 1024 * 1024)) /dev/urandom >"$dir/rootfs/data/random.bin"
+  printf 'berth lambda test, run %s\n' "$RUN_ID" >"$dir/rootfs/hello.txt"
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$dir/rootfs" -cf "$dir/layer.tar" .
+  diff_id=$(sha256_file "$dir/layer.tar")
+  gzip -1 -n -c "$dir/layer.tar" >"$dir/layer.tar.gz"
+  rm "$dir/layer.tar"
+  case $(uname -m) in
+    aarch64 | arm64) arch=arm64 ;;
+    *) arch=amd64 ;;
+  esac
+  jq -cjn --arg arch "$arch" --arg diff_id "$diff_id" '{
+      architecture: $arch, os: "linux",
+      config: {Env: ["PATH=/"], Cmd: ["/hello.txt"]},
+      rootfs: {type: "layers", diff_ids: [$diff_id]},
+      history: [{created: "1970-01-01T00:00:00Z", created_by: "tests/lambda/run.sh"}]
+    }' >"$dir/config.json"
+  jq -cjn \
+    --arg mt "$MT_OCI_MANIFEST" \
+    --arg cmt "$MT_OCI_CONFIG" --arg cd "$(sha256_file "$dir/config.json")" --argjson cs "$(size_of "$dir/config.json")" \
+    --arg lmt "$MT_OCI_LAYER" --arg ld "$(sha256_file "$dir/layer.tar.gz")" --argjson ls "$(size_of "$dir/layer.tar.gz")" \
+    '{schemaVersion: 2, mediaType: $mt,
+      config: {mediaType: $cmt, digest: $cd, size: $cs},
+      layers: [{mediaType: $lmt, digest: $ld, size: $ls}]}' >"$dir/manifest.json"
+  cat >"$dir/vars" <<EOF
+REPO=lambda/app-$RUN_ID
+TAG=v1
+TAG2=v2
+LAYER_DIGEST=$(sha256_file "$dir/layer.tar.gz")
+LAYER_SIZE=$(size_of "$dir/layer.tar.gz")
+CONFIG_DIGEST=$(sha256_file "$dir/config.json")
+MANIFEST_DIGEST=$(sha256_file "$dir/manifest.json")
+HELLO="$(cat "$dir/rootfs/hello.txt")"
+EOF
+  rm -r "$dir/rootfs"
+  log_info "layer: $(size_of "$dir/layer.tar.gz") bytes, $(sha256_file "$dir/layer.tar.gz")"
+}
+
+# --- scenarios -----------------------------------------------------------------
+
+scenario_gateway() {
+  local out=$E2E_TMP/gateway-check status
+  status=$(req GET "$GATEWAY_URL/v2/" "$out")
+  assert_eq "GET /v2/ through the gateway answers 200" 200 "$status"
+  assert_eq "GET /v2/ carries Docker-Distribution-API-Version" registry/2.0 \
+    "$(header "$out.headers" docker-distribution-api-version)"
+
+  status=$(req GET "$GATEWAY_URL/" "$out")
+  assert_eq "GET / has no route (404)" 404 "$status"
+  assert_eq "an unrouted request gets API Gateway's body" '{"message":"Not Found"}' "$(cat "$out.body")"
+  assert_eq "POST /v2/ has no route (404)" 404 "$(req POST "$GATEWAY_URL/v2/" "$out")"
+
+  head -c $((10 * 1024 * 1024 + 1)) /dev/zero >"$E2E_TMP/over-10mib.bin"
+  status=$(req PATCH "$GATEWAY_URL/v2/lambda/any/blobs/uploads/none" "$out" \
+    -H 'Content-Type: application/octet-stream' --data-binary "@$E2E_TMP/over-10mib.bin")
+  assert_eq "a body over API Gateway's 10 MiB is refused with 413" 413 "$status"
+  assert_eq "... with API Gateway's body" '{"message":"Request Entity Too Large"}' "$(cat "$out.body")"
+
+  # Straight to the emulator, past the gateway's routing: the pull function refuses writes.
+  status=$(req POST "$EMULATOR_URL/lambda-url/registry-pull/v2/lambda/any/blobs/uploads/" "$out")
+  assert_eq "registry-pull answers a push endpoint with 405" 405 "$status"
+  assert_eq "... and the OCI code UNSUPPORTED" UNSUPPORTED "$(jq -r '.errors[0].code' "$out.body")"
+}
+
+scenario_push() {
+  # shellcheck source=/dev/null
+  source "$IMAGE/vars"
+  local out=$E2E_TMP/push status location min max offset len end chunks=0 short=0 got
+  local layer=$IMAGE/layer.tar.gz
+
+  status=$(req POST "$GATEWAY_URL/v2/$REPO/blobs/uploads/" "$out")
+  assert_eq "POST starts an upload session (202)" 202 "$status"
+  location=$(header "$out.headers" location)
+  min=$(header "$out.headers" oci-chunk-min-length)
+  max=$(header "$out.headers" oci-chunk-max-length)
+  assert_match "POST advertises OCI-Chunk-Min-Length" '^[0-9]+$' "$min"
+  assert_match "POST advertises OCI-Chunk-Max-Length" '^[0-9]+$' "$max"
+  assert_eq "Docker-Upload-UUID names the session in Location" "${location##*/}" \
+    "$(header "$out.headers" docker-upload-uuid)"
+  log_info "chunk lengths: min $min, max $max; layer $LAYER_SIZE bytes"
+
+  offset=0
+  while ((offset < LAYER_SIZE)); do
+    len=$((LAYER_SIZE - offset < max ? LAYER_SIZE - offset : max))
+    end=$((offset + len - 1))
+    status=$(dd if="$layer" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$len" status=none |
+      req PATCH "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
+        -H "Content-Range: $offset-$end" --data-binary @-)
+    [[ $status == 202 ]] || fail "PATCH of bytes $offset-$end answers 202" "status $status: $(cat "$out.body")"
+    got=$(header "$out.headers" range)
+    [[ $got == "0-$end" ]] || fail "PATCH of bytes $offset-$end acknowledges Range 0-$end" "Range: $got"
+    location=$(header "$out.headers" location)
+    ((len >= min || offset + len == LAYER_SIZE)) || short=$((short + 1))
+    chunks=$((chunks + 1))
+    offset=$((end + 1))
+
+    if ((chunks == 1)); then
+      # The first chunk again: the session is past it, so its offset no longer fits.
+      status=$(head -c "$len" "$layer" | req PATCH "$(url "$location")" "$out" \
+        -H 'Content-Type: application/octet-stream' -H "Content-Range: 0-$end" --data-binary @-)
+      assert_eq "a chunk at a stale offset is refused with 416" 416 "$status"
+      assert_eq "... whose Range says what the session holds" "0-$end" "$(header "$out.headers" range)"
+    fi
+  done
+  pass "the layer went in $chunks PATCH chunks of at most OCI-Chunk-Max-Length ($max) bytes"
+  assert_eq "no chunk but the last is under OCI-Chunk-Min-Length" 0 "$short"
+
+  status=$(req PUT "$(url "$(with_digest "$location" "$LAYER_DIGEST")")" "$out")
+  assert_eq "PUT ?digest closes the chunked upload (201)" 201 "$status"
+  assert_eq "... with Docker-Content-Digest of the layer" "$LAYER_DIGEST" "$(header "$out.headers" docker-content-digest)"
+
+  status=$(req HEAD "$GATEWAY_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
+  assert_eq "HEAD of the layer answers 200" 200 "$status"
+  assert_eq "... with its size as Content-Length" "$LAYER_SIZE" "$(header "$out.headers" content-length)"
+
+  status=$(req GET "$GATEWAY_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
+  assert_eq "GET of the layer answers 307" 307 "$status"
+  location=$(header "$out.headers" location)
+  assert_contains "... to a presigned URL on Garage" "$location" "${AWS_ENDPOINT_URL_S3#http://}/"
+  curl -sS --max-time "$CURL_TIMEOUT" -o "$E2E_TMP/layer-from-s3" "$location"
+  assert_eq "the presigned URL serves the pushed layer bytes" "$LAYER_DIGEST" "$(sha256_file "$E2E_TMP/layer-from-s3")"
+  rm -f "$E2E_TMP/layer-from-s3"
+
+  # One byte over the limit, on its own session.
+  status=$(req POST "$GATEWAY_URL/v2/$REPO/blobs/uploads/" "$out")
+  location=$(header "$out.headers" location)
+  status=$(head -c $((max + 1)) /dev/urandom | req PATCH "$(url "$location")" "$out" \
+    -H 'Content-Type: application/octet-stream' -H "Content-Range: 0-$max" --data-binary @-)
+  assert_eq "a chunk of OCI-Chunk-Max-Length + 1 bytes is refused with 413" 413 "$status"
+  assert_match "... with an OCI error" '^[A-Z_]+$' "$(jq -r '.errors[0].code' "$out.body" 2>/dev/null || true)"
+  assert_contains "... naming the limit" "$(cat "$out.body")" "$max"
+  log_info "the refusal: $(cat "$out.body")"
+  req DELETE "$(url "$location")" "$out" >/dev/null || true
+
+  # The config, in one PUT that carries the whole blob.
+  status=$(req POST "$GATEWAY_URL/v2/$REPO/blobs/uploads/" "$out")
+  location=$(with_digest "$(header "$out.headers" location)" "$CONFIG_DIGEST")
+  status=$(req PUT "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
+    --data-binary "@$IMAGE/config.json")
+  assert_eq "the config is pushed with POST + PUT ?digest and a body (201)" 201 "$status"
+
+  status=$(req PUT "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
+    --data-binary "@$IMAGE/manifest.json")
+  assert_eq "the manifest PUT by tag answers 201" 201 "$status"
+  assert_eq "... with the manifest's digest" "$MANIFEST_DIGEST" "$(header "$out.headers" docker-content-digest)"
+
+  status=$(req GET "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$out" -H "Accept: $MT_OCI_MANIFEST")
+  assert_eq "GET of the manifest by tag answers 200" 200 "$status"
+  assert_eq "... with the pushed bytes" "$MANIFEST_DIGEST" "$(sha256_file "$out.body")"
+  assert_eq "... and their media type" "$MT_OCI_MANIFEST" "$(header "$out.headers" content-type)"
+  : >"$IMAGE/pushed"
+}
+
+pushed_image() {
+  [[ -e $IMAGE/pushed ]] || fail "the image was pushed" "the push scenario did not finish"
+  # shellcheck source=/dev/null
+  source "$IMAGE/vars"
+}
+
+scenario_docker() {
+  pushed_image
+  local ref=$GATEWAY/$REPO:$TAG log=$E2E_TMP/docker-pull.log container
+  run_to "$log" timeout "$CLIENT_TIMEOUT" docker pull "$ref"
+  assert_contains "docker pull reports the manifest digest" "$(cat "$log")" "Digest: $MANIFEST_DIGEST"
+  assert_eq "the pulled image's id is the config digest" "$CONFIG_DIGEST" \
+    "$(docker image inspect -f '{{.Id}}' "$ref")"
+  container=$(docker create "$ref")
+  assert_eq "the layer's files are in the image" "$HELLO" \
+    "$(docker cp "$container:/hello.txt" - | tar -xO)"
+  docker rm "$container" >/dev/null
+  assert_match "docker's layer GET was answered 307 by registry-pull" \
+    "GET /v2/$REPO/blobs/$LAYER_DIGEST -> registry-pull 307" "$(cat "$E2E_TMP/gateway.log")"
+  assert_eq "no blob bytes went through the gateway" "" \
+    "$(grep -E "^GET /v2/$REPO/blobs/sha256:[0-9a-f]+ -> registry-pull 200" "$E2E_TMP/gateway.log" || true)"
+}
+
+scenario_skopeo() {
+  pushed_image
+  local dir=$E2E_TMP/skopeo-dir
+  run timeout "$CLIENT_TIMEOUT" skopeo --tmpdir "$E2E_TMP" copy --src-tls-verify=false \
+    "docker://$GATEWAY/$REPO:$TAG" "dir:$dir"
+  assert_eq "skopeo's copy of the layer has the pushed digest" "$LAYER_DIGEST" \
+    "$(sha256_file "$dir/${LAYER_DIGEST#sha256:}")"
+  assert_eq "skopeo's copy of the config has the pushed digest" "$CONFIG_DIGEST" \
+    "$(sha256_file "$dir/${CONFIG_DIGEST#sha256:}")"
+  assert_eq "skopeo kept the manifest bytes" "$MANIFEST_DIGEST" "$(sha256_file "$dir/manifest.json")"
+}
+
+scenario_tags() {
+  pushed_image
+  local out=$E2E_TMP/tags status next
+  status=$(req PUT "$GATEWAY_URL/v2/$REPO/manifests/$TAG2" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
+    --data-binary "@$IMAGE/manifest.json")
+  assert_eq "the manifest PUT under a second tag answers 201" 201 "$status"
+
+  status=$(req GET "$GATEWAY_URL/v2/$REPO/tags/list" "$out")
+  assert_eq "GET tags/list answers 200" 200 "$status"
+  assert_eq "... naming the repository" "$REPO" "$(jq -r .name "$out.body")"
+  assert_eq "... with both tags" "$TAG $TAG2" "$(jq -r '.tags | join(" ")' "$out.body")"
+
+  status=$(req GET "$GATEWAY_URL/v2/$REPO/tags/list?n=1" "$out")
+  assert_eq "GET tags/list?n=1 gives the first tag" "$TAG" "$(jq -r '.tags | join(" ")' "$out.body")"
+  next=$(header "$out.headers" link | sed -nE 's/^<([^>]*)>.*rel="?next"?.*/\1/p')
+  assert_match "... and a Link to the next page" '^/v2/' "$next"
+  req GET "$(url "$next")" "$out" >/dev/null
+  assert_eq "the next page gives the second tag" "$TAG2" "$(jq -r '.tags | join(" ")' "$out.body")"
+
+  assert_eq "skopeo list-tags sees both tags" "$TAG $TAG2" \
+    "$(timeout "$CLIENT_TIMEOUT" skopeo list-tags --tls-verify=false "docker://$GATEWAY/$REPO" | jq -r '.Tags | sort | join(" ")')"
+}
+
+# --- measurements --------------------------------------------------------------
+
+# Memory of each function process: VmRSS now, VmHWM (peak) so far.
+memory_line() {
+  local fn line=""
+  for fn in "${FUNCTIONS[@]}"; do
+    line+="$fn VmRSS $(proc_kib "${FUNCTION_PID[$fn]}" VmRSS) KiB, VmHWM $(proc_kib "${FUNCTION_PID[$fn]}" VmHWM) KiB; "
+  done
+  echo "${line%; }"
+}
+
+# --- main --------------------------------------------------------------------------
+
+require_cmds cargo curl jq python3 docker dockerd skopeo sha256sum tar gzip dd timeout
+for var in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB BERTH_TEST_S3_BUCKET; do
+  [[ -n ${!var:-} ]] || die "$var is not set: start Garage and DynamoDB Local (scripts/services/) and export what they print"
+done
+cargo lambda --version >/dev/null 2>&1 || die "cargo lambda is missing (pip install cargo-lambda)"
+BERTH=${BERTH_BIN:-}
+if [[ -z $BERTH ]]; then
+  for BERTH in "$ROOT/target/release/berth" "$ROOT/target/debug/berth"; do [[ -x $BERTH ]] && break; done
+fi
+[[ -x $BERTH ]] || die "no berth binary at $BERTH (build it or set BERTH_BIN)"
+TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+
+[[ ${LAMBDA_SKIP_BUILD:-0} == 1 ]] || build
+for fn in "${FUNCTIONS[@]}"; do
+  [[ -x $TARGET_DIR/lambda/$fn/bootstrap ]] || die "no $TARGET_DIR/lambda/$fn/bootstrap (cargo lambda build)"
+done
+[[ -x $TARGET_DIR/debug/lambda-gateway ]] || die "no $TARGET_DIR/debug/lambda-gateway (cargo build -p berth-tests)"
+
+e2e_init
+export TMPDIR=$E2E_TMP
+IMAGE=$E2E_TMP/image
+TABLE=berth-lambda-$RUN_ID
+PREFIX=lambda-$RUN_ID
+
+log_step "Lambda functions under cargo lambda watch (run $RUN_ID, scratch $E2E_TMP)"
+run "$BERTH" init --data-dir "$E2E_TMP/berth-data" --blob-store "s3://$BERTH_TEST_S3_BUCKET/$PREFIX" \
+  --metadata "dynamodb://$TABLE" --s3-path-style
+start_emulator
+start_gateway
+start_function registry-pull GET /v2/
+start_function registry-push DELETE "/v2/lambda/probe/blobs/uploads/$(python3 -c 'import uuid; print(uuid.uuid4())')"
+MEMORY_AFTER_START=$(memory_line)
+log_info "generating the image (${LAYER_MIB} MiB of random data)"
+make_image
+start_dockerd
+
+start=$SECONDS
+run_scenario gateway scenario_gateway
+run_scenario "chunked push" scenario_push
+if [[ -e $IMAGE/pushed ]]; then
+  # shellcheck source=/dev/null
+  source "$IMAGE/vars"
+  req GET "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$E2E_TMP/measure" -H "Accept: $MT_OCI_MANIFEST" >/dev/null || true
+fi
+MEMORY_AFTER_PUSH=$(memory_line)
+run_scenario "docker pull" scenario_docker
+run_scenario "skopeo copy" scenario_skopeo
+run_scenario "tag listing" scenario_tags
+log_step "finished in $((SECONDS - start))s"
+
+log_step "measurements (debug builds, not asserted)"
+for fn in "${FUNCTIONS[@]}"; do
+  log_info "$fn: first answer ${FIRST_ANSWER_MS[$fn]} ms after its process started"
+done
+log_info "after the first requests: $MEMORY_AFTER_START"
+log_info "after the push and a manifest GET: $MEMORY_AFTER_PUSH"
+log_info "at the end: $(memory_line)"
+
+if ! e2e_report; then
+  show_logs
+  exit 1
+fi
