@@ -638,12 +638,60 @@ push_manifest_image() {
 	[ "$code" = 201 ] || die "PUT manifest answered $code, expected 201"
 }
 
+# count_step KIND PROBE CMD...: runs CMD (in this shell, so it may set variables) between a
+# reset and a reading of both counting proxies, and appends the reading to $COUNTS_RAW.
+count_step() {
+	local kind=$1 probe=$2
+	shift 2
+	curl -fsS -o /dev/null -X POST "$S3_ENDPOINT/__berth_reset"
+	curl -fsS -o /dev/null -X POST "$DYNAMODB_ENDPOINT/__berth_reset"
+	"$@"
+	printf '%s\t%s\t%s\t%s\n' "$kind" "$probe" "$(curl -fsS "$S3_ENDPOINT/__berth_counts")" \
+		"$(curl -fsS "$DYNAMODB_ENDPOINT/__berth_counts")" >>"$COUNTS_RAW"
+}
+
+# expect_get URL CODES [CURL ARGS...]: one request; CODES lists the acceptable statuses (200/307)
+expect_get() {
+	local url=$1 codes=$2 code
+	shift 2
+	code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_TYPE" "$@" "$url")
+	[[ /$codes/ == */$code/* ]] || die "$* $url answered $code, expected $codes"
+}
+
+# repeat N CMD...: runs CMD N times
+repeat() {
+	local n=$1 i
+	shift
+	for ((i = 0; i < n; i++)); do "$@"; done
+}
+
+# patch_chunk FILE START: PATCH one chunk at START to UP_URL, following the new Location
+patch_chunk() {
+	local file=$1 start=$2 size hdr="$RUN_DIR/tmp/count-patch.hdr" code loc
+	size=$(stat -c %s "$file")
+	code=$(curl -sS -o /dev/null -D "$hdr" -w '%{http_code}' -X PATCH \
+		-H 'Content-Type: application/octet-stream' -H "Content-Range: $start-$((start + size - 1))" \
+		--data-binary "@$file" "$UP_URL")
+	[ "$code" = 202 ] || die "PATCH $UP_URL answered $code, expected 202"
+	loc=$(header_value "$hdr" location)
+	[ -n "$loc" ] && UP_URL=$(resolve_url "$COUNT_URL" "$UP_URL" "$loc")
+}
+
+# expect_code METHOD URL CODE [CURL ARGS...]
+expect_code() {
+	local method=$1 url=$2 want=$3 code
+	shift 3
+	code=$(curl -sS -o /dev/null -w '%{http_code}' -X "$method" "$@" "$url")
+	[ "$code" = "$want" ] || die "$method $url answered $code, expected $want"
+}
+
 # count_requests: with STORAGE=s3, how many S3 and DynamoDB requests each registry makes per
-# manifest GET (by tag, by digest), blob HEAD and blob GET. Each registry talks to Garage and
-# DynamoDB Local through a counting proxy; every probe is repeated COUNT_REQUESTS times.
+# registry request: manifest and blob reads (COUNT_REQUESTS times each), and the requests of
+# a chunked push (three uploads of 3 x 4 MiB chunks, a manifest PUT and DELETE each). Each
+# registry talks to Garage and DynamoDB Local through a counting proxy.
 count_requests() {
 	[ "$STORAGE" = s3 ] || return 0
-	local s3_proxy db_proxy kind pid url probe path method i code expect
+	local s3_proxy db_proxy kind pid url i chunk manifest digest
 	s3_proxy=$(free_port)
 	db_proxy=$(free_port)
 	python3 "$BENCH_SRC/count-proxy.py" "$s3_proxy" "$S3_PORT" &
@@ -657,46 +705,61 @@ count_requests() {
 	done
 	local direct_s3=$S3_ENDPOINT direct_db=$DYNAMODB_ENDPOINT
 	S3_ENDPOINT="http://127.0.0.1:$s3_proxy" DYNAMODB_ENDPOINT="http://127.0.0.1:$db_proxy"
+	COUNTS_RAW="$RUN_DIR/counts-raw.tsv"
+	: >"$COUNTS_RAW"
 	for kind in berth distribution; do
 		start_server "$kind" "$kind-count" "$RUN_DIR/data/$kind-count"
 		pid=$SRV_PID url=$SRV_URL
+		COUNT_URL=$url
 		push_manifest_image "$url"
-		for probe in manifest_get_by_tag manifest_get_by_digest manifest_head_by_tag blob_head blob_get; do
-			method=GET expect=200
-			case "$probe" in
-			manifest_get_by_tag) path=manifests/latest ;;
-			manifest_get_by_digest) path=manifests/$MANIFEST_DIGEST ;;
-			manifest_head_by_tag) path=manifests/latest method=HEAD ;;
-			# Distribution answers a blob HEAD with the same redirect as a GET.
-			blob_head) path=blobs/$LAYER_DIGEST method=HEAD expect=200/307 ;;
-			blob_get) path=blobs/$LAYER_DIGEST expect=307 ;;
-			esac
-			curl -fsS -o /dev/null -X POST "http://127.0.0.1:$s3_proxy/__berth_reset"
-			curl -fsS -o /dev/null -X POST "http://127.0.0.1:$db_proxy/__berth_reset"
-			for ((i = 0; i < COUNT_REQUESTS; i++)); do
-				if [ "$method" = HEAD ]; then
-					code=$(curl -sS -I -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_TYPE" "$url/v2/bench/manifest/$path")
-				else
-					code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_TYPE" "$url/v2/bench/manifest/$path")
-				fi
-				[[ /$expect/ == */$code/* ]] || die "$kind: $method $path answered $code, expected $expect"
+		local base="$url/v2/bench/manifest"
+		local n=$COUNT_REQUESTS
+		count_step "$kind" manifest_get_by_tag repeat "$n" expect_get "$base/manifests/latest" 200
+		count_step "$kind" manifest_get_by_digest repeat "$n" expect_get "$base/manifests/$MANIFEST_DIGEST" 200
+		count_step "$kind" manifest_head_by_tag repeat "$n" expect_get "$base/manifests/latest" 200 -I
+		# Distribution answers a blob HEAD with the same redirect as a GET.
+		count_step "$kind" blob_head repeat "$n" expect_get "$base/blobs/$LAYER_DIGEST" 200/307 -I
+		count_step "$kind" blob_get repeat "$n" expect_get "$base/blobs/$LAYER_DIGEST" 307
+		for ((i = 1; i <= 3; i++)); do
+			head -c $((12 * 1024 * 1024)) /dev/urandom >"$RUN_DIR/tmp/count-blob"
+			digest=$(sha256_of "$RUN_DIR/tmp/count-blob")
+			split -b $((4 * 1024 * 1024)) -d -a 1 "$RUN_DIR/tmp/count-blob" "$RUN_DIR/tmp/count-chunk."
+			count_step "$kind" upload_start start_upload "$url" bench/manifest
+			for chunk in 0 1 2; do
+				count_step "$kind" upload_patch_4mib patch_chunk "$RUN_DIR/tmp/count-chunk.$chunk" \
+					$((chunk * 4 * 1024 * 1024))
 			done
-			python3 - "$kind" "$probe" "$COUNT_REQUESTS" \
-				"$(curl -fsS "http://127.0.0.1:$s3_proxy/__berth_counts")" \
-				"$(curl -fsS "http://127.0.0.1:$db_proxy/__berth_counts")" >>"$COUNTS" <<-'PY'
-				import json, sys
-				kind, probe, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-				seen = {**json.loads(sys.argv[4]), **json.loads(sys.argv[5])}
-				for service in ("s3", "dynamodb"):
-				    total = sum(v for k, v in seen.items() if k.startswith(service + ":"))
-				    print("%s\t%s\t%s\t%g" % (kind, probe, service, total / n))
-				for operation, count in sorted(seen.items()):
-				    print("%s\t%s\t%s\t%g" % (kind, probe, operation, count / n))
-			PY
+			count_step "$kind" upload_close_12mib expect_code PUT "$(add_query "$UP_URL" "digest=$digest")" 201 \
+				-H 'Content-Length: 0'
+			manifest="$RUN_DIR/tmp/count-manifest.json"
+			sed "s/}\$/,\"annotations\":{\"count\":\"$kind-$i\"}}/" "$OCI/manifest.json" >"$manifest"
+			count_step "$kind" manifest_put expect_code PUT "$base/manifests/count-$i" 201 \
+				-H "Content-Type: $MANIFEST_TYPE" --data-binary "@$manifest"
+			count_step "$kind" manifest_delete expect_code DELETE "$base/manifests/$(sha256_of "$manifest")" 202
 		done
 		log "  request counts for $kind recorded"
 		stop_pid "$pid"
 	done
+	# Per registry request: the steps of a probe summed, divided by the requests they made.
+	python3 - "$COUNTS_RAW" "$COUNT_REQUESTS" >"$COUNTS" <<-'PY'
+		import json, sys
+		from collections import Counter, defaultdict
+		raw, n = sys.argv[1], int(sys.argv[2])
+		per_step = {"manifest_get_by_tag": n, "manifest_get_by_digest": n, "manifest_head_by_tag": n,
+		            "blob_head": n, "blob_get": n}
+		totals, requests = defaultdict(Counter), Counter()
+		for line in open(raw):
+		    kind, probe, s3, db = line.rstrip("\n").split("\t")
+		    totals[(kind, probe)].update({**json.loads(s3), **json.loads(db)})
+		    requests[(kind, probe)] += per_step.get(probe, 1)
+		for (kind, probe), seen in totals.items():
+		    n = requests[(kind, probe)]
+		    for service in ("s3", "dynamodb"):
+		        total = sum(v for k, v in seen.items() if k.startswith(service + ":"))
+		        print("%s\t%s\t%s\t%g" % (kind, probe, service, total / n))
+		    for operation, count in sorted(seen.items()):
+		        print("%s\t%s\t%s\t%g" % (kind, probe, operation, count / n))
+	PY
 	S3_ENDPOINT=$direct_s3 DYNAMODB_ENDPOINT=$direct_db
 }
 
