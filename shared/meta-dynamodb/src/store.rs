@@ -106,7 +106,29 @@ impl DynamoMetadataStore {
 
 async fn client_from_env() -> Client {
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    Client::new(&shared)
+    let mut settings = aws_sdk_dynamodb::config::Builder::from(&shared);
+    let variable = |name| std::env::var(name).ok();
+    if let Some(endpoint) = endpoint_for_empty_variables(
+        variable("AWS_ENDPOINT_URL_DYNAMODB"),
+        variable("AWS_ENDPOINT_URL"),
+    ) {
+        settings.set_endpoint_url(endpoint);
+    }
+    Client::from_conf(settings.build())
+}
+
+/// The endpoint to give a client when an endpoint variable is set to an empty value, as
+/// `sam local` sets one for an empty template parameter: the SDK would take the empty value
+/// for a URL and panic on the first request. An empty service variable falls back to a
+/// non-empty `AWS_ENDPOINT_URL`, else to the service's own endpoint. `None` when no variable
+/// is empty and the SDK's own resolution stands.
+fn endpoint_for_empty_variables(
+    service: Option<String>,
+    global: Option<String>,
+) -> Option<Option<String>> {
+    let empty = |value: &Option<String>| value.as_deref() == Some("");
+    (empty(&service) || (service.is_none() && empty(&global)))
+        .then(|| global.filter(|global| !global.is_empty()))
 }
 
 // --- small helpers ---------------------------------------------------------------------------
@@ -1420,6 +1442,24 @@ fn upload_item(session: &UploadSession) -> Result<Item> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn empty_endpoint_variables_mean_unset() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(endpoint_for_empty_variables(None, None), None);
+        assert_eq!(endpoint_for_empty_variables(some("http://a"), None), None);
+        assert_eq!(
+            endpoint_for_empty_variables(some("http://a"), some("")),
+            None
+        );
+        assert_eq!(endpoint_for_empty_variables(some(""), None), Some(None));
+        assert_eq!(endpoint_for_empty_variables(some(""), some("")), Some(None));
+        assert_eq!(
+            endpoint_for_empty_variables(some(""), some("http://b")),
+            Some(some("http://b"))
+        );
+        assert_eq!(endpoint_for_empty_variables(None, some("")), Some(None));
+    }
+
     use berth_core::Algorithm;
 
     use super::*;
