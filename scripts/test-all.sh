@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every Berth test: formatting and lints; unit, conformance and protocol tests, with the
-# S3 and DynamoDB adapters against a real Garage and DynamoDB Local; then the end-to-end suite
-# with real docker, podman and skopeo against `berth serve`, once on embedded storage and once
-# on Garage + DynamoDB Local. Installs what it needs (idempotently, reusing cached installs) and
-# stops everything it started, by PID.
+# Runs every Berth test: the offline template checks; formatting and lints; unit, conformance,
+# event and protocol tests, with the S3 and DynamoDB adapters against a real Garage and
+# DynamoDB Local; the end-to-end suite with real docker, podman and skopeo against `berth
+# serve`, once on embedded storage and once on Garage + DynamoDB Local; the Lambda functions
+# under `cargo lambda watch`; and the SAM template under `sam local`. Installs what it needs
+# (idempotently, reusing cached installs) and stops everything it started, by PID.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,7 +14,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # --- prerequisites -------------------------------------------------------------------------
 need_packages=()
-for tool in dockerd:docker.io podman:podman skopeo:skopeo jq:jq curl:curl; do
+for tool in dockerd:docker.io podman:podman skopeo:skopeo jq:jq curl:curl busybox:busybox-static ip:iproute2; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_packages+=("${tool#*:}")
 done
 if ((${#need_packages[@]})); then
@@ -83,3 +84,6 @@ BERTH_BLOB_STORE="s3://$BERTH_TEST_S3_BUCKET/e2e-$run_id" \
 
 step "Lambda functions (cargo lambda build) under cargo lambda watch, behind a test API gateway, on Garage + DynamoDB Local"
 BERTH_BIN="$root/target/release/berth" tests/lambda/run.sh
+
+step "the template under sam local: infra/events through sam local invoke; chunked push, docker pull, skopeo through sam local start-api; on Garage + DynamoDB Local"
+BERTH_BIN="$root/target/release/berth" tests/sam/run.sh

@@ -9,7 +9,11 @@
 #                         Starting a node that runs prints the same lines again.
 #   garage.sh stop DIR    stops the node started in DIR (by its PID) and waits for it to exit
 #
-# Everything but the `export` lines goes to stderr. Every port is on 127.0.0.1.
+# Everything but the `export` lines goes to stderr. Every port is on 127.0.0.1, unless
+# GARAGE_BIND_ADDR names another IPv4 address of this host for the S3 API (the RPC and admin
+# ports stay on 127.0.0.1): tests/sam/run.sh gives Docker's bridge gateway address, which both
+# the host and SAM's function containers reach. The address is written into the node's config
+# when DIR is first set up; later starts of DIR keep it.
 set -euo pipefail
 
 readonly GARAGE_VERSION=2.5.0
@@ -17,6 +21,7 @@ readonly BUCKET=berth-test
 readonly KEY_NAME=berth-test
 # Garage's default `s3_region`; requests must be signed for it.
 readonly REGION=garage
+readonly S3_BIND_ADDR=${GARAGE_BIND_ADDR:-127.0.0.1}
 
 log() { printf 'garage.sh: %s\n' "$*" >&2; }
 die() {
@@ -57,16 +62,17 @@ install() {
     has_wanted_version || die "garage $GARAGE_VERSION is still not on PATH or in ~/.cargo/bin"
 }
 
-# A TCP port nothing listens on now.
+# A TCP port nothing listens on now, on ADDR (default 127.0.0.1).
 free_port() {
+    local addr=${1:-127.0.0.1}
     if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+        python3 -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$addr"
         return
     fi
     local port
     for _ in $(seq 100); do
         port=$((20000 + RANDOM % 40000))
-        if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        if ! (: <"/dev/tcp/$addr/$port") 2>/dev/null; then
             echo "$port"
             return
         fi
@@ -87,7 +93,7 @@ write_config() {
     local dir=$1
     local rpc_port s3_port admin_port
     rpc_port=$(free_port)
-    s3_port=$(free_port)
+    s3_port=$(free_port "$S3_BIND_ADDR")
     admin_port=$(free_port)
     (
         umask 077
@@ -104,7 +110,7 @@ rpc_secret = "$(random_hex 32)"
 
 [s3_api]
 s3_region = "$REGION"
-api_bind_addr = "127.0.0.1:$s3_port"
+api_bind_addr = "$S3_BIND_ADDR:$s3_port"
 root_domain = ".s3.garage.localhost"
 
 [admin]
@@ -114,10 +120,17 @@ EOF
     )
 }
 
-# The port of the listener in the config's `[section]` (its `api_bind_addr`).
-section_port() {
+# The address:port of the listener in the config's `[section]` (its `api_bind_addr`).
+section_addr() {
     local dir=$1 section=$2
-    sed -n "/^\[$section\]/,/^\[/s/^api_bind_addr *= *\"127\.0\.0\.1:\([0-9]*\)\"$/\1/p" "$dir/garage.toml"
+    sed -n "/^\[$section\]/,/^\[/s/^api_bind_addr *= *\"\([0-9.]*:[0-9]*\)\"$/\1/p" "$dir/garage.toml"
+}
+
+# The port of the listener in the config's `[section]`.
+section_port() {
+    local addr
+    addr=$(section_addr "$@")
+    echo "${addr##*:}"
 }
 
 # Whether the node whose PID is in DIR runs (and is garage, not a reused PID).
@@ -175,7 +188,7 @@ configure() {
 export AWS_ACCESS_KEY_ID=$key_id
 export AWS_SECRET_ACCESS_KEY=$secret
 export AWS_REGION=$REGION
-export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$(section_port "$dir" s3_api)
+export AWS_ENDPOINT_URL_S3=http://$(section_addr "$dir" s3_api)
 export BERTH_TEST_S3_BUCKET=$BUCKET
 EOF
     )
@@ -204,7 +217,7 @@ start() {
 
     [[ -f $dir/env ]] || configure "$dir" "$bin"
     wait_for "the cluster to be healthy" 60 healthy "$dir"
-    log "garage is ready: S3 on 127.0.0.1:$(section_port "$dir" s3_api), bucket $BUCKET"
+    log "garage is ready: S3 on $(section_addr "$dir" s3_api), bucket $BUCKET"
     cat "$dir/env"
 }
 
