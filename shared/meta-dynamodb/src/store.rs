@@ -89,46 +89,6 @@ impl DynamoMetadataStore {
             table: table.into(),
         }
     }
-
-    /// A store over `table` with a client built from the environment by the SDK's standard
-    /// chain (`AWS_*` variables including `AWS_ENDPOINT_URL_DYNAMODB`, profiles, the Lambda
-    /// role). Makes no request.
-    pub async fn connect(table: impl Into<String>) -> Self {
-        Self::new(client_from_env().await, table)
-    }
-
-    /// Creates `table` (idempotently, see [`crate::create_table`]) with a client built from
-    /// the environment, as [`Self::connect`] does.
-    pub async fn create_table_from_env(table: &str) -> berth_core::Result<()> {
-        crate::create_table(&client_from_env().await, table).await
-    }
-}
-
-async fn client_from_env() -> Client {
-    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let mut settings = aws_sdk_dynamodb::config::Builder::from(&shared);
-    let variable = |name| std::env::var(name).ok();
-    if let Some(endpoint) = endpoint_for_empty_variables(
-        variable("AWS_ENDPOINT_URL_DYNAMODB"),
-        variable("AWS_ENDPOINT_URL"),
-    ) {
-        settings.set_endpoint_url(endpoint);
-    }
-    Client::from_conf(settings.build())
-}
-
-/// The endpoint to give a client when an endpoint variable is set to an empty value, as
-/// `sam local` sets one for an empty template parameter: the SDK would take the empty value
-/// for a URL and panic on the first request. An empty service variable falls back to a
-/// non-empty `AWS_ENDPOINT_URL`, else to the service's own endpoint. `None` when no variable
-/// is empty and the SDK's own resolution stands.
-fn endpoint_for_empty_variables(
-    service: Option<String>,
-    global: Option<String>,
-) -> Option<Option<String>> {
-    let empty = |value: &Option<String>| value.as_deref() == Some("");
-    (empty(&service) || (service.is_none() && empty(&global)))
-        .then(|| global.filter(|global| !global.is_empty()))
 }
 
 // --- small helpers ---------------------------------------------------------------------------
@@ -1442,24 +1402,6 @@ fn upload_item(session: &UploadSession) -> Result<Item> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn empty_endpoint_variables_mean_unset() {
-        let some = |s: &str| Some(s.to_owned());
-        assert_eq!(endpoint_for_empty_variables(None, None), None);
-        assert_eq!(endpoint_for_empty_variables(some("http://a"), None), None);
-        assert_eq!(
-            endpoint_for_empty_variables(some("http://a"), some("")),
-            None
-        );
-        assert_eq!(endpoint_for_empty_variables(some(""), None), Some(None));
-        assert_eq!(endpoint_for_empty_variables(some(""), some("")), Some(None));
-        assert_eq!(
-            endpoint_for_empty_variables(some(""), some("http://b")),
-            Some(some("http://b"))
-        );
-        assert_eq!(endpoint_for_empty_variables(None, some("")), Some(None));
-    }
-
     use berth_core::Algorithm;
 
     use super::*;

@@ -5,6 +5,8 @@
 //! `local` (filesystem + redb), `aws` (S3 + DynamoDB), and `lambda`, the functions' own
 //! composition root.
 
+#[cfg(feature = "aws")]
+mod aws;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 mod storage;

@@ -9,6 +9,14 @@ use std::time::Duration;
 use berth_core::ports::{BlobStore, MetadataStore};
 use berth_core::{Registry, RegistryError, Result};
 
+#[cfg(feature = "aws")]
+use crate::aws::AwsConfig;
+
+/// Stands in for the AWS configuration in a binary built without AWS engines.
+#[cfg(not(feature = "aws"))]
+#[derive(Debug, Default)]
+struct AwsConfig;
+
 /// Where blob bytes live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlobLocation {
@@ -142,13 +150,14 @@ impl StorageConfig {
     /// Opens the configured stores, making no request to a cloud service.
     pub async fn open_stores(&self) -> Result<Stores> {
         let (local_blobs, local_meta) = self.open_local_parts()?;
+        let aws = AwsConfig::default();
         let blobs: Arc<dyn BlobStore> = match &self.blobs {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
-            BlobLocation::S3 { bucket, prefix } => self.open_s3(bucket, prefix).await?,
+            BlobLocation::S3 { bucket, prefix } => self.open_s3(&aws, bucket, prefix).await?,
         };
         let metadata: Arc<dyn MetadataStore> = match &self.metadata {
             MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
-            MetadataLocation::DynamoDb { table } => open_dynamodb(table).await?,
+            MetadataLocation::DynamoDb { table } => open_dynamodb(&aws, table).await?,
         };
         tracing::info!(blobs = ?self.blobs, metadata = ?self.metadata, "storage opened");
         Ok(Stores { blobs, metadata })
@@ -159,7 +168,7 @@ impl StorageConfig {
     pub async fn init(&self) -> Result<()> {
         self.open_local_parts()?;
         if let MetadataLocation::DynamoDb { table } = &self.metadata {
-            create_dynamodb_table(table).await?;
+            create_dynamodb_table(&AwsConfig::default(), table).await?;
         }
         Ok(())
     }
@@ -203,42 +212,54 @@ impl StorageConfig {
     }
 
     #[cfg(feature = "aws")]
-    async fn open_s3(&self, bucket: &str, prefix: &Option<String>) -> Result<Arc<dyn BlobStore>> {
+    async fn open_s3(
+        &self,
+        aws: &AwsConfig,
+        bucket: &str,
+        prefix: &Option<String>,
+    ) -> Result<Arc<dyn BlobStore>> {
         let mut config = berth_store_s3::S3Config::new(bucket);
         config.prefix.clone_from(prefix);
         config.force_path_style = self.s3.force_path_style;
         config.redirect = self.s3.redirect;
         config.presign_expiry = self.s3.presign_expiry;
-        Ok(Arc::new(
-            berth_store_s3::S3BlobStore::connect(config).await?,
-        ))
+        Ok(Arc::new(berth_store_s3::S3BlobStore::new(
+            aws.s3().await,
+            config,
+        )?))
     }
 
     #[cfg(not(feature = "aws"))]
-    async fn open_s3(&self, _: &str, _: &Option<String>) -> Result<Arc<dyn BlobStore>> {
+    async fn open_s3(
+        &self,
+        _: &AwsConfig,
+        _: &str,
+        _: &Option<String>,
+    ) -> Result<Arc<dyn BlobStore>> {
         Err(not_built_in("the S3 blob store", "aws"))
     }
 }
 
 #[cfg(feature = "aws")]
-async fn open_dynamodb(table: &str) -> Result<Arc<dyn MetadataStore>> {
-    Ok(Arc::new(
-        berth_meta_dynamodb::DynamoMetadataStore::connect(table).await,
-    ))
+async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<Arc<dyn MetadataStore>> {
+    Ok(Arc::new(berth_meta_dynamodb::DynamoMetadataStore::new(
+        aws.dynamodb().await,
+        table,
+    )))
 }
 
 #[cfg(not(feature = "aws"))]
-async fn open_dynamodb(_: &str) -> Result<Arc<dyn MetadataStore>> {
+async fn open_dynamodb(_: &AwsConfig, _: &str) -> Result<Arc<dyn MetadataStore>> {
     Err(not_built_in("the DynamoDB metadata store", "aws"))
 }
 
 #[cfg(feature = "aws")]
-async fn create_dynamodb_table(table: &str) -> Result<()> {
-    berth_meta_dynamodb::DynamoMetadataStore::create_table_from_env(table).await
+async fn create_dynamodb_table(aws: &AwsConfig, table: &str) -> Result<()> {
+    berth_meta_dynamodb::create_table(&aws.dynamodb().await, table).await
 }
 
 #[cfg(not(feature = "aws"))]
-async fn create_dynamodb_table(_: &str) -> Result<()> {
+async fn create_dynamodb_table(_: &AwsConfig, _: &str) -> Result<()> {
     Err(not_built_in("the DynamoDB metadata store", "aws"))
 }
 

@@ -63,26 +63,6 @@ impl S3BlobStore {
         })
     }
 
-    /// A store with a client built from the environment by the SDK's standard chain
-    /// (`AWS_*` variables, profiles, the Lambda role), then as [`Self::new`]. Makes no
-    /// request.
-    pub async fn connect(config: S3Config) -> Result<Self> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        let shared = loader.load().await;
-        let mut settings = aws_sdk_s3::config::Builder::from(&shared);
-        let variable = |name| std::env::var(name).ok();
-        if let Some(endpoint) = endpoint_for_empty_variables(
-            variable("AWS_ENDPOINT_URL_S3"),
-            variable("AWS_ENDPOINT_URL"),
-        ) {
-            settings.set_endpoint_url(endpoint);
-        }
-        Self::new(aws_sdk_s3::Client::from_conf(settings.build()), config)
-    }
-
     /// The state of `staged`, checked against its size. An upload without state is unknown
     /// here (it was begun by another kind of store, or never); one whose state does not
     /// add up is an internal error, never trusted.
@@ -376,20 +356,6 @@ impl<'a> Append<'a> {
     }
 }
 
-/// The endpoint to give a client when an endpoint variable is set to an empty value, as
-/// `sam local` sets one for an empty template parameter: the SDK would take the empty value
-/// for a URL and panic on the first request. An empty service variable falls back to a
-/// non-empty `AWS_ENDPOINT_URL`, else to the service's own endpoint. `None` when no variable
-/// is empty and the SDK's own resolution stands.
-fn endpoint_for_empty_variables(
-    service: Option<String>,
-    global: Option<String>,
-) -> Option<Option<String>> {
-    let empty = |value: &Option<String>| value.as_deref() == Some("");
-    (empty(&service) || (service.is_none() && empty(&global)))
-        .then(|| global.filter(|global| !global.is_empty()))
-}
-
 fn random_writer() -> Writer {
     let bytes = uuid::Uuid::new_v4().into_bytes();
     Writer::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
@@ -417,27 +383,4 @@ fn upload_unknown(id: &UploadId) -> RegistryError {
         ErrorCode::BlobUploadUnknown,
         format!("upload {id} has no staged bytes"),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_endpoint_variables_mean_unset() {
-        let some = |s: &str| Some(s.to_owned());
-        assert_eq!(endpoint_for_empty_variables(None, None), None);
-        assert_eq!(endpoint_for_empty_variables(some("http://a"), None), None);
-        assert_eq!(
-            endpoint_for_empty_variables(some("http://a"), some("")),
-            None
-        );
-        assert_eq!(endpoint_for_empty_variables(some(""), None), Some(None));
-        assert_eq!(endpoint_for_empty_variables(some(""), some("")), Some(None));
-        assert_eq!(
-            endpoint_for_empty_variables(some(""), some("http://b")),
-            Some(some("http://b"))
-        );
-        assert_eq!(endpoint_for_empty_variables(None, some("")), Some(None));
-    }
 }

@@ -190,10 +190,7 @@ fn assert_same(actual: &[u8], expected: &[u8], what: &str) {
 #[ignore = "needs an S3 server: scripts/test-all.sh starts Garage"]
 async fn s3_blob_store_conforms() {
     let sandbox = Sandbox::new().await;
-    // Built the way the composition root does it: from the environment alone.
-    let store = S3BlobStore::connect(sandbox.config())
-        .await
-        .expect("connecting");
+    let store = sandbox.store();
     berth_core::conformance::run_all_blob_store(&store).await;
     let staging = sandbox.keys(&format!("{}uploads/", sandbox.prefix)).await;
     assert!(staging.is_empty(), "staging left behind: {staging:?}");
