@@ -12,6 +12,10 @@ cd "$root"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A clean checkout builds once: incremental compilation data would only take disk space.
+if [[ ${CI:-} == true ]]; then export CARGO_INCREMENTAL=0; fi
+df -h "$root" | awk 'NR == 2 { print "disk: " $4 " free on " $6 " at the start" }'
+
 # --- prerequisites -------------------------------------------------------------------------
 need_packages=()
 for tool in dockerd:docker.io podman:podman skopeo:skopeo jq:jq curl:curl busybox:busybox-static ip:iproute2; do
@@ -42,6 +46,8 @@ cleanup() {
     scripts/services/garage.sh stop "$services/garage" >/dev/null 2>&1 || true
     scripts/services/dynamodb-local.sh stop >/dev/null 2>&1 || true
     rm -rf "$services"
+    df -h "$root" | awk 'NR == 2 { print "disk: " $4 " free on " $6 " at the end" }'
+    du -sh "$root/target" 2>/dev/null | awk '{ print "disk: " $1 " in target/" }'
 }
 trap cleanup EXIT
 

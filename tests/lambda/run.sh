@@ -31,7 +31,7 @@ ROOT=$(cd "$E2E_DIR/../.." && pwd)
 LAYER_MIB=${LAMBDA_LAYER_MIB:-50}
 RUN_ID=$(date +%s)-$$-$RANDOM
 FUNCTIONS=(registry-pull registry-push)
-# Generous for debug builds on a small machine, but every wait has an end.
+# Generous for a small machine, but every wait has an end.
 CURL_TIMEOUT=60
 CLIENT_TIMEOUT=600
 
@@ -106,10 +106,13 @@ setup_failed() {
 # --- build -------------------------------------------------------------------------
 
 build() {
-  log_step "building the functions (cargo lambda build, debug) and the gateway"
+  # Release, as `sam build` builds them: what is measured is what is deployed, and the SAM
+  # test after this one finds them built.
+  log_step "building the functions (cargo lambda build --release) and the gateway"
   (
     cd "$ROOT"
-    run cargo lambda build -p berth-registry-pull -p berth-registry-push
+    run cargo lambda build --release --bin registry-pull
+    run cargo lambda build --release --bin registry-push
     run cargo build -p berth-tests --bin lambda-gateway
   )
 }
@@ -462,7 +465,7 @@ run_scenario "skopeo copy" scenario_skopeo
 run_scenario "tag listing" scenario_tags
 log_step "finished in $((SECONDS - start))s"
 
-log_step "measurements (debug builds, not asserted)"
+log_step "measurements (release builds, not asserted)"
 for fn in "${FUNCTIONS[@]}"; do
   log_info "$fn: first answer ${FIRST_ANSWER_MS[$fn]} ms after its process started"
 done
