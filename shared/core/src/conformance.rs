@@ -1,10 +1,12 @@
 //! The conformance suites of the storage ports: every adapter runs these same cases from its
-//! own tests, so that all of them honour the contracts written in [`crate::ports`].
+//! own tests, so that all of them honour the contracts written in [`crate::ports`] and
+//! [`crate::accounts`].
 //!
-//! Each case is a plain `async fn` over `&dyn BlobStore` or `&dyn MetadataStore` that panics
-//! with a message naming what broke. Cases create uniquely named repositories, uploads and
-//! blobs, so they may share one store (and one DynamoDB table or S3 bucket) and run in any
-//! order. Run everything with [`run_all_blob_store`] and [`run_all_metadata_store`]:
+//! Each case is a plain `async fn` over `&dyn BlobStore`, `&dyn MetadataStore` or
+//! `&dyn AccountStore` that panics with a message naming what broke. Cases create uniquely
+//! named repositories, uploads, blobs, users, projects and robots, so they may share one store
+//! (and one DynamoDB table or S3 bucket) and run in any order. Run everything with
+//! [`run_all_blob_store`], [`run_all_metadata_store`] and [`run_all_account_store`]:
 //!
 //! ```ignore
 //! #[tokio::test(flavor = "multi_thread")]
@@ -22,10 +24,13 @@ use std::io;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::accounts::AccountStore;
 use crate::digest::{Algorithm, Digest, DigestHasher};
 use crate::error::{ErrorCode, Result};
 use crate::names::{RepositoryName, Tag, UploadId};
 use crate::ports::{BlobStore, ByteStream, MetadataStore};
+
+pub mod account_store;
 
 /// Runs every blob store case, announcing each on stderr so a failure names its case.
 pub async fn run_all_blob_store(store: &dyn BlobStore) {
@@ -87,6 +92,43 @@ pub async fn run_all_metadata_store(store: &dyn MetadataStore) {
     update_upload_is_conditional(store).await;
     announce("metadata_store::racing_upload_updates_have_one_winner");
     racing_upload_updates_have_one_winner(store).await;
+}
+
+/// Runs every account store case, announcing each on stderr so a failure names its case.
+pub async fn run_all_account_store(store: &dyn AccountStore) {
+    use account_store::*;
+    announce("account_store::users_round_trip");
+    users_round_trip(store).await;
+    announce("account_store::users_paginate_in_name_order");
+    users_paginate_in_name_order(store).await;
+    announce("account_store::projects_round_trip");
+    projects_round_trip(store).await;
+    announce("account_store::projects_paginate_in_name_order");
+    projects_paginate_in_name_order(store).await;
+    announce("account_store::members_and_roles");
+    members_and_roles(store).await;
+    announce("account_store::members_need_a_user_and_a_project");
+    members_need_a_user_and_a_project(store).await;
+    announce("account_store::members_and_memberships_list_in_name_order");
+    members_and_memberships_list_in_name_order(store).await;
+    announce("account_store::concurrent_members_of_one_project");
+    concurrent_members_of_one_project(store).await;
+    announce("account_store::delete_user_removes_their_memberships");
+    delete_user_removes_their_memberships(store).await;
+    announce("account_store::robots_round_trip");
+    robots_round_trip(store).await;
+    announce("account_store::robots_need_their_project");
+    robots_need_their_project(store).await;
+    announce("account_store::robots_list_in_name_order_per_project");
+    robots_list_in_name_order_per_project(store).await;
+    announce("account_store::delete_project_removes_members_and_robots");
+    delete_project_removes_members_and_robots(store).await;
+    announce("account_store::login_failures_count_within_a_window");
+    login_failures_count_within_a_window(store).await;
+    announce("account_store::login_failure_keys_are_independent");
+    login_failure_keys_are_independent(store).await;
+    announce("account_store::concurrent_login_failures_all_count");
+    concurrent_login_failures_all_count(store).await;
 }
 
 fn announce(case: &str) {

@@ -1,6 +1,7 @@
 //! Berth's registry core: identifiers, digests, manifests, byte ranges, the storage ports and
 //! the use cases every entry point shares. Nothing here knows about HTTP frameworks or AWS.
 
+pub mod accounts;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod digest;
@@ -11,6 +12,7 @@ pub mod ports;
 pub mod range;
 pub mod registry;
 
+pub use accounts::AccountStore;
 pub use digest::{Algorithm, Digest};
 pub use error::{ErrorCode, ErrorHint, RegistryError, Result};
 pub use names::{Reference, RepositoryName, Tag, UploadId};

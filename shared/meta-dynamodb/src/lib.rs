@@ -1,5 +1,6 @@
-//! Berth's registry metadata in one DynamoDB table: [`DynamoMetadataStore`] implements the
-//! `MetadataStore` port, and [`create_table`] creates the table for `berth init` and tests.
+//! Berth's registry metadata and accounts in one DynamoDB table: [`DynamoMetadataStore`]
+//! implements the `MetadataStore` and `AccountStore` ports, and [`create_table`] creates the
+//! table for `berth init` and tests.
 //!
 //! The items are those of the embedded redb store (`berth-store-local`, whose semantics this
 //! adapter mirrors), and every adapter passes the same conformance suite.
@@ -19,9 +20,14 @@
 //! | referrer             | `REPO#<name>`  | `REFERRER#<subject>#<digest>`          | `referrer` (the descriptor as JSON)                                   |
 //! | blob link            | `REPO#<name>`  | `BLOB#<digest>`                        | `size`                                                                |
 //! | upload session       | `UPLOAD#<id>`  | `META`                                 | `size`, `session` (JSON), `expires_at`                                |
+//! | user                 | `USER#<name>`  | `META`                                 | `CatalogPK` = `USERS`, `CatalogSK` = `<name>`, `record` (JSON), `revision` |
+//! | membership (mirror)  | `USER#<name>`  | `MEMBERSHIP#<project>`                 | `project`, `user`, `role` (Harbor's `role_id`), `created_at`          |
+//! | project              | `PROJECT#<name>` | `META`                               | `CatalogPK` = `PROJECTS`, `CatalogSK` = `<name>`, `record` (JSON), `revision` |
+//! | member               | `PROJECT#<name>` | `MEMBER#<user>`                      | `project`, `user`, `role`, `created_at`                               |
+//! | robot account        | `PROJECT#<project>` | `ROBOT#robot$<project>+<name>`    | `record` (JSON)                                                       |
+//! | failed-login counter | `LOGIN#<key>`  | `META`                                 | `failures`, `first_failure`, `expires_at`                             |
 //!
-//! Projects, members, users and robots (DESIGN.md) will live in `PROJECT#`, `USER#` and
-//! `ROBOT#` partitions; a global `BLOB#<digest>` partition is left for garbage collection.
+//! A global `BLOB#<digest>` partition is left for garbage collection.
 //!
 //! Why these keys:
 //!
@@ -58,6 +64,39 @@
 //!   hot path, deletes are rare.
 //! - **Upload offsets advance by condition**: `update_upload` is a `PutItem` on the condition
 //!   that the stored `size` is the expected one; a missing item fails it too.
+//! - **A user or a project is one partition** with what hangs off it: a user's holds a mirror
+//!   of each of their memberships, a project's its members and robot accounts, so a project's
+//!   members and a user's memberships are one Query each, in name order. A robot account's
+//!   name (`robot$<project>+<name>`) names its project, so a login by robot name is one
+//!   `GetItem`. A robot's own expiry stays inside its JSON record: as an `expires_at`
+//!   attribute it would be the table's time to live, and DynamoDB would delete the robot.
+//! - **Users and projects are listed through the catalog index** under `CatalogPK` values of
+//!   their own (`USERS`, `PROJECTS`), apart from the repositories (`REPOS`). The index holds
+//!   keys only, so each page of names is followed by one `BatchGetItem` of the items; it is
+//!   eventually consistent like the repository catalog.
+//! - **Memberships are written in pairs**: `put_member` is one `TransactWriteItems` of the
+//!   member item, its mirror, and a new `revision` on the user and the project items on the
+//!   condition that both exist (otherwise nothing is written and the answer is `false`). An
+//!   existing member keeps its `created_at`. `create_robot` likewise renews the project's
+//!   `revision` in the transaction that writes the robot.
+//! - **Deletes remove children first and the parent last**: `delete_user` and
+//!   `delete_project` read the partition (the parent's `revision` and its children's keys),
+//!   then delete every child (both sides of each membership, the robots) and, in the same
+//!   transaction as the last of them, the parent on the condition that its `revision` is
+//!   unchanged; a member or robot added meanwhile fails it, and the delete starts over. Up to
+//!   100 items (a user with 49 memberships; a project whose robots plus twice its members are
+//!   at most 99) that is one transaction, and atomic. A larger delete takes one transaction per
+//!   100 items and only its last step is atomic with the parent: if it is cut short, the user
+//!   or project still exists with fewer memberships, members or robots. It never leaves a
+//!   membership or robot without its parent, so access is only ever lost, and a new user or
+//!   project of the same name inherits nothing.
+//! - **A failed-login counter is one item updated in place**: `record_login_failure` is an
+//!   `UpdateItem` that adds 1 on the condition that `first_failure` is within the window;
+//!   when that fails (no counter, or its window has passed) a second `UpdateItem` starts the
+//!   count at 1 on the condition that no concurrent call started a new window first (then it
+//!   adds again). `expires_at` is the end of the window, so DynamoDB's time to live removes
+//!   counters that count nothing any more; reads check the window themselves, since the time
+//!   to live deletes late.
 //!
 //! Reads are strongly consistent (a pull right after a push must find the manifest), except
 //! the catalog, which reads an index.
@@ -78,6 +117,14 @@
 //! | `referrers`         | 1 `Query` per MB of descriptors                                                |
 //! | `link_blob`         | 1 `TransactWriteItems` (repository and link items)                             |
 //! | `create_upload`, `update_upload`, `delete_upload` | 1 `PutItem` / conditional `PutItem` / `DeleteItem` |
+//! | `user`, `project`, `member`, `robot`, `login_failures` | 1 `GetItem`                               |
+//! | `create_user`, `update_user`, `create_project`, `update_project`, `update_robot` | 1 conditional `PutItem` |
+//! | `delete_robot`, `clear_login_failures` | 1 (conditional) `DeleteItem`                                |
+//! | `create_robot`, `put_member`, `delete_member` | 1 `TransactWriteItems`                               |
+//! | `members`, `memberships`, `robots` | 1 `Query` per MB                                                |
+//! | `users`, `projects` | 1 `Query` of the index and 1 `BatchGetItem` per page                           |
+//! | `delete_user`, `delete_project` | 1+ `Query` of the partition, 1 `TransactWriteItems` per 100 items  |
+//! | `record_login_failure` | 1 `UpdateItem`; 2 when a window starts                                      |
 //!
 //! Transactions cancelled by a conflicting transaction or throttling are tried again with
 //! back-off; writes that lose a race (a condition failed) start over, both up to a bound
@@ -89,6 +136,7 @@
 //! client may retry); anything else is an internal error. The client sees only a generic
 //! message; the cause, which may name the table or the endpoint, is for the log.
 
+mod accounts;
 mod error;
 mod schema;
 mod store;

@@ -23,16 +23,21 @@ pub const PARTITION_KEY: &str = "PK";
 pub const SORT_KEY: &str = "SK";
 /// The sparse global secondary index that lists repositories in lexical order.
 pub const CATALOG_INDEX: &str = "catalog";
-/// The catalog index's partition key: [`CATALOG_PARTITION`] on repository items, absent
-/// everywhere else.
+/// The catalog index's partition key: which listing an item belongs to ([`CATALOG_PARTITION`]
+/// on repository items, [`USERS_PARTITION`] on users, [`PROJECTS_PARTITION`] on projects),
+/// absent everywhere else.
 pub const CATALOG_PARTITION_KEY: &str = "CatalogPK";
-/// The catalog index's sort key: the repository name.
+/// The catalog index's sort key: the repository, user or project name.
 pub const CATALOG_SORT_KEY: &str = "CatalogSK";
-/// The time-to-live attribute (Unix seconds) of upload sessions.
+/// The time-to-live attribute (Unix seconds) of upload sessions and failed-login counters.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
 /// The value of [`CATALOG_PARTITION_KEY`] on every repository item.
 pub(crate) const CATALOG_PARTITION: &str = "REPOS";
+/// The value of [`CATALOG_PARTITION_KEY`] on every user item.
+pub(crate) const USERS_PARTITION: &str = "USERS";
+/// The value of [`CATALOG_PARTITION_KEY`] on every project item.
+pub(crate) const PROJECTS_PARTITION: &str = "PROJECTS";
 
 /// The table as a CloudFormation/SAM resource, for `infra/template.yaml` to mirror. The
 /// table name is the template's choice; everything else must match, and [`create_table`]
@@ -60,7 +65,8 @@ pub const CLOUDFORMATION_TABLE: &str = r"MetadataTable:
       Enabled: true
 ";
 
-/// The sort key of repository items and upload sessions.
+/// The sort key of the one item of its kind in a partition: repositories, upload sessions,
+/// users, projects and failed-login counters.
 pub(crate) const META: &str = "META";
 /// Every tag item's sort key starts with this.
 pub(crate) const TAG_PREFIX: &str = "TAG#";
@@ -103,6 +109,41 @@ pub(crate) fn blob_link_sk(digest: &str) -> String {
 
 pub(crate) fn upload_pk(id: &str) -> String {
     format!("UPLOAD#{id}")
+}
+
+/// A user's partition: the user item (`META`) and their memberships.
+pub(crate) fn user_pk(name: &str) -> String {
+    format!("USER#{name}")
+}
+
+/// A project's partition: the project item (`META`), its members and its robot accounts.
+pub(crate) fn project_pk(name: &str) -> String {
+    format!("PROJECT#{name}")
+}
+
+/// Every member item's sort key (in the project's partition) starts with this.
+pub(crate) const MEMBER_PREFIX: &str = "MEMBER#";
+/// Every membership item's sort key (in the user's partition) starts with this.
+pub(crate) const MEMBERSHIP_PREFIX: &str = "MEMBERSHIP#";
+/// Every robot item's sort key (in the project's partition) starts with this.
+pub(crate) const ROBOT_PREFIX: &str = "ROBOT#";
+
+pub(crate) fn member_sk(user: &str) -> String {
+    format!("{MEMBER_PREFIX}{user}")
+}
+
+pub(crate) fn membership_sk(project: &str) -> String {
+    format!("{MEMBERSHIP_PREFIX}{project}")
+}
+
+/// A robot account's item, by its full name `robot$<project>+<name>`.
+pub(crate) fn robot_sk(name: &str) -> String {
+    format!("{ROBOT_PREFIX}{name}")
+}
+
+/// The partition of the failed-login counter `key`.
+pub(crate) fn login_pk(key: &str) -> String {
+    format!("LOGIN#{key}")
 }
 
 /// How long `create_table` waits for a new table to become active.
@@ -327,5 +368,28 @@ mod tests {
         }
         assert!(manifest_sk("sha256:0") < part_sk("sha256:0", "g", 0));
         assert!(part_sk("sha256:0", "g", 9) < part_sk("sha256:0", "g", 10));
+    }
+
+    /// In a user's or a project's partition, the parent item and each kind of child have
+    /// sort keys no prefix query of another kind matches; the catalog index keeps users,
+    /// projects and repositories apart.
+    #[test]
+    fn account_keys_stay_apart() {
+        let prefixes = [MEMBER_PREFIX, MEMBERSHIP_PREFIX, ROBOT_PREFIX];
+        let keys = [
+            (MEMBER_PREFIX, member_sk("META")),
+            (MEMBERSHIP_PREFIX, membership_sk("meta")),
+            (ROBOT_PREFIX, robot_sk("robot$p+MEMBER#x")),
+        ];
+        for (own, sk) in &keys {
+            for prefix in prefixes {
+                assert_eq!(sk.starts_with(prefix), prefix == *own, "{sk} and {prefix}");
+            }
+        }
+        assert!(prefixes.iter().all(|prefix| !META.starts_with(prefix)));
+        let listings = [CATALOG_PARTITION, USERS_PARTITION, PROJECTS_PARTITION];
+        for (i, a) in listings.iter().enumerate() {
+            assert!(listings[i + 1..].iter().all(|b| a != b));
+        }
     }
 }

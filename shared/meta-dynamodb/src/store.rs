@@ -36,7 +36,7 @@ pub const INLINE_LIMIT: usize = 300 * 1024;
 pub const PART_BYTES: usize = 350 * 1024;
 /// DynamoDB's limits on one request. A transaction's payload is limited to 4 MB; its items
 /// are kept to this estimate of their size, which leaves room for the encoding.
-const TRANSACTION_ITEMS: usize = 100;
+pub(crate) const TRANSACTION_ITEMS: usize = 100;
 const TRANSACTION_BYTES: usize = 3 * 1024 * 1024;
 const BATCH_GET_KEYS: usize = 100;
 const BATCH_WRITE_ITEMS: usize = 25;
@@ -45,8 +45,8 @@ const BATCH_WRITE_ITEMS: usize = 25;
 const KEY_BOUND_BYTES: usize = 1000;
 /// How often a write that lost a race to a concurrent one is tried again before
 /// `UNAVAILABLE`, and the first back-off.
-const WRITE_ATTEMPTS: u32 = 8;
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+pub(crate) const WRITE_ATTEMPTS: u32 = 8;
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 /// Upload sessions untouched for this long are removed by DynamoDB's time to live.
 const UPLOAD_IDLE_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -64,13 +64,13 @@ mod attr {
     pub const SESSION: &str = "session";
 }
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// Registry metadata in one DynamoDB table.
 #[derive(Clone)]
 pub struct DynamoMetadataStore {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
 }
 
 impl std::fmt::Debug for DynamoMetadataStore {
@@ -93,22 +93,22 @@ impl DynamoMetadataStore {
 
 // --- small helpers ---------------------------------------------------------------------------
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: u64) -> AttributeValue {
+pub(crate) fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+pub(crate) fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([
         (PARTITION_KEY.to_owned(), s(pk)),
         (SORT_KEY.to_owned(), s(sk)),
     ])
 }
 
-fn string_attr<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
+pub(crate) fn string_attr<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value),
         _ => Err(corrupt(&format!("an item's {name:?}"))),
@@ -122,7 +122,7 @@ fn optional_string_attr<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str
     }
 }
 
-fn number_attr(item: &Item, name: &str) -> Result<u64> {
+pub(crate) fn number_attr(item: &Item, name: &str) -> Result<u64> {
     match item.get(name) {
         Some(AttributeValue::N(value)) => value
             .parse()
@@ -153,14 +153,14 @@ fn take_bytes(item: &mut Item) -> Option<Vec<u8>> {
 }
 
 /// A random token: manifest revisions and part generations.
-fn token() -> String {
+pub(crate) fn token() -> String {
     let mut text = uuid::Uuid::new_v4().simple().to_string();
     text.truncate(16);
     text
 }
 
 /// `delay` plus up to as much again, so racing writers spread out.
-async fn back_off(delay: &mut Duration) {
+pub(crate) async fn back_off(delay: &mut Duration) {
     let jitter = uuid::Uuid::new_v4().as_u128() % (delay.as_micros().max(1));
     let jitter = Duration::from_micros(u64::try_from(jitter).unwrap_or(0));
     tokio::time::sleep(*delay + jitter).await;
@@ -176,7 +176,7 @@ fn unix_now() -> u64 {
 /// The longest prefix of `bound` that fits in a key condition. Every stored name greater than
 /// `bound` is also greater than (or equal to) its prefix, so a listing from the prefix, with
 /// names up to `bound` dropped, is exact.
-fn key_bound(bound: &str) -> &str {
+pub(crate) fn key_bound(bound: &str) -> &str {
     let mut end = bound.len().min(KEY_BOUND_BYTES);
     while !bound.is_char_boundary(end) {
         end -= 1;
@@ -184,14 +184,14 @@ fn key_bound(bound: &str) -> &str {
     &bound[..end]
 }
 
-fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+pub(crate) fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
         .map(|(placeholder, name)| ((*placeholder).to_owned(), (*name).to_owned()))
         .collect()
 }
 
-fn values(pairs: Vec<(&str, AttributeValue)>) -> HashMap<String, AttributeValue> {
+pub(crate) fn values(pairs: Vec<(&str, AttributeValue)>) -> HashMap<String, AttributeValue> {
     pairs
         .into_iter()
         .map(|(placeholder, value)| (placeholder.to_owned(), value))
@@ -204,14 +204,14 @@ fn non_empty<K, V>(map: HashMap<K, V>) -> Option<HashMap<K, V>> {
 
 /// A condition on a write, with its placeholders.
 #[derive(Debug, Clone, Default)]
-struct Condition {
+pub(crate) struct Condition {
     expression: String,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
 }
 
 impl Condition {
-    fn new(
+    pub(crate) fn new(
         expression: &str,
         names_used: &[(&str, &str)],
         values_used: Vec<(&str, AttributeValue)>,
@@ -224,12 +224,12 @@ impl Condition {
     }
 
     /// The item exists.
-    fn exists() -> Self {
+    pub(crate) fn exists() -> Self {
         Self::new("attribute_exists(#sk)", &[("#sk", SORT_KEY)], vec![])
     }
 
     /// The item does not exist.
-    fn absent() -> Self {
+    pub(crate) fn absent() -> Self {
         Self::new("attribute_not_exists(#sk)", &[("#sk", SORT_KEY)], vec![])
     }
 
@@ -245,12 +245,12 @@ impl Condition {
 
 /// A query of one partition (or of the catalog index), page by page.
 #[derive(Debug)]
-struct Query {
+pub(crate) struct Query {
     index: Option<&'static str>,
     key_condition: String,
     filter: Option<String>,
-    projection: Option<String>,
-    names: HashMap<String, String>,
+    pub(crate) projection: Option<String>,
+    pub(crate) names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
     consistent: bool,
 }
@@ -270,7 +270,7 @@ impl Query {
     }
 
     /// The items of partition `pk` whose sort key starts with `prefix`.
-    fn prefixed(pk: &str, prefix: &str) -> Self {
+    pub(crate) fn prefixed(pk: &str, prefix: &str) -> Self {
         Self {
             index: None,
             key_condition: "#pk = :pk AND begins_with(#sk, :prefix)".to_owned(),
@@ -282,6 +282,44 @@ impl Query {
         }
     }
 
+    /// Every item of partition `pk`.
+    pub(crate) fn partition(pk: &str) -> Self {
+        Self {
+            index: None,
+            key_condition: "#pk = :pk".to_owned(),
+            filter: None,
+            projection: None,
+            names: names(&[("#pk", PARTITION_KEY)]),
+            values: values(vec![(":pk", s(pk))]),
+            consistent: true,
+        }
+    }
+
+    /// The names one partition of the catalog index lists (repositories, users or projects),
+    /// from just below `after`. Global secondary indexes are eventually consistent: a new
+    /// name may appear a moment after its item was written.
+    pub(crate) fn catalog(partition: &str, after: Option<&str>) -> Self {
+        let mut query = Self {
+            index: Some(CATALOG_INDEX),
+            key_condition: "#catalog = :catalog".to_owned(),
+            filter: None,
+            projection: None,
+            names: names(&[("#catalog", CATALOG_PARTITION_KEY)]),
+            values: values(vec![(":catalog", s(partition))]),
+            consistent: false,
+        };
+        if let Some(after) = after.filter(|after| !after.is_empty()) {
+            query.key_condition.push_str(" AND #name > :after");
+            query
+                .names
+                .insert("#name".to_owned(), CATALOG_SORT_KEY.to_owned());
+            query
+                .values
+                .insert(":after".to_owned(), s(key_bound(after)));
+        }
+        query
+    }
+
     /// Only the sort key of each item.
     fn keys_only(mut self) -> Self {
         self.projection = Some("#sk".to_owned());
@@ -291,7 +329,7 @@ impl Query {
 
 /// What a transaction did.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     Committed,
     /// Cancelled because a condition failed.
     ConditionFailed,
@@ -444,7 +482,7 @@ struct StoredManifest {
 // --- requests --------------------------------------------------------------------------------
 
 impl DynamoMetadataStore {
-    async fn get(
+    pub(crate) async fn get(
         &self,
         key: Item,
         projection: Option<(&str, &[(&str, &str)])>,
@@ -467,7 +505,7 @@ impl DynamoMetadataStore {
         Ok(output.item)
     }
 
-    fn put(&self, item: Item, condition: Option<Condition>) -> Result<Put> {
+    pub(crate) fn put(&self, item: Item, condition: Option<Condition>) -> Result<Put> {
         let condition = condition.unwrap_or_default();
         Put::builder()
             .table_name(&self.table)
@@ -479,7 +517,7 @@ impl DynamoMetadataStore {
             .map_err(build_error)
     }
 
-    fn delete(&self, key: Item, condition: Option<Condition>) -> Result<Delete> {
+    pub(crate) fn delete(&self, key: Item, condition: Option<Condition>) -> Result<Delete> {
         let condition = condition.unwrap_or_default();
         Delete::builder()
             .table_name(&self.table)
@@ -492,7 +530,7 @@ impl DynamoMetadataStore {
     }
 
     /// One PutItem; `false` when its condition failed.
-    async fn put_item(&self, put: Put) -> Result<bool> {
+    pub(crate) async fn put_item(&self, put: Put) -> Result<bool> {
         let sent = self
             .client
             .put_item()
@@ -518,7 +556,7 @@ impl DynamoMetadataStore {
     }
 
     /// One DeleteItem; `false` when its condition failed.
-    async fn delete_item(&self, delete: Delete) -> Result<bool> {
+    pub(crate) async fn delete_item(&self, delete: Delete) -> Result<bool> {
         let sent = self
             .client
             .delete_item()
@@ -546,7 +584,7 @@ impl DynamoMetadataStore {
     /// One TransactWriteItems of at most [`TRANSACTION_ITEMS`] items. Cancellations by
     /// conflicting transactions or throttling are tried again; failed conditions are the
     /// caller's to handle.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Outcome> {
+    pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Outcome> {
         let mut delay = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -616,7 +654,7 @@ impl DynamoMetadataStore {
     }
 
     /// Every item `query` matches, across all pages.
-    async fn query_all(&self, query: &Query) -> Result<Vec<Item>> {
+    pub(crate) async fn query_all(&self, query: &Query) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut start = None;
         loop {
@@ -633,7 +671,7 @@ impl DynamoMetadataStore {
     /// greater than `after`. `query` starts at or just below `after`, so at most one item
     /// (equal to `after`) is dropped; DynamoDB's pages (1 MB each) are followed until `limit`
     /// names are found.
-    async fn list(
+    pub(crate) async fn list(
         &self,
         query: &Query,
         after: Option<&str>,
@@ -695,10 +733,29 @@ impl DynamoMetadataStore {
             async move { self.batch_get_all(request?).await }
         });
         let found = try_join_all(batches).await?;
+        found
+            .into_iter()
+            .flatten()
+            .map(|item| Ok((string_attr(&item, SORT_KEY)?.to_owned(), item)))
+            .collect()
+    }
+
+    /// BatchGetItem of whole items by their keys (distinct, in any partitions), 100 keys a
+    /// request, unprocessed keys asked again. Returns the items found, in no order.
+    pub(crate) async fn batch_get_items(&self, keys: Vec<Item>) -> Result<Vec<Item>> {
+        let batches = keys.chunks(BATCH_GET_KEYS).map(|chunk| {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(true)
+                .build()
+                .map_err(build_error);
+            async move { self.batch_get_all(request?).await }
+        });
+        let found = try_join_all(batches).await?;
         Ok(found.into_iter().flatten().collect())
     }
 
-    async fn batch_get_all(&self, mut request: KeysAndAttributes) -> Result<Vec<(String, Item)>> {
+    async fn batch_get_all(&self, mut request: KeysAndAttributes) -> Result<Vec<Item>> {
         let mut found = Vec::new();
         let mut delay = FIRST_BACKOFF;
         for attempt in 1..=WRITE_ATTEMPTS {
@@ -713,10 +770,7 @@ impl DynamoMetadataStore {
                 .responses
                 .and_then(|mut responses| responses.remove(&self.table))
                 .unwrap_or_default();
-            for item in items {
-                let sk = string_attr(&item, SORT_KEY)?.to_owned();
-                found.push((sk, item));
-            }
+            found.extend(items);
             match output
                 .unprocessed_keys
                 .and_then(|mut unprocessed| unprocessed.remove(&self.table))
@@ -1058,7 +1112,7 @@ fn non_empty_string(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-fn lost_races(operation: &str) -> RegistryError {
+pub(crate) fn lost_races(operation: &str) -> RegistryError {
     RegistryError::unavailable(format!(
         "metadata store: {operation} lost {WRITE_ATTEMPTS} races with concurrent writes"
     ))
@@ -1240,26 +1294,7 @@ impl MetadataStore for DynamoMetadataStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut query = Query {
-            index: Some(CATALOG_INDEX),
-            key_condition: "#catalog = :catalog".to_owned(),
-            filter: None,
-            projection: None,
-            names: names(&[("#catalog", CATALOG_PARTITION_KEY)]),
-            values: values(vec![(":catalog", s(CATALOG_PARTITION))]),
-            // Global secondary indexes are eventually consistent: a new repository may
-            // appear in the catalog a moment after its first push.
-            consistent: false,
-        };
-        if let Some(after) = after.filter(|after| !after.is_empty()) {
-            query.key_condition.push_str(" AND #name > :after");
-            query
-                .names
-                .insert("#name".to_owned(), CATALOG_SORT_KEY.to_owned());
-            query
-                .values
-                .insert(":after".to_owned(), s(key_bound(after)));
-        }
+        let query = Query::catalog(CATALOG_PARTITION, after);
         self.list(&query, after, limit, |item| {
             string_attr(item, CATALOG_SORT_KEY).map(str::to_owned)
         })

@@ -17,6 +17,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
+use berth_core::accounts::{AccountStore, Member, Project, ProjectRole, Robot, User};
 use berth_core::manifest::{ReferrerDescriptor, media_type};
 use berth_core::ports::{ManifestRecord, MetadataStore, StagedUpload, UploadSession};
 use berth_core::{Algorithm, Digest, ErrorCode, RepositoryName, Tag, UploadId};
@@ -161,6 +162,13 @@ async fn tag_pages(client: &Client, table: &str, repo: &RepositoryName) -> usize
 async fn metadata_store_conforms() {
     let (_client, _table, store) = fresh_store().await;
     berth_core::conformance::run_all_metadata_store(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn account_store_conforms() {
+    let (_client, _table, store) = fresh_store().await;
+    berth_core::conformance::run_all_account_store(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -620,4 +628,226 @@ async fn an_unreachable_endpoint_is_unavailable_and_named_nowhere_the_client_see
         !body.contains("127.0.0.1") && !body.contains("berth-unreachable"),
         "{body}"
     );
+}
+
+// --- accounts ------------------------------------------------------------------------------
+
+/// The sort keys of every item in partition `pk`.
+async fn partition_keys(client: &Client, table: &str, pk: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+            .projection_expression("SK")
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("a raw query");
+        for item in page.items() {
+            if let Some(AttributeValue::S(sk)) = item.get("SK") {
+                keys.push(sk.clone());
+            }
+        }
+        match page.last_evaluated_key {
+            Some(next) => start = Some(next),
+            None => return keys,
+        }
+    }
+}
+
+fn user(name: &str) -> User {
+    User {
+        name: name.to_owned(),
+        email: None,
+        password_hash: "$argon2id$hash".to_owned(),
+        admin: false,
+        created_at: 1,
+    }
+}
+
+fn project(name: &str) -> Project {
+    Project {
+        name: name.to_owned(),
+        public: false,
+        owner: "admin".to_owned(),
+        created_at: 1,
+    }
+}
+
+fn robot(project: &str, label: &str) -> Robot {
+    Robot {
+        name: format!("robot${project}+{label}"),
+        project: project.to_owned(),
+        description: String::new(),
+        secret_hash: "$argon2id$secret".to_owned(),
+        permissions: Vec::new(),
+        // Long past: a robot's expiry must not be the item's time to live.
+        expires_at: Some(1),
+        disabled: false,
+        created_at: 1,
+    }
+}
+
+fn member(project: &str, user: &str) -> Member {
+    Member {
+        project: project.to_owned(),
+        user: user.to_owned(),
+        role: ProjectRole::Developer,
+        created_at: 1,
+    }
+}
+
+/// Users and projects are listed through the catalog index under partitions of their own:
+/// none of them shows up as a repository, nor a repository as one of them.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn accounts_stay_out_of_the_repository_catalog() {
+    let (_client, _table, store) = fresh_store().await;
+    store
+        .link_blob(
+            &repository("library/alpine"),
+            &Digest::of(Algorithm::Sha256, b"layer"),
+            5,
+        )
+        .await
+        .expect("link");
+    assert!(store.create_user(&user("alice")).await.expect("user"));
+    assert!(store.create_user(&user("library")).await.expect("user"));
+    assert!(
+        store
+            .create_project(&project("library"))
+            .await
+            .expect("project")
+    );
+    assert!(
+        store
+            .create_project(&project("zeta"))
+            .await
+            .expect("project")
+    );
+    assert_eq!(
+        store.repositories(None, 100).await.expect("catalog"),
+        ["library/alpine"]
+    );
+    let users = store.users(None, 100).await.expect("users");
+    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["alice", "library"]);
+    let projects = store.projects(None, 100).await.expect("projects");
+    let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["library", "zeta"]);
+}
+
+/// A project with more members and robots than one transaction holds, and a user with more
+/// memberships, are deleted whole, both sides of every membership.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn deletes_larger_than_one_transaction() {
+    let (client, table, store) = fresh_store().await;
+    let big = "big";
+    assert!(store.create_project(&project(big)).await.expect("project"));
+    let users: Vec<String> = (0..60).map(|i| format!("user{i:02}")).collect();
+    for name in &users {
+        assert!(store.create_user(&user(name)).await.expect("user"));
+        assert!(store.put_member(&member(big, name)).await.expect("member"));
+    }
+    for i in 0..5 {
+        assert!(
+            store
+                .create_robot(&robot(big, &format!("r{i}")))
+                .await
+                .expect("robot")
+        );
+    }
+    assert_eq!(
+        partition_keys(&client, &table, "PROJECT#big").await.len(),
+        66
+    );
+    assert!(store.delete_project(big).await.expect("delete"));
+    assert_eq!(
+        partition_keys(&client, &table, "PROJECT#big").await,
+        Vec::<String>::new(),
+        "the project's partition is empty"
+    );
+    for name in &users {
+        assert_eq!(
+            partition_keys(&client, &table, &format!("USER#{name}")).await,
+            ["META"],
+            "{name} keeps no membership"
+        );
+    }
+    assert!(store.robot("robot$big+r0").await.expect("robot").is_none());
+
+    let busy = "busy";
+    assert!(store.create_user(&user(busy)).await.expect("user"));
+    let projects: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
+    for name in &projects {
+        assert!(store.create_project(&project(name)).await.expect("project"));
+        assert!(store.put_member(&member(name, busy)).await.expect("member"));
+    }
+    assert_eq!(
+        store.memberships(busy).await.expect("memberships").len(),
+        60
+    );
+    assert!(store.delete_user(busy).await.expect("delete"));
+    assert_eq!(
+        partition_keys(&client, &table, "USER#busy").await,
+        Vec::<String>::new(),
+        "the user's partition is empty"
+    );
+    for name in &projects {
+        assert_eq!(
+            partition_keys(&client, &table, &format!("PROJECT#{name}")).await,
+            ["META"],
+            "{name} keeps no member"
+        );
+    }
+}
+
+/// Members added while their user is deleted are either refused or deleted with the user:
+/// none is left behind for a new user of the same name.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn a_user_deleted_while_joining_projects_leaves_no_membership() {
+    let (client, table, store) = fresh_store().await;
+    let store = Arc::new(store);
+    let projects: Vec<String> = (0..8).map(|i| format!("race{i}")).collect();
+    for name in &projects {
+        assert!(store.create_project(&project(name)).await.expect("project"));
+    }
+    for round in 0..3 {
+        let name = format!("racer{round}");
+        assert!(store.create_user(&user(&name)).await.expect("user"));
+        let joins: Vec<_> = projects
+            .iter()
+            .map(|p| {
+                let (store, joining) = (Arc::clone(&store), member(p, &name));
+                tokio::spawn(async move { store.put_member(&joining).await })
+            })
+            .collect();
+        let deleted = {
+            let (store, name) = (Arc::clone(&store), name.clone());
+            tokio::spawn(async move { store.delete_user(&name).await })
+        };
+        for join in joins {
+            join.await.expect("a task").expect("put_member");
+        }
+        assert!(deleted.await.expect("a task").expect("delete_user"));
+        assert_eq!(
+            partition_keys(&client, &table, &format!("USER#{name}")).await,
+            Vec::<String>::new(),
+            "round {round}: the user's partition is empty"
+        );
+        for project in &projects {
+            assert_eq!(
+                store.member(project, &name).await.expect("member"),
+                None,
+                "round {round}: {project}"
+            );
+        }
+    }
 }

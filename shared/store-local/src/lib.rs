@@ -1,15 +1,18 @@
 //! Berth's local storage, for `berth serve` without any cloud account: blob bytes in a
-//! directory ([`FsBlobStore`]) and registry metadata in an embedded redb database
-//! ([`RedbMetadataStore`]).
+//! directory ([`FsBlobStore`]) and registry metadata, accounts and projects in an embedded
+//! redb database ([`RedbMetadataStore`], which implements both `MetadataStore` and
+//! `AccountStore`).
 //!
 //! A data directory holds both:
 //!
 //! ```text
 //! <data-dir>/blobs/...        published blobs, by content address
 //! <data-dir>/uploads/...      bytes staged by uploads in progress
-//! <data-dir>/metadata.redb    repositories, manifests, tags, links, referrers, sessions
+//! <data-dir>/metadata.redb    repositories, manifests, tags, links, referrers, sessions,
+//!                             users, projects, members, robot accounts, login failures
 //! ```
 
+mod accounts;
 mod blobs;
 mod metadata;
 

@@ -14,6 +14,10 @@
 //! | `uploads`      | upload id                         | (staged size, session JSON)        | `UPLOAD#<id>` / `META`                        |
 //! | `schema`       | `"version"`                       | layout version                     | (none)                                        |
 //!
+//! The account tables (users, projects, members, robots, login failures) are described in
+//! `accounts.rs`; they are created on open like these, so databases of earlier releases gain
+//! them without a layout version change.
+//!
 //! Keys are tuples, not joined strings: redb compares tuples element by element, so one
 //! repository's items form one range, bounded exactly (see [`successor`]) whatever characters
 //! names and tags contain, and within it items sort by the plain bytes of the tag or digest,
@@ -84,13 +88,16 @@ impl RedbMetadataStore {
         Ok(Self { db: Arc::new(db) })
     }
 
-    fn read<T>(&self, op: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>) -> Result<T> {
+    pub(crate) fn read<T>(
+        &self,
+        op: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T> {
         let txn = self.db.begin_read().map_err(db_error)?;
         op(&txn).map_err(db_error)
     }
 
     /// Runs `op` in one write transaction on the blocking pool and commits it.
-    async fn write<T: Send + 'static>(
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
         op: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     ) -> Result<T> {
@@ -109,7 +116,8 @@ impl RedbMetadataStore {
     }
 }
 
-/// Creates the tables of a new database and returns the database's layout version.
+/// Creates the tables of a new database, and those a database of an earlier release lacks
+/// (new tables need no migration), and returns the database's layout version.
 fn create_tables(db: &Database) -> Result<u64, redb::Error> {
     let txn = db.begin_write()?;
     let version = {
@@ -129,6 +137,7 @@ fn create_tables(db: &Database) -> Result<u64, redb::Error> {
     txn.open_table(REFERRERS)?;
     txn.open_table(BLOB_LINKS)?;
     txn.open_table(UPLOADS)?;
+    crate::accounts::create_tables(&txn)?;
     txn.commit()?;
     Ok(version)
 }
@@ -136,7 +145,7 @@ fn create_tables(db: &Database) -> Result<u64, redb::Error> {
 /// The smallest string above `key`. Tuple elements compare as whole strings, so
 /// `(successor(key), "")` is the first key past every `(key, _)`: it bounds a partition
 /// exactly, and `(key, "")` (no tag or digest is empty) opens it.
-fn successor(key: &str) -> String {
+pub(crate) fn successor(key: &str) -> String {
     format!("{key}\0")
 }
 
@@ -482,11 +491,11 @@ fn encode_session(session: &UploadSession) -> Result<(String, u64, String)> {
 }
 
 /// A redb failure. redb's messages name no paths, and the cause is only ever logged.
-fn db_error(e: impl Into<redb::Error>) -> RegistryError {
+pub(crate) fn db_error(e: impl Into<redb::Error>) -> RegistryError {
     RegistryError::internal(format!("metadata store: {}", e.into()))
 }
 
-fn corrupt(what: &str) -> RegistryError {
+pub(crate) fn corrupt(what: &str) -> RegistryError {
     RegistryError::internal(format!("metadata store: {what} is corrupt"))
 }
 

@@ -1,6 +1,6 @@
 //! The storage ports' conformance suites, run against the local adapters.
 
-use berth_core::conformance::{run_all_blob_store, run_all_metadata_store};
+use berth_core::conformance::{run_all_account_store, run_all_blob_store, run_all_metadata_store};
 use berth_store_local::{FsBlobStore, RedbMetadataStore, open_data_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,6 +17,13 @@ async fn redb_metadata_store_conforms() {
     run_all_metadata_store(&store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_account_store_conforms() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = RedbMetadataStore::open(dir.path().join("metadata.redb")).expect("opening");
+    run_all_account_store(&store).await;
+}
+
 /// Cases are written to share a store, as adapters over a shared bucket or table must:
 /// running every case twice over one data directory proves they do here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,5 +33,6 @@ async fn suites_share_one_data_directory() {
     for _ in 0..2 {
         run_all_blob_store(&blobs).await;
         run_all_metadata_store(&metadata).await;
+        run_all_account_store(&metadata).await;
     }
 }
