@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use berth_runtime::auth::{
+    Auth, AuthConfig, bootstrap, full_router, local_keys, rotate_local_keys,
+};
 use berth_runtime::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
@@ -73,6 +76,68 @@ impl StorageArgs {
     }
 }
 
+/// How the registry authenticates and authorizes.
+#[derive(Debug, clap::Args)]
+struct AuthArgs {
+    /// Serve with no authentication at all: anyone may push and pull anything, and projects
+    /// appear on first push. For throwaway registries only.
+    #[arg(long, env = "BERTH_OPEN", default_value_t = false)]
+    open: bool,
+
+    /// The service name tokens are issued for and checked against.
+    #[arg(long, env = "BERTH_TOKEN_SERVICE", default_value = "berth")]
+    token_service: String,
+
+    /// The URL clients reach the registry at (for example https://registry.example.com), for
+    /// the token realm in challenges. Default: the scheme and host each request was sent to.
+    #[arg(long, env = "BERTH_PUBLIC_URL")]
+    public_url: Option<String>,
+
+    /// How long an access token is valid.
+    #[arg(long, env = "BERTH_TOKEN_LIFETIME", default_value = "1800s", value_parser = parse_seconds)]
+    token_lifetime: Duration,
+
+    /// Let anyone create a user account for themselves.
+    #[arg(long, env = "BERTH_SELF_REGISTRATION", default_value_t = false, action = clap::ArgAction::Set)]
+    self_registration: bool,
+
+    /// Who may create projects.
+    #[arg(long, env = "BERTH_PROJECT_CREATION", value_enum, default_value_t = ProjectCreationArg::Everyone)]
+    project_creation: ProjectCreationArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProjectCreationArg {
+    /// Any user.
+    Everyone,
+    /// System administrators only.
+    Admins,
+}
+
+impl AuthArgs {
+    fn config(&self) -> AuthConfig {
+        AuthConfig {
+            service: self.token_service.clone(),
+            realm: self
+                .public_url
+                .as_ref()
+                .map(|url| format!("{}/service/token", url.trim_end_matches('/'))),
+            token_lifetime: self.token_lifetime,
+            accounts: berth_runtime::AccountSettings {
+                self_registration: self.self_registration,
+                project_creation: match self.project_creation {
+                    ProjectCreationArg::Everyone => berth_runtime::ProjectCreation::Everyone,
+                    ProjectCreationArg::Admins => berth_runtime::ProjectCreation::AdminsOnly,
+                },
+            },
+        }
+    }
+}
+
+/// The password of the first administrator, from the environment only (never a flag, which
+/// would show in the process list).
+const ADMIN_PASSWORD_VAR: &str = "BERTH_ADMIN_PASSWORD";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole registry as one process: embedded storage by default, S3 and DynamoDB
@@ -85,16 +150,29 @@ enum Command {
         #[command(flatten)]
         storage: StorageArgs,
 
+        #[command(flatten)]
+        auth: AuthArgs,
+
         /// How long in-flight requests may run after SIGINT or SIGTERM before they are cut
         /// off (an interrupted upload is left as it was before its last request).
         #[arg(long, env = "BERTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_seconds)]
         shutdown_grace: Duration,
     },
     /// Create what the configured storage needs before first use (the data directory; the
-    /// DynamoDB table, idempotently). Safe to run again.
+    /// DynamoDB table, idempotently), and the first accounts: the system administrator
+    /// `admin` (password from BERTH_ADMIN_PASSWORD, or made up and printed once) and the
+    /// public project `library`. Safe to run again.
     Init {
         #[command(flatten)]
         storage: StorageArgs,
+    },
+    /// Start signing tokens with a new key. The old key moves to the data directory's
+    /// token-keys/previous/ and still verifies the tokens it signed, so nobody is logged
+    /// out; delete it from there once its tokens have expired. Restart `berth serve` after.
+    RotateKey {
+        /// Directory holding embedded blobs, metadata and token keys.
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -137,15 +215,18 @@ fn main() -> ExitCode {
             Command::Serve {
                 listen,
                 storage,
+                auth,
                 shutdown_grace,
-            } => serve(listen, storage.config(), shutdown_grace).await,
-            Command::Init { storage } => {
-                let config = storage.config();
-                config
-                    .init()
-                    .await
-                    .map_err(|e| format!("cannot initialise storage: {e}"))?;
-                tracing::info!(blobs = ?config.blobs, metadata = ?config.metadata, "storage is ready");
+            } => serve(listen, storage.config(), &auth, shutdown_grace).await,
+            Command::Init { storage } => init(storage.config()).await,
+            Command::RotateKey { data_dir } => {
+                let retired = rotate_local_keys(&data_dir)
+                    .map_err(|e| format!("cannot rotate the token key: {e}"))?;
+                println!(
+                    "berth: a new token key signs from now on (after a restart of berth serve); \
+                     the old one, {}, still verifies its tokens",
+                    retired.display()
+                );
                 Ok(())
             }
         }
@@ -159,12 +240,77 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(listen: SocketAddr, storage: StorageConfig, grace: Duration) -> Result<(), String> {
-    let registry = storage
-        .open()
+async fn init(config: StorageConfig) -> Result<(), String> {
+    config
+        .init()
+        .await
+        .map_err(|e| format!("cannot initialise storage: {e}"))?;
+    let stores = config
+        .open_stores()
         .await
         .map_err(|e| format!("cannot open storage: {e}"))?;
-    let router = berth_runtime::local_router(registry);
+    let hasher = berth_runtime::auth::PasswordHasher::new();
+    first_accounts(&*stores.accounts, &hasher).await?;
+    tracing::info!(blobs = ?config.blobs, metadata = ?config.metadata, "storage is ready");
+    Ok(())
+}
+
+/// Creates the first administrator and the public project if missing, and shows a made-up
+/// administrator password once.
+async fn first_accounts(
+    accounts: &dyn berth_runtime::AccountStore,
+    hasher: &berth_runtime::auth::PasswordHasher,
+) -> Result<(), String> {
+    let password = std::env::var(ADMIN_PASSWORD_VAR)
+        .ok()
+        .filter(|p| !p.is_empty());
+    let generated = bootstrap(accounts, hasher, password.as_deref())
+        .await
+        .map_err(|e| format!("cannot create the first accounts: {e}"))?;
+    if let Some(password) = generated {
+        // Shown once, on the terminal, never in the log.
+        eprintln!(
+            "berth: created the system administrator \"admin\" with the password\n\n    \
+             {password}\n\nberth: it is not shown again; change it with PUT \
+             /api/v2.0/users/admin/password (or set {ADMIN_PASSWORD_VAR} before the first start)"
+        );
+    }
+    Ok(())
+}
+
+async fn serve(
+    listen: SocketAddr,
+    storage: StorageConfig,
+    auth_args: &AuthArgs,
+    grace: Duration,
+) -> Result<(), String> {
+    let stores = storage
+        .open_stores()
+        .await
+        .map_err(|e| format!("cannot open storage: {e}"))?;
+    let auth = if auth_args.open {
+        tracing::warn!("auth is OFF (--open): anyone may push, pull and delete anything");
+        eprintln!(
+            "berth: WARNING: serving with NO AUTHENTICATION (--open). Anyone who can reach \
+             {listen} may push, pull and delete any image. Use it for throwaway registries only."
+        );
+        None
+    } else {
+        let ring = local_keys(&storage.data_dir)
+            .map_err(|e| format!("cannot load the token keys: {e}"))?;
+        let auth = Auth::new(auth_args.config(), &ring, stores.accounts.clone())
+            .map_err(|e| format!("cannot set up token auth: {e}"))?;
+        first_accounts(&*stores.accounts, auth.tokens.password_hasher()).await?;
+        Some(auth)
+    };
+    let router = full_router(
+        stores.registry(),
+        stores.metadata.clone(),
+        stores.accounts.clone(),
+        auth.as_ref(),
+        berth_runtime::Settings::default(),
+    )
+    .layer(axum::middleware::from_fn(berth_runtime::remember_peer));
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -173,11 +319,14 @@ async fn serve(listen: SocketAddr, storage: StorageConfig, grace: Duration) -> R
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let mut server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                stop_rx.changed().await.ok();
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            stop_rx.changed().await.ok();
+        })
+        .await
     });
     tokio::select! {
         finished = &mut server => {

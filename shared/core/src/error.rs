@@ -30,6 +30,13 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A storage backend could not be reached; the request may be retried (503).
     Unavailable,
+    /// A management or token request that is malformed (400).
+    BadRequest,
+    /// A management request that would create what exists (409).
+    Conflict,
+    /// A management request refused because of what exists, such as deleting a project
+    /// that still holds repositories (412).
+    PreconditionFailed,
     /// Anything else: an internal failure whose detail is logged, never sent.
     Unknown,
 }
@@ -64,6 +71,9 @@ impl ErrorCode {
             Self::NotFound => ("NOT_FOUND", 404),
             Self::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413),
             Self::Unavailable => ("UNAVAILABLE", 503),
+            Self::BadRequest => ("BAD_REQUEST", 400),
+            Self::Conflict => ("CONFLICT", 409),
+            Self::PreconditionFailed => ("PRECONDITION", 412),
             Self::Unknown => ("UNKNOWN", 500),
         }
     }
@@ -84,6 +94,8 @@ pub enum ErrorHint {
     BlobSize(u64),
     /// The methods the path does support, for a refused method.
     AllowedMethods(&'static str),
+    /// A `WWW-Authenticate` value: how to obtain the credentials the request lacked.
+    Challenge(String),
 }
 
 /// A failure with a code from the table, a message safe to show the client, and, for

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+pub use berth_auth::Action;
 use berth_core::{
     Digest, ErrorCode, ErrorHint, Reference, RegistryError, RepositoryName, Result, UploadId,
 };
@@ -116,13 +117,6 @@ pub enum Access {
         name: RepositoryName,
         from: RepositoryName,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Pull,
-    Push,
-    Delete,
 }
 
 /// Which function family serves an endpoint when Berth is split by role.

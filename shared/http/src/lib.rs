@@ -1,9 +1,12 @@
 //! Berth's HTTP edge: the endpoint parser, the handlers and the router that the local server
 //! and every Lambda function mount unchanged.
 
+pub mod api;
+pub mod auth;
 pub mod endpoint;
 mod handlers;
 pub mod response;
+pub mod token;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -22,8 +25,11 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 pub use axum::Router;
 
+pub use crate::api::{AccountSettings, ManagementApi, ProjectCreation, api_router};
+pub use crate::auth::RegistryAuth;
 pub use crate::endpoint::{Endpoint, Role};
 use crate::response::{ApiError, Failure, header_value};
+pub use crate::token::{ClientAddress, TokenEndpoint, remember_peer, token_router};
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,6 +51,9 @@ pub struct Settings {
     /// Answer a panicking handler with an OCI `UNKNOWN` error (500) instead of letting the
     /// panic reach the server, where a Lambda runtime would turn it into a bare 502.
     pub contain_panics: bool,
+    /// Token auth on every endpoint; `None` serves everyone everything (`berth serve
+    /// --open`).
+    pub auth: Option<Arc<RegistryAuth>>,
 }
 
 impl Default for Settings {
@@ -55,6 +64,7 @@ impl Default for Settings {
             role: None,
             max_body: None,
             contain_panics: false,
+            auth: None,
         }
     }
 }
@@ -80,7 +90,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let sent_body = has_body(&parts.headers);
     let result = async {
-        let endpoint = Endpoint::parse(&parts.method, parts.uri.path(), parts.uri.query())?;
+        let mut endpoint = Endpoint::parse(&parts.method, parts.uri.path(), parts.uri.query())?;
         if let Some(role) = app.settings.role
             && endpoint.role() != role
         {
@@ -88,6 +98,10 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
                 ErrorCode::Unsupported,
                 format!("{} {} is not served here", parts.method, parts.uri.path()),
             ));
+        }
+        // Before any of the body is read: a refused upload costs nothing.
+        if let Some(auth) = &app.settings.auth {
+            auth.authorize(&mut endpoint, &parts.headers)?;
         }
         let body = match app.settings.max_body {
             Some(limit) => {
@@ -189,7 +203,7 @@ async fn answer_panics(request: Request, next: Next) -> Response {
 
 /// Writes one structured line per request, including, once, the private cause of an
 /// internal failure.
-async fn access_log(request: Request, next: Next) -> Response {
+pub(crate) async fn access_log(request: Request, next: Next) -> Response {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let started = Instant::now();
     let request_id = request

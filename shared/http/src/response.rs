@@ -4,7 +4,9 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use berth_core::{ErrorCode, ErrorHint, RegistryError};
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
+use http::header::{
+    ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE, WWW_AUTHENTICATE,
+};
 use http::{HeaderValue, StatusCode};
 
 /// What the access log needs to know about a failed request.
@@ -50,6 +52,9 @@ impl IntoResponse for ApiError {
             }
             Some(ErrorHint::AllowedMethods(allowed)) => {
                 headers.insert(ALLOW, HeaderValue::from_static(allowed));
+            }
+            Some(ErrorHint::Challenge(challenge)) => {
+                headers.insert(WWW_AUTHENTICATE, header_value(challenge));
             }
             None => {}
         }

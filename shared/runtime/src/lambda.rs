@@ -194,6 +194,8 @@ impl FunctionConfig {
             role: Some(role),
             max_body: Some(self.chunk_max_length),
             contain_panics: true,
+            // Token auth in the functions comes with the token function.
+            auth: None,
         }
     }
 

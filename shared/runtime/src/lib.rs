@@ -5,6 +5,7 @@
 //! `local` (filesystem + redb), `aws` (S3 + DynamoDB), and `lambda`, the functions' own
 //! composition root.
 
+pub mod auth;
 #[cfg(feature = "aws")]
 mod aws;
 #[cfg(feature = "lambda")]
@@ -13,8 +14,9 @@ mod storage;
 
 use std::sync::Arc;
 
+pub use berth_core::AccountStore;
 use berth_core::Registry;
-pub use berth_http::Role;
+pub use berth_http::{AccountSettings, ProjectCreation, Role, Settings, remember_peer};
 
 pub use crate::storage::{BlobLocation, MetadataLocation, S3Options, StorageConfig, Stores};
 

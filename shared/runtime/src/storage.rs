@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::ports::{BlobStore, MetadataStore};
-use berth_core::{Registry, RegistryError, Result};
+use berth_core::{AccountStore, Registry, RegistryError, Result};
 
 #[cfg(feature = "aws")]
 use crate::aws::AwsConfig;
@@ -100,7 +100,11 @@ impl Default for S3Options {
 }
 
 /// The embedded stores a configuration uses, each `None` when it uses another.
-type LocalParts = (Option<Arc<dyn BlobStore>>, Option<Arc<dyn MetadataStore>>);
+type LocalParts = (Option<Arc<dyn BlobStore>>, Option<MetadataParts>);
+
+/// One metadata adapter seen through both of its ports: registry metadata and accounts live
+/// together (one redb database, or one DynamoDB table).
+type MetadataParts = (Arc<dyn MetadataStore>, Arc<dyn AccountStore>);
 
 /// The storage of one registry process.
 #[derive(Debug, Clone)]
@@ -116,6 +120,7 @@ pub struct StorageConfig {
 pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     pub metadata: Arc<dyn MetadataStore>,
+    pub accounts: Arc<dyn AccountStore>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -155,12 +160,16 @@ impl StorageConfig {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
             BlobLocation::S3 { bucket, prefix } => self.open_s3(&aws, bucket, prefix).await?,
         };
-        let metadata: Arc<dyn MetadataStore> = match &self.metadata {
+        let (metadata, accounts) = match &self.metadata {
             MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
             MetadataLocation::DynamoDb { table } => open_dynamodb(&aws, table).await?,
         };
         tracing::info!(blobs = ?self.blobs, metadata = ?self.metadata, "storage opened");
-        Ok(Stores { blobs, metadata })
+        Ok(Stores {
+            blobs,
+            metadata,
+            accounts,
+        })
     }
 
     /// Creates what the configured storage needs before first use: the data directory, and
@@ -199,7 +208,13 @@ impl StorageConfig {
             .transpose()?;
         Ok((
             blobs.map(|b| Arc::new(b) as Arc<dyn BlobStore>),
-            meta.map(|m| Arc::new(m) as Arc<dyn MetadataStore>),
+            meta.map(|m| {
+                let m = Arc::new(m);
+                (
+                    m.clone() as Arc<dyn MetadataStore>,
+                    m as Arc<dyn AccountStore>,
+                )
+            }),
         ))
     }
 
@@ -241,15 +256,19 @@ impl StorageConfig {
 }
 
 #[cfg(feature = "aws")]
-async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<Arc<dyn MetadataStore>> {
-    Ok(Arc::new(berth_meta_dynamodb::DynamoMetadataStore::new(
+async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
+    let store = Arc::new(berth_meta_dynamodb::DynamoMetadataStore::new(
         aws.dynamodb().await,
         table,
-    )))
+    ));
+    Ok((
+        store.clone() as Arc<dyn MetadataStore>,
+        store as Arc<dyn AccountStore>,
+    ))
 }
 
 #[cfg(not(feature = "aws"))]
-async fn open_dynamodb(_: &AwsConfig, _: &str) -> Result<Arc<dyn MetadataStore>> {
+async fn open_dynamodb(_: &AwsConfig, _: &str) -> Result<MetadataParts> {
     Err(not_built_in("the DynamoDB metadata store", "aws"))
 }
 

@@ -1,0 +1,336 @@
+//! Token auth on the registry endpoints: every request but none carries a bearer token from
+//! the token service, and the token must grant what [`Endpoint::required_access`] names.
+//!
+//! The check reads nothing but the request and the verification keys: no store is
+//! consulted, so it costs one signature verification per request (see the `token` bench of
+//! `berth-auth`). A request without a usable token is answered `401 UNAUTHORIZED` with a
+//! `WWW-Authenticate: Bearer` challenge naming the realm, the service and the scope to ask
+//! for, which is how docker, podman and containerd find the token service.
+
+use berth_auth::challenge::{ChallengeError, bearer_challenge};
+use berth_auth::{ActionSet, Scope, TokenVerifier, VerifyError, unix_now};
+use berth_core::{ErrorCode, ErrorHint, RegistryError, Result};
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, HOST};
+
+use crate::endpoint::{Access, Action, Endpoint, UploadKind};
+
+const FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// Where a registry sends clients for tokens, and how it checks the tokens they bring.
+#[derive(Debug)]
+pub struct RegistryAuth {
+    verifier: TokenVerifier,
+    service: String,
+    realm: Option<String>,
+}
+
+impl RegistryAuth {
+    /// `service` is the name tokens are issued for (their `aud`). `realm` is the token
+    /// service's absolute URL; `None` derives it from each request (`Host`, and
+    /// `X-Forwarded-Proto` as a load balancer or API Gateway sets it) as
+    /// `<scheme>://<host>/service/token`.
+    pub fn new(verifier: TokenVerifier, service: impl Into<String>, realm: Option<String>) -> Self {
+        Self {
+            verifier,
+            service: service.into(),
+            realm,
+        }
+    }
+
+    /// Checks the request's token against what `endpoint` needs. A cross-repository mount
+    /// whose token does not grant pull on the source is turned into a plain upload session,
+    /// as the distribution specification allows, rather than refused.
+    pub(crate) fn authorize(&self, endpoint: &mut Endpoint, headers: &HeaderMap) -> Result<()> {
+        let access = endpoint.required_access();
+        let scopes = scopes_of(&access);
+        let Some(token) = bearer_token(headers) else {
+            return Err(self.refuse(headers, &scopes, None, "authentication required"));
+        };
+        let claims = self.verifier.verify(token, unix_now()).map_err(|error| {
+            let message = match error {
+                VerifyError::Expired => "the token has expired",
+                _ => "the token is not valid for this registry",
+            };
+            self.refuse(
+                headers,
+                &scopes,
+                Some(ChallengeError::InvalidToken),
+                message,
+            )
+        })?;
+        let missing = match &access {
+            Access::Public => None,
+            Access::Catalog => (!claims.allows_catalog()).then(|| "the catalog".to_owned()),
+            Access::Repository { name, actions } => actions
+                .iter()
+                .find(|action| !claims.allows_repository(name, **action))
+                .map(|action| format!("{action} on {name}")),
+            Access::Mount { name, from } => {
+                let missing = [Action::Pull, Action::Push]
+                    .into_iter()
+                    .find(|action| !claims.allows_repository(name, *action))
+                    .map(|action| format!("{action} on {name}"));
+                if missing.is_none() && !claims.allows_repository(from, Action::Pull) {
+                    unmount(endpoint);
+                }
+                missing
+            }
+        };
+        match missing {
+            None => Ok(()),
+            Some(what) => Err(self.refuse(
+                headers,
+                &scopes,
+                Some(ChallengeError::InsufficientScope),
+                &format!("access denied: the token does not grant {what}"),
+            )),
+        }
+    }
+
+    fn refuse(
+        &self,
+        headers: &HeaderMap,
+        scopes: &[Scope],
+        error: Option<ChallengeError>,
+        message: &str,
+    ) -> RegistryError {
+        let realm = match &self.realm {
+            Some(realm) => realm.clone(),
+            None => request_realm(headers),
+        };
+        RegistryError::new(ErrorCode::Unauthorized, message.to_owned()).with_hint(
+            ErrorHint::Challenge(bearer_challenge(&realm, &self.service, scopes, error)),
+        )
+    }
+}
+
+/// The scopes a client should ask for to be allowed `access`.
+fn scopes_of(access: &Access) -> Vec<Scope> {
+    match access {
+        Access::Public => Vec::new(),
+        Access::Catalog => vec![Scope::Catalog],
+        Access::Repository { name, actions } => {
+            vec![Scope::repository(
+                name.clone(),
+                actions.iter().copied().collect::<ActionSet>(),
+            )]
+        }
+        Access::Mount { name, from } => vec![
+            Scope::repository(name.clone(), [Action::Pull, Action::Push]),
+            Scope::repository(from.clone(), [Action::Pull]),
+        ],
+    }
+}
+
+/// Drops the source of a mount, which opens an upload session instead.
+fn unmount(endpoint: &mut Endpoint) {
+    if let Endpoint::StartUpload {
+        start: UploadKind::Mount { from, .. },
+        ..
+    } = endpoint
+    {
+        *from = None;
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// `<scheme>://<host>/service/token` for the host the client addressed.
+pub(crate) fn request_realm(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|host| !host.is_empty() && host.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    let scheme = match headers.get(FORWARDED_PROTO).and_then(|v| v.to_str().ok()) {
+        Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}/service/token")
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_auth::{KeyRing, ResourceAccess, TokenIssuer, generate_es256_pem};
+    use berth_core::RepositoryName;
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn setup() -> (TokenIssuer, RegistryAuth) {
+        let pem = generate_es256_pem().expect("a key");
+        let ring = KeyRing::from_pems(&[pem]).expect("a ring");
+        let issuer = TokenIssuer::new("berth", "registry", &ring).expect("an issuer");
+        let auth = RegistryAuth::new(
+            TokenVerifier::new("berth", "registry", &ring),
+            "registry",
+            None,
+        );
+        (issuer, auth)
+    }
+
+    fn name(text: &str) -> RepositoryName {
+        text.parse().expect("a name")
+    }
+
+    fn headers(token: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("registry.test:5000"));
+        if let Some(token) = token {
+            headers.insert(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {token}")).expect("a header"),
+            );
+        }
+        headers
+    }
+
+    fn endpoint(method: http::Method, path: &str, query: Option<&str>) -> Endpoint {
+        Endpoint::parse(&method, path, query).expect("an endpoint")
+    }
+
+    fn challenge(error: &RegistryError) -> &str {
+        match error.hint() {
+            Some(ErrorHint::Challenge(challenge)) => challenge,
+            other => panic!("no challenge: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_token_is_challenged_with_the_scope_to_ask_for() {
+        let (_, auth) = setup();
+        let mut pull = endpoint(http::Method::GET, "/v2/team/app/manifests/v1", None);
+        let error = auth
+            .authorize(&mut pull, &headers(None))
+            .expect_err("no token");
+        assert_eq!(error.code(), ErrorCode::Unauthorized);
+        assert_eq!(
+            challenge(&error),
+            "Bearer realm=\"http://registry.test:5000/service/token\",service=\"registry\",\
+             scope=\"repository:team/app:pull\""
+        );
+        let mut version = endpoint(http::Method::GET, "/v2/", None);
+        let error = auth
+            .authorize(&mut version, &headers(None))
+            .expect_err("even the version check needs a token");
+        assert!(
+            !challenge(&error).contains("scope="),
+            "{}",
+            challenge(&error)
+        );
+    }
+
+    #[test]
+    fn a_token_grants_exactly_its_access() {
+        let (issuer, auth) = setup();
+        let token = issuer
+            .issue(
+                "alice",
+                vec![ResourceAccess::repository(
+                    &name("team/app"),
+                    [Action::Pull],
+                )],
+                unix_now(),
+                None,
+            )
+            .expect("a token")
+            .token;
+        let mut pull = endpoint(http::Method::GET, "/v2/team/app/manifests/v1", None);
+        auth.authorize(&mut pull, &headers(Some(&token)))
+            .expect("pull is granted");
+        let mut version = endpoint(http::Method::GET, "/v2/", None);
+        auth.authorize(&mut version, &headers(Some(&token)))
+            .expect("any valid token may ask for the version");
+
+        let mut push = endpoint(http::Method::POST, "/v2/team/app/blobs/uploads/", None);
+        let error = auth
+            .authorize(&mut push, &headers(Some(&token)))
+            .expect_err("push is not granted");
+        assert!(challenge(&error).ends_with(",error=\"insufficient_scope\""));
+        assert!(
+            error.message().contains("push on team/app"),
+            "{}",
+            error.message()
+        );
+
+        let mut other = endpoint(http::Method::GET, "/v2/team/other/tags/list", None);
+        auth.authorize(&mut other, &headers(Some(&token)))
+            .expect_err("another repository");
+        let mut catalog = endpoint(http::Method::GET, "/v2/_catalog", None);
+        auth.authorize(&mut catalog, &headers(Some(&token)))
+            .expect_err("the catalog");
+    }
+
+    #[test]
+    fn a_bad_token_is_an_invalid_token() {
+        let (_, auth) = setup();
+        let (other_issuer, _) = setup();
+        let foreign = other_issuer
+            .issue("alice", Vec::new(), unix_now(), None)
+            .expect("a token")
+            .token;
+        for token in [foreign.as_str(), "not-a-jwt"] {
+            let mut version = endpoint(http::Method::GET, "/v2/", None);
+            let error = auth
+                .authorize(&mut version, &headers(Some(token)))
+                .expect_err("refused");
+            assert!(challenge(&error).ends_with(",error=\"invalid_token\""));
+        }
+    }
+
+    #[test]
+    fn a_mount_without_pull_on_the_source_becomes_a_session() {
+        let (issuer, auth) = setup();
+        let digest = "sha256:".to_owned() + &"a".repeat(64);
+        let query = format!("mount={digest}&from=other/base");
+        let token = issuer
+            .issue(
+                "alice",
+                vec![ResourceAccess::repository(
+                    &name("team/app"),
+                    [Action::Pull, Action::Push],
+                )],
+                unix_now(),
+                None,
+            )
+            .expect("a token")
+            .token;
+        let mut mount = endpoint(
+            http::Method::POST,
+            "/v2/team/app/blobs/uploads/",
+            Some(&query),
+        );
+        auth.authorize(&mut mount, &headers(Some(&token)))
+            .expect("push on the target is enough");
+        assert!(
+            matches!(
+                mount,
+                Endpoint::StartUpload {
+                    start: UploadKind::Mount { from: None, .. },
+                    ..
+                }
+            ),
+            "{mount:?}"
+        );
+    }
+
+    #[test]
+    fn the_realm_follows_the_forwarded_scheme() {
+        let mut headers = headers(None);
+        assert_eq!(
+            request_realm(&headers),
+            "http://registry.test:5000/service/token"
+        );
+        headers.insert(FORWARDED_PROTO, HeaderValue::from_static("https"));
+        assert_eq!(
+            request_realm(&headers),
+            "https://registry.test:5000/service/token"
+        );
+    }
+}

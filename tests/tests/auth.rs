@@ -1,0 +1,757 @@
+//! Token auth over real HTTP against a registry with auth on: every probe the auth issue
+//! lists must be refused, and what the roles allow must work. The registry runs in this
+//! process on a loopback port, with embedded storage and its own token keys.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_auth::{Action, KeyRing, ResourceAccess, TokenIssuer, generate_es256_pem, unix_now};
+use berth_runtime::auth::{Auth, AuthConfig, PasswordHasher, bootstrap, full_router, local_keys};
+use berth_runtime::{AccountStore, StorageConfig};
+use berth_tests::{media, sha256};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const ADMIN_PASSWORD: &str = "Admin-password-1";
+const SERVICE: &str = "berth";
+
+struct Registry {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    ring: KeyRing,
+    accounts: Arc<dyn AccountStore>,
+    _data_dir: TempDir,
+}
+
+impl Registry {
+    async fn start() -> Self {
+        let data_dir = tempfile::tempdir().expect("a data directory");
+        let storage = StorageConfig::local(data_dir.path());
+        let stores = storage.open_stores().await.expect("storage opens");
+        let ring = local_keys(data_dir.path()).expect("token keys");
+        let auth = Auth::new(AuthConfig::default(), &ring, stores.accounts.clone())
+            .expect("auth is set up");
+        bootstrap(
+            &*stores.accounts,
+            &PasswordHasher::new(),
+            Some(ADMIN_PASSWORD),
+        )
+        .await
+        .expect("the first accounts");
+        let router = full_router(
+            stores.registry(),
+            stores.metadata.clone(),
+            stores.accounts.clone(),
+            Some(&auth),
+            berth_runtime::Settings::default(),
+        )
+        .layer(axum::middleware::from_fn(berth_runtime::remember_peer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .expect("the server runs");
+        });
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a client");
+        Self {
+            addr,
+            client,
+            ring,
+            accounts: stores.accounts,
+            _data_dir: data_dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A management API call as `credentials` (`user:password`).
+    async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        credentials: Option<(&str, &str)>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(&format!("/api/v2.0{path}")));
+        if let Some((user, password)) = credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the API answers");
+        let status = response.status();
+        let text = response.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let (status, answer) = self
+            .api(method, path, Some(("admin", ADMIN_PASSWORD)), Some(body))
+            .await;
+        assert!(status.is_success(), "{path}: {status} {answer}");
+        answer
+    }
+
+    /// A token for `scopes` from the token endpoint (anonymous without credentials).
+    async fn token(
+        &self,
+        credentials: Option<(&str, &str)>,
+        scopes: &[&str],
+    ) -> (StatusCode, String) {
+        let mut query = vec![("service", SERVICE.to_owned())];
+        query.extend(scopes.iter().map(|scope| ("scope", (*scope).to_owned())));
+        let mut request = self.client.get(self.url("/service/token")).query(&query);
+        if let Some((user, password)) = credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.expect("the token endpoint answers");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (
+            status,
+            body["token"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    async fn granted(&self, credentials: Option<(&str, &str)>, scope: &str) -> Value {
+        let (status, token) = self.token(credentials, &[scope]).await;
+        assert_eq!(status, StatusCode::OK, "{scope}");
+        claims(&token)["access"].clone()
+    }
+
+    /// Sends a registry request with `token` (none when empty).
+    async fn registry(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, self.url(path));
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request.header("Content-Type", content_type).body(bytes);
+        }
+        request.send().await.expect("the registry answers")
+    }
+
+    /// Pushes a config-only image to `repository:tag` with `token`; the manifest PUT's
+    /// status.
+    async fn push(&self, repository: &str, tag: &str, token: &str) -> StatusCode {
+        let config = format!("{{\"repository\":\"{repository}\"}}").into_bytes();
+        let digest = sha256(&config);
+        let upload = self
+            .registry(
+                reqwest::Method::POST,
+                &format!("/v2/{repository}/blobs/uploads/?digest={digest}"),
+                token,
+                Some(("application/octet-stream", config.clone())),
+            )
+            .await;
+        if upload.status() != StatusCode::CREATED {
+            return upload.status();
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": digest, "size": config.len()},
+            "layers": [],
+        });
+        self.registry(
+            reqwest::Method::PUT,
+            &format!("/v2/{repository}/manifests/{tag}"),
+            token,
+            Some((media::OCI_MANIFEST, manifest.to_string().into_bytes())),
+        )
+        .await
+        .status()
+    }
+}
+
+/// The claims of a JWT, unverified.
+fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
+}
+
+fn challenge(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Users `dev` (developer), `guest` (guest) in the private project `team`, and the public
+/// project `open`, where `dev` is a developer too.
+async fn populated() -> Registry {
+    let registry = Registry::start().await;
+    use reqwest::Method;
+    for (user, password) in [
+        ("dev", "Developer-1"),
+        ("guest", "Guest-pw-1"),
+        ("other", "Other-pw-1"),
+    ] {
+        registry
+            .admin(
+                Method::POST,
+                "/users",
+                json!({"username": user, "password": password}),
+            )
+            .await;
+    }
+    for (project, public) in [("team", false), ("open", true)] {
+        registry
+            .admin(
+                Method::POST,
+                "/projects",
+                json!({"project_name": project, "metadata": {"public": public.to_string()}}),
+            )
+            .await;
+        for (user, role) in [("dev", 2), ("guest", 3)] {
+            registry
+                .admin(
+                    Method::POST,
+                    &format!("/projects/{project}/members"),
+                    json!({"role_id": role, "member_user": {"username": user}}),
+                )
+                .await;
+        }
+    }
+    registry
+}
+
+const DEV: Option<(&str, &str)> = Some(("dev", "Developer-1"));
+const GUEST: Option<(&str, &str)> = Some(("guest", "Guest-pw-1"));
+const OTHER: Option<(&str, &str)> = Some(("other", "Other-pw-1"));
+const ADMIN: Option<(&str, &str)> = Some(("admin", ADMIN_PASSWORD));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_check_needs_a_token_and_names_the_token_service() {
+    let registry = Registry::start().await;
+    let response = registry
+        .registry(reqwest::Method::GET, "/v2/", "", None)
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        challenge(&response),
+        format!(
+            "Bearer realm=\"http://{}/service/token\",service=\"berth\"",
+            registry.addr
+        )
+    );
+    let (status, token) = registry.token(None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = registry
+        .registry(reqwest::Method::GET, "/v2/", &token, None)
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "an anonymous token is a token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roles_grant_harbors_rights() {
+    let registry = populated().await;
+    let actions = |access: &Value| -> Vec<String> {
+        access
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
+                    .map(|a| a.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let all = "repository:team/app:pull,push,delete";
+    assert!(
+        actions(&registry.granted(None, all).await).is_empty(),
+        "anonymous, private"
+    );
+    assert_eq!(
+        actions(
+            &registry
+                .granted(None, "repository:open/app:pull,push")
+                .await
+        ),
+        ["pull"]
+    );
+    assert_eq!(actions(&registry.granted(GUEST, all).await), ["pull"]);
+    assert_eq!(actions(&registry.granted(DEV, all).await), ["pull", "push"]);
+    assert!(
+        actions(&registry.granted(OTHER, all).await).is_empty(),
+        "not a member"
+    );
+    assert_eq!(
+        actions(&registry.granted(ADMIN, all).await),
+        ["pull", "push", "delete"]
+    );
+    assert!(
+        actions(
+            &registry
+                .granted(DEV, "repository:nowhere/app:pull,push")
+                .await
+        )
+        .is_empty(),
+        "a project that does not exist grants nothing"
+    );
+    assert!(actions(&registry.granted(DEV, "registry:catalog:*").await).is_empty());
+    assert_eq!(
+        actions(&registry.granted(ADMIN, "registry:catalog:*").await),
+        ["*"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_probe_is_refused() {
+    let registry = populated().await;
+    use reqwest::Method;
+
+    // Anonymous push; anonymous pull of a private project.
+    let (_, anonymous) = registry
+        .token(None, &["repository:team/app:pull,push"])
+        .await;
+    assert_eq!(
+        registry.push("team/app", "v1", &anonymous).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        registry.push("team/app", "v1", "").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let response = registry
+        .registry(Method::GET, "/v2/team/app/tags/list", &anonymous, None)
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(challenge(&response).contains("error=\"insufficient_scope\""));
+
+    // What the developer may do works.
+    let (_, push) = registry
+        .token(DEV, &["repository:team/app:pull,push"])
+        .await;
+    assert_eq!(
+        registry.push("team/app", "v1", &push).await,
+        StatusCode::CREATED
+    );
+
+    // A pull-only token used to push.
+    let (_, pull) = registry.token(DEV, &["repository:team/app:pull"]).await;
+    assert_eq!(
+        registry.push("team/app", "v2", &pull).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let response = registry
+        .registry(Method::GET, "/v2/team/app/manifests/v1", &pull, None)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "but it pulls");
+    let manifest_digest = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .expect("a digest")
+        .to_owned();
+
+    // A token for one repository used on another.
+    let response = registry
+        .registry(Method::GET, "/v2/team/other/tags/list", &push, None)
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // A guest deleting, even with a token that asked for delete.
+    let (_, guest) = registry
+        .token(GUEST, &["repository:team/app:pull,delete"])
+        .await;
+    let path = format!("/v2/team/app/manifests/{manifest_digest}");
+    let response = registry.registry(Method::DELETE, &path, &guest, None).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (_, admin) = registry.token(ADMIN, &["repository:team/app:delete"]).await;
+    let response = registry.registry(Method::DELETE, &path, &admin, None).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "an admin deletes");
+
+    // Tokens the registry did not issue, or no longer accepts.
+    let access = vec![ResourceAccess::repository(
+        &"team/app".parse().expect("a name"),
+        [Action::Pull],
+    )];
+    let now = unix_now();
+    let own = TokenIssuer::new(SERVICE, SERVICE, &registry.ring).expect("an issuer");
+    let expired = own
+        .issue("dev", access.clone(), now - 7200, None)
+        .expect("a token")
+        .token;
+    let wrong_audience = TokenIssuer::new(SERVICE, "another-registry", &registry.ring)
+        .expect("an issuer")
+        .issue("dev", access.clone(), now, None)
+        .expect("a token")
+        .token;
+    let wrong_issuer = TokenIssuer::new("someone-else", SERVICE, &registry.ring)
+        .expect("an issuer")
+        .issue("dev", access.clone(), now, None)
+        .expect("a token")
+        .token;
+    let stranger = KeyRing::from_pems(&[generate_es256_pem().expect("a key")]).expect("a ring");
+    let unknown_key = TokenIssuer::new(SERVICE, SERVICE, &stranger)
+        .expect("an issuer")
+        .issue("dev", access.clone(), now, None)
+        .expect("a token")
+        .token;
+    let valid = own.issue("dev", access, now, None).expect("a token").token;
+    let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
+    let mut signature = URL_SAFE_NO_PAD.decode(&parts[2]).expect("base64url");
+    signature[10] ^= 1;
+    parts[2] = URL_SAFE_NO_PAD.encode(signature);
+    let bad_signature = parts.join(".");
+    let alg_none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        valid.split('.').nth(1).expect("claims")
+    );
+    let hs256_header = URL_SAFE_NO_PAD.encode(
+        json!({"alg": "HS256", "typ": "JWT", "kid": registry.ring.current_kid()}).to_string(),
+    );
+    let hs256 = format!(
+        "{hs256_header}.{}.{}",
+        valid.split('.').nth(1).expect("claims"),
+        parts[2]
+    );
+    let (_, refresh_only) = {
+        let form = [
+            ("grant_type", "password"),
+            ("username", "dev"),
+            ("password", "Developer-1"),
+            ("service", SERVICE),
+            ("access_type", "offline"),
+            ("client_id", "tests"),
+        ];
+        let response = registry
+            .client
+            .post(registry.url("/service/token"))
+            .form(&form)
+            .send()
+            .await
+            .expect("a token answer");
+        let body: Value = response.json().await.expect("JSON");
+        (
+            body["access_token"].clone(),
+            body["refresh_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    assert!(!refresh_only.is_empty(), "a refresh token was issued");
+    let response = registry
+        .registry(Method::GET, "/v2/team/app/tags/list", &valid, None)
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the untampered token works"
+    );
+    for (what, token) in [
+        ("an expired token", expired),
+        ("a token for another audience", wrong_audience),
+        ("a token from another issuer", wrong_issuer),
+        ("a token signed by an unknown key", unknown_key),
+        ("a token with a bad signature", bad_signature),
+        ("an alg:none token", alg_none),
+        ("an HS256 token keyed with anything", hs256),
+        ("a refresh token used as an access token", refresh_only),
+    ] {
+        let response = registry
+            .registry(Method::GET, "/v2/team/app/tags/list", &token, None)
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert!(
+            challenge(&response).contains("error=\"invalid_token\""),
+            "{what}"
+        );
+    }
+
+    // A non-admin creating users; a developer managing members.
+    let (status, _) = registry
+        .api(
+            Method::POST,
+            "/users",
+            DEV,
+            Some(json!({"username": "mallory", "password": "Mallory-pw-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = registry
+        .api(
+            Method::POST,
+            "/projects/team/members",
+            DEV,
+            Some(json!({"role_id": 1, "member_user": {"username": "other"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_accounts_have_their_permissions_only() {
+    let registry = populated().await;
+    use reqwest::Method;
+    let created = registry
+        .admin(
+            Method::POST,
+            "/robots",
+            json!({
+                "name": "ci", "duration": -1, "level": "project",
+                "permissions": [{"kind": "project", "namespace": "team", "access": [
+                    {"resource": "repository", "action": "pull"},
+                    {"resource": "repository", "action": "push"}]}]
+            }),
+        )
+        .await;
+    let name = created["name"].as_str().expect("a name").to_owned();
+    let secret = created["secret"].as_str().expect("a secret").to_owned();
+    assert_eq!(name, "robot$team+ci");
+    let robot = Some((name.as_str(), secret.as_str()));
+    let (_, token) = registry
+        .token(robot, &["repository:team/app:pull,push,delete"])
+        .await;
+    assert_eq!(
+        claims(&token)["access"][0]["actions"],
+        json!(["pull", "push"])
+    );
+    assert_eq!(
+        registry.push("team/app", "robot", &token).await,
+        StatusCode::CREATED
+    );
+    let (_, token) = registry.token(robot, &["repository:open/app:push"]).await;
+    assert_eq!(
+        claims(&token)["access"],
+        json!([]),
+        "no push outside its project"
+    );
+
+    // Disabled: no token at all.
+    let path = format!("/robots/{}", name.replace('$', "%24"));
+    registry
+        .admin(Method::PUT, &path, json!({"disable": true}))
+        .await;
+    let (status, _) = registry.token(robot, &["repository:team/app:pull"]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a disabled robot");
+    registry
+        .admin(Method::PUT, &path, json!({"disable": false}))
+        .await;
+    let (status, _) = registry.token(robot, &["repository:team/app:pull"]).await;
+    assert_eq!(status, StatusCode::OK, "enabled again");
+
+    // Expired: a robot created with a duration is refused once it has passed. The stored
+    // expiry is moved into the past, as time would.
+    let short = registry
+        .admin(
+            Method::POST,
+            "/robots",
+            json!({
+                "name": "short", "duration": 1,
+                "permissions": [{"kind": "project", "namespace": "team", "access": [
+                    {"resource": "repository", "action": "pull"}]}]
+            }),
+        )
+        .await;
+    let short = (
+        "robot$team+short",
+        short["secret"].as_str().expect("a secret").to_owned(),
+    );
+    let (status, token) = registry
+        .token(Some((short.0, &short.1)), &["repository:team/app:pull"])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let expiry = claims(&token)["exp"].as_u64().expect("exp");
+    assert!(
+        expiry <= unix_now() + 86_400,
+        "its tokens end with the account"
+    );
+    let mut record = registry
+        .accounts
+        .robot(short.0)
+        .await
+        .expect("the store answers")
+        .expect("the robot");
+    record.expires_at = Some(unix_now() - 1);
+    assert!(
+        registry
+            .accounts
+            .update_robot(&record)
+            .await
+            .expect("updated")
+    );
+    let (status, _) = registry
+        .token(Some((short.0, &short.1)), &["repository:team/app:pull"])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an expired robot");
+
+    let (_, listed) = registry
+        .api(Method::GET, "/projects/team/robots", ADMIN, None)
+        .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    assert!(
+        listed.to_string().find("secret").is_none(),
+        "secrets are never listed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_throttled_per_user_and_source() {
+    let registry = populated().await;
+    for _ in 0..5 {
+        let (status, _) = registry.token(Some(("dev", "Wrong-password-1")), &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = registry.token(DEV, &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password is refused while throttled"
+    );
+    let (status, _) = registry.token(GUEST, &[]).await;
+    assert_eq!(status, StatusCode::OK, "other users are not affected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_and_members_through_the_api() {
+    let registry = populated().await;
+    use reqwest::Method;
+    // Anyone sees public projects; members see theirs.
+    let (status, projects) = registry.api(Method::GET, "/projects", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let names = |projects: &Value| -> Vec<String> {
+        projects
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(names(&projects), ["library", "open"]);
+    let (_, projects) = registry.api(Method::GET, "/projects", DEV, None).await;
+    assert_eq!(names(&projects), ["library", "open", "team"]);
+    let (status, _) = registry
+        .api(Method::GET, "/projects/team", OTHER, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a private project is invisible to outsiders"
+    );
+
+    // A user creates a project and administers it.
+    let (status, _) = registry
+        .api(
+            Method::POST,
+            "/projects",
+            OTHER,
+            Some(json!({"project_name": "mine"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = registry
+        .api(
+            Method::POST,
+            "/projects",
+            OTHER,
+            Some(json!({"project_name": "mine"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = registry
+        .api(
+            Method::POST,
+            "/projects/mine/members",
+            OTHER,
+            Some(json!({"role_id": 3, "member_user": {"username": "dev"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, members) = registry
+        .api(Method::GET, "/projects/mine/members", DEV, None)
+        .await;
+    assert_eq!(members.as_array().map(Vec::len), Some(2));
+    let (status, _) = registry
+        .api(
+            Method::PUT,
+            "/projects/mine/members/dev",
+            OTHER,
+            Some(json!({"role_id": 9})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no such role");
+
+    // A project that holds repositories cannot be deleted; an empty one can.
+    let (_, token) = registry
+        .token(ADMIN, &["repository:team/app:pull,push"])
+        .await;
+    assert_eq!(
+        registry.push("team/app", "v1", &token).await,
+        StatusCode::CREATED
+    );
+    let (status, _) = registry
+        .api(Method::DELETE, "/projects/team", ADMIN, None)
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (status, _) = registry
+        .api(Method::DELETE, "/projects/mine", DEV, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a guest of the project");
+    let (status, _) = registry
+        .api(Method::DELETE, "/projects/mine", OTHER, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Bad input gets a clear error.
+    let (status, body) = registry
+        .api(
+            Method::POST,
+            "/users",
+            ADMIN,
+            Some(json!({"username": "weak", "password": "short"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    let (status, _) = registry
+        .api(
+            Method::POST,
+            "/projects",
+            ADMIN,
+            Some(json!({"project_name": "Bad Name"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
