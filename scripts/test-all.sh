@@ -83,7 +83,8 @@ BERTH_BIN="$root/target/release/berth" tests/e2e/berth.sh
 
 step "end-to-end suite again, on Garage (blob GETs redirected to it) + DynamoDB Local"
 run_id=$(date +%s)-$$
-BERTH_BLOB_STORE="s3://$BERTH_TEST_S3_BUCKET/e2e-$run_id" \
+BERTH_ADMIN_PASSWORD=Admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n') \
+    BERTH_BLOB_STORE="s3://$BERTH_TEST_S3_BUCKET/e2e-$run_id" \
     BERTH_METADATA="dynamodb://berth-e2e-$run_id" \
     BERTH_S3_PATH_STYLE=true \
     bash -c 'target/release/berth init && BERTH_BIN="$1" tests/e2e/berth.sh' _ "$root/target/release/berth"

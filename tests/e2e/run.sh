@@ -9,6 +9,9 @@
 #   E2E_SCENARIOS  space-separated subset of: ping docker podman skopeo multiarch
 #   E2E_BIG_MIB    size of the big docker layer in MiB (default 100)
 #   E2E_KEEP_TMP=1 keep the scratch directory
+#   E2E_USERNAME, E2E_PASSWORD
+#                  log docker, podman and skopeo in first (a registry with token auth);
+#                  the repositories are under e2e/, a project the account may push to
 #
 # Ends with the line "N passed, M failed"; exits 1 if M > 0.
 set -euo pipefail
@@ -53,11 +56,23 @@ small_context() {
 # --- scenarios ---------------------------------------------------------------
 
 scenario_ping() {
-  local headers
+  local headers realm service token
   headers=$(curl -sS -D - -o /dev/null "http://$REGISTRY/v2/")
-  assert_match "GET /v2/ answers 200" '^HTTP/[0-9.]+ 200' "$headers"
   assert_match "GET /v2/ sends Docker-Distribution-API-Version: registry/2.0" \
     '[Dd]ocker-[Dd]istribution-[Aa][Pp][Ii]-[Vv]ersion: *registry/2\.0' "$headers"
+  if [[ -z ${E2E_USERNAME:-} ]]; then
+    assert_match "GET /v2/ answers 200" '^HTTP/[0-9.]+ 200' "$headers"
+    return
+  fi
+  # Token auth, as the clients do it: the challenge names the token service, which hands out
+  # a bearer token for the account's Basic credentials.
+  assert_match "GET /v2/ without a token answers 401" '^HTTP/[0-9.]+ 401' "$headers"
+  realm=$(grep -io 'realm="[^"]*"' <<<"$headers" | cut -d'"' -f2)
+  service=$(grep -io 'service="[^"]*"' <<<"$headers" | cut -d'"' -f2)
+  assert_match "the challenge names a token realm" '^https?://' "$realm"
+  token=$(curl -sS -u "$E2E_USERNAME:$E2E_PASSWORD" "$realm?service=$service" | jq -r .token)
+  headers=$(curl -sS -D - -o /dev/null -H "Authorization: Bearer $token" "http://$REGISTRY/v2/")
+  assert_match "GET /v2/ with the account's token answers 200" '^HTTP/[0-9.]+ 200' "$headers"
 }
 
 scenario_docker() {
@@ -240,6 +255,17 @@ wait_for_http "http://$REGISTRY/v2/" 30 || die "registry $REGISTRY is not answer
 setup_podman
 if [[ " $SCENARIOS " == *" docker "* ]]; then
   start_dockerd
+fi
+if [[ -n ${E2E_USERNAME:-} ]]; then
+  # podman and skopeo share this file; docker keeps its own under DOCKER_CONFIG.
+  export REGISTRY_AUTH_FILE=$E2E_TMP/auth.json
+  pm login --tls-verify=false -u "$E2E_USERNAME" --password-stdin "$REGISTRY" <<<"$E2E_PASSWORD" >/dev/null ||
+    die "podman login as $E2E_USERNAME failed"
+  if [[ -n $DOCKERD_PID ]]; then
+    docker login -u "$E2E_USERNAME" --password-stdin "$REGISTRY" <<<"$E2E_PASSWORD" >/dev/null ||
+      die "docker login as $E2E_USERNAME failed"
+  fi
+  log_info "logged in as $E2E_USERNAME"
 fi
 
 start=$SECONDS

@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# Authentication and authorization end to end, against a running `berth serve` with auth on:
+# probes that must be refused (curl on the wire), `docker login` as a user, a push to a
+# private project, `docker logout` and the pull refused, anonymous pull from a public
+# project, `podman login` and `skopeo --creds`, and a robot account pushing from a script.
+#
+# Usage: tests/e2e/auth.sh HOST:PORT ADMIN_PASSWORD
+#
+# The registry must be a fresh Berth with the user `admin` holding ADMIN_PASSWORD. Every
+# account and project this script creates is named after the run, so it may run again on
+# the same registry. Ends with the line "N passed, M failed"; exits 1 if M > 0.
+#
+# Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot), E2E_KEEP_TMP=1.
+set -euo pipefail
+
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+REGISTRY=${1:?usage: $0 HOST:PORT ADMIN_PASSWORD}
+ADMIN_PASSWORD=${2:?usage: $0 HOST:PORT ADMIN_PASSWORD}
+SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot}
+RUN=$(date +%s)$RANDOM
+BASE=http://$REGISTRY
+PRIVATE=private$RUN
+PUBLIC=public$RUN
+# Users' passwords follow the password policy: 8+ characters, upper, lower, digit.
+ALICE=alice$RUN ALICE_PASSWORD=Alice-pw-$RUN
+GUEST=guest$RUN GUEST_PASSWORD=Guest-pw-$RUN
+MT_OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
+
+# --- wire helpers --------------------------------------------------------------------------
+
+# http METHOD URL [CURL ARGS...]: the status code; the body is left in $E2E_TMP/body and the
+# headers in $E2E_TMP/headers.
+http() {
+  local method=$1 url=$2
+  shift 2
+  curl -sS -X "$method" -o "$E2E_TMP/body" -D "$E2E_TMP/headers" -w '%{http_code}' \
+    --max-time 60 "$@" "$url"
+}
+
+body() { cat "$E2E_TMP/body"; }
+header() { grep -i "^$1:" "$E2E_TMP/headers" | head -n 1 | cut -d' ' -f2- | tr -d '\r'; }
+
+# api METHOD PATH CREDENTIALS [JSON]: a management API call; prints the status.
+api() {
+  local method=$1 path=$2 credentials=$3 json=${4:-}
+  local args=(-u "$credentials" -H 'Content-Type: application/json')
+  [[ -z $json ]] || args+=(--data "$json")
+  http "$method" "$BASE/api/v2.0$path" "${args[@]}"
+}
+
+# token CREDENTIALS SCOPE...: a bearer token from the token service (CREDENTIALS may be
+# empty for anonymous).
+token() {
+  local credentials=$1 query="service=berth" scope
+  shift
+  for scope in "$@"; do query+="&scope=$scope"; done
+  local args=()
+  [[ -z $credentials ]] || args+=(-u "$credentials")
+  http GET "$BASE/service/token?$query" "${args[@]}" >/dev/null
+  jq -r .token "$E2E_TMP/body"
+}
+
+# A tiny OCI image (config + one layer) pushed with curl and a bearer token, so that each
+# probe sees exactly the status the registry answers.
+make_blob() { printf '%s' "$1" >"$E2E_TMP/blob"; sha256sum "$E2E_TMP/blob" | awk '{print "sha256:" $1}'; }
+
+# push_blob REPO TOKEN DIGEST: monolithic upload; prints the status of the POST.
+push_blob() {
+  local repo=$1 token=$2 digest=$3
+  http POST "$BASE/v2/$repo/blobs/uploads/?digest=$digest" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/octet-stream' --data-binary "@$E2E_TMP/blob"
+}
+
+# push_manifest REPO TOKEN TAG: pushes a config-only manifest whose blob must exist.
+push_manifest() {
+  local repo=$1 token=$2 tag=$3 config size
+  config=$(make_blob "{\"run\":\"$RUN\"}")
+  size=$(stat -c %s "$E2E_TMP/blob")
+  push_blob "$repo" "$token" "$config" >/dev/null
+  printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[]}' \
+    "$MT_OCI_MANIFEST" "$config" "$size" >"$E2E_TMP/manifest"
+  http PUT "$BASE/v2/$repo/manifests/$tag" -H "Authorization: Bearer $token" \
+    -H "Content-Type: $MT_OCI_MANIFEST" --data-binary "@$E2E_TMP/manifest"
+}
+
+# --- set-up ----------------------------------------------------------------------------------
+
+setup_accounts() {
+  local status
+  status=$(api POST /users "admin:$ADMIN_PASSWORD" \
+    "{\"username\":\"$ALICE\",\"email\":\"$ALICE@example.com\",\"password\":\"$ALICE_PASSWORD\"}")
+  [[ $status == 201 ]] || die "creating $ALICE: $status $(body)"
+  status=$(api POST /users "admin:$ADMIN_PASSWORD" \
+    "{\"username\":\"$GUEST\",\"password\":\"$GUEST_PASSWORD\"}")
+  [[ $status == 201 ]] || die "creating $GUEST: $status $(body)"
+  status=$(api POST /projects "admin:$ADMIN_PASSWORD" "{\"project_name\":\"$PRIVATE\",\"metadata\":{\"public\":\"false\"}}")
+  [[ $status == 201 ]] || die "creating project $PRIVATE: $status $(body)"
+  status=$(api POST /projects "admin:$ADMIN_PASSWORD" "{\"project_name\":\"$PUBLIC\",\"metadata\":{\"public\":\"true\"}}")
+  [[ $status == 201 ]] || die "creating project $PUBLIC: $status $(body)"
+  local project
+  for project in "$PRIVATE" "$PUBLIC"; do
+    status=$(api POST "/projects/$project/members" "admin:$ADMIN_PASSWORD" \
+      "{\"role_id\":2,\"member_user\":{\"username\":\"$ALICE\"}}")
+    [[ $status == 201 ]] || die "adding $ALICE to $project: $status $(body)"
+    status=$(api POST "/projects/$project/members" "admin:$ADMIN_PASSWORD" \
+      "{\"role_id\":3,\"member_user\":{\"username\":\"$GUEST\"}}")
+    [[ $status == 201 ]] || die "adding $GUEST to $project: $status $(body)"
+  done
+  log_info "users $ALICE (developer) and $GUEST (guest) in projects $PRIVATE (private) and $PUBLIC (public)"
+}
+
+# --- scenarios -------------------------------------------------------------------------------
+
+scenario_probes() {
+  local status challenge anon alice_pull alice_push guest_all tampered digest expired
+
+  status=$(http GET "$BASE/v2/")
+  assert_eq "anonymous GET /v2/ is refused" 401 "$status"
+  challenge=$(header www-authenticate)
+  assert_contains "the challenge names the token realm" "$challenge" "Bearer realm=\"$BASE/service/token\""
+  assert_contains "the challenge names the service" "$challenge" 'service="berth"'
+
+  status=$(http GET "$BASE/v2/$PRIVATE/app/manifests/latest")
+  assert_eq "anonymous manifest GET of a private project is refused" 401 "$status"
+  assert_contains "the challenge asks for the repository's pull scope" "$(header www-authenticate)" \
+    "scope=\"repository:$PRIVATE/app:pull\""
+  assert_eq "the refusal is an OCI error body" UNAUTHORIZED "$(jq -r '.errors[0].code' "$E2E_TMP/body")"
+
+  anon=$(token "" "repository:$PRIVATE/app:pull,push")
+  assert_eq "an anonymous token for a private project grants nothing" "[]" "$(jq -c .access <<<"$(jwt_claims "$anon")")"
+  digest=$(make_blob "anonymous $RUN")
+  status=$(push_blob "$PRIVATE/app" "$anon" "$digest")
+  assert_eq "anonymous push is refused" 401 "$status"
+  assert_contains "with insufficient_scope" "$(header www-authenticate)" 'error="insufficient_scope"'
+  status=$(http GET "$BASE/v2/$PRIVATE/app/tags/list" -H "Authorization: Bearer $anon")
+  assert_eq "anonymous pull of a private project is refused" 401 "$status"
+
+  anon=$(token "" "repository:$PUBLIC/app:pull,push")
+  assert_eq "an anonymous token for a public project grants pull only" '["pull"]' \
+    "$(jwt_claims "$anon" | jq -c '.access[0].actions')"
+  status=$(push_blob "$PUBLIC/app" "$anon" "$digest")
+  assert_eq "anonymous push to a public project is refused" 401 "$status"
+
+  status=$(http GET "$BASE/service/token?service=berth&scope=repository:$PRIVATE/app:pull" -u "$ALICE:wrong-Password1")
+  assert_eq "the token service refuses a wrong password" 401 "$status"
+
+  alice_pull=$(token "$ALICE:$ALICE_PASSWORD" "repository:$PRIVATE/app:pull")
+  status=$(push_blob "$PRIVATE/app" "$alice_pull" "$digest")
+  assert_eq "a pull-only token cannot push" 401 "$status"
+  alice_push=$(token "$ALICE:$ALICE_PASSWORD" "repository:$PRIVATE/app:pull,push")
+  status=$(push_manifest "$PRIVATE/app" "$alice_push" v1)
+  assert_eq "a developer's push token pushes" 201 "$status"
+  status=$(http GET "$BASE/v2/$PRIVATE/app/manifests/v1" -H "Authorization: Bearer $alice_pull" -H "Accept: $MT_OCI_MANIFEST")
+  assert_eq "a pull token pulls" 200 "$status"
+  status=$(http GET "$BASE/v2/$PRIVATE/other/tags/list" -H "Authorization: Bearer $alice_push")
+  assert_eq "a token for one repository is refused on another" 401 "$status"
+
+  guest_all=$(token "$GUEST:$GUEST_PASSWORD" "repository:$PRIVATE/app:pull,push,delete")
+  assert_eq "a guest is granted pull only" '["pull"]' "$(jwt_claims "$guest_all" | jq -c '.access[0].actions')"
+  status=$(http DELETE "$BASE/v2/$PRIVATE/app/manifests/$(sha256sum "$E2E_TMP/manifest" | awk '{print "sha256:" $1}')" \
+    -H "Authorization: Bearer $guest_all")
+  assert_eq "a guest cannot delete" 401 "$status"
+  alice_push=$(token "$ALICE:$ALICE_PASSWORD" "repository:$PRIVATE/app:delete")
+  assert_eq "a developer is granted no delete" "[]" "$(jwt_claims "$alice_push" | jq -c '.access')"
+
+  # The signature covers every byte: change one character of the payload.
+  tampered=$(python3 -c '
+import sys
+header, payload, signature = sys.argv[1].split(".")
+payload = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
+print(".".join([header, payload, signature]))' "$alice_pull")
+  status=$(http GET "$BASE/v2/$PRIVATE/app/tags/list" -H "Authorization: Bearer $tampered")
+  assert_eq "a token with a bad signature is refused" 401 "$status"
+  expired=$(python3 -c '
+import base64, json, sys
+def enc(o): return base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
+print(enc({"alg": "none", "typ": "JWT"}) + "." + enc(json.loads(sys.argv[1])) + ".")' "$(jwt_claims "$alice_pull")")
+  status=$(http GET "$BASE/v2/$PRIVATE/app/tags/list" -H "Authorization: Bearer $expired")
+  assert_eq "an alg:none token is refused" 401 "$status"
+
+  status=$(api POST /users "$ALICE:$ALICE_PASSWORD" '{"username":"mallory'"$RUN"'","password":"Mallory-pw-1"}')
+  assert_eq "a non-admin cannot create users" 403 "$status"
+  status=$(api GET /users "$ALICE:$ALICE_PASSWORD")
+  assert_eq "a non-admin cannot list users" 403 "$status"
+  status=$(api DELETE "/projects/$PRIVATE" "$GUEST:$GUEST_PASSWORD")
+  assert_eq "a guest cannot delete the project" 403 "$status"
+}
+
+# jwt_claims TOKEN: the decoded claims of a JWT (no verification: that is the registry's job).
+jwt_claims() {
+  python3 -c '
+import base64, sys
+payload = sys.argv[1].split(".")[1]
+print(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode())' "$1"
+}
+
+small_image() {
+  local dir=$1 label=$2
+  mkdir -p "$dir"
+  printf '%s %s\n' "$label" "$RUN" >"$dir/label.txt"
+  head -c 65536 /dev/urandom >"$dir/data.bin"
+  printf 'FROM scratch\nCOPY label.txt /label.txt\nCOPY data.bin /data.bin\n' >"$dir/Dockerfile"
+}
+
+scenario_docker() {
+  local dir=$E2E_TMP/docker private=$REGISTRY/$PRIVATE/app public=$REGISTRY/$PUBLIC/app id
+  small_image "$dir" docker
+  run docker build -q -t "$private:v1" "$dir"
+  run docker tag "$private:v1" "$public:v1"
+  id=$(docker image inspect -f '{{.Id}}' "$private:v1")
+
+  assert_not "docker push without login is refused" docker push "$private:v1"
+  assert_not "docker login with a wrong password fails" \
+    docker login -u "$ALICE" --password-stdin "$REGISTRY" <<<"not-$ALICE_PASSWORD"
+  assert_cmd "docker login as a user" docker login -u "$ALICE" --password-stdin "$REGISTRY" <<<"$ALICE_PASSWORD"
+  assert_cmd "docker push to a private project" docker push "$private:v1"
+  assert_cmd "docker push to a public project" docker push "$public:v1"
+  run docker logout "$REGISTRY"
+  run docker rmi "$private:v1" "$public:v1"
+
+  run_to "$dir/refused.log" docker pull "$private:v1" || true
+  assert_not "docker pull of the private image after logout is refused" docker image inspect "$private:v1"
+  assert_match "docker says why" 'denied|unauthorized|authentication required' "$(cat "$dir/refused.log")"
+  assert_cmd "anonymous docker pull from the public project" docker pull "$public:v1"
+  assert_eq "the anonymous pull is the pushed image" "$id" "$(docker image inspect -f '{{.Id}}' "$public:v1")"
+  run docker rmi "$public:v1"
+}
+
+scenario_podman() {
+  local dir=$E2E_TMP/podman-img repo=$REGISTRY/$PRIVATE/podman digest
+  export REGISTRY_AUTH_FILE=$E2E_TMP/auth.json
+  small_image "$dir" podman
+  run pm build -q --format oci -t "$repo:v1" "$dir"
+  assert_not "podman push without login is refused" pm push --tls-verify=false "$repo:v1"
+  assert_cmd "podman login as a user" pm login --tls-verify=false -u "$ALICE" -p "$ALICE_PASSWORD" "$REGISTRY"
+  run pm push --tls-verify=false --digestfile "$dir/digest" "$repo:v1"
+  digest=$(cat "$dir/digest")
+  assert_match "podman push to a private project" '^sha256:[0-9a-f]{64}$' "$digest"
+  run pm logout "$REGISTRY"
+  assert_not "skopeo without credentials cannot inspect the private image" \
+    sk inspect --tls-verify=false "docker://$repo:v1"
+  assert_eq "skopeo --creds inspects it" "$digest" \
+    "$(sk inspect --tls-verify=false --creds "$ALICE:$ALICE_PASSWORD" --format '{{.Digest}}' "docker://$repo:v1")"
+  assert_not "skopeo --creds of a guest cannot push" \
+    sk copy --dest-tls-verify=false --dest-creds "$GUEST:$GUEST_PASSWORD" \
+    "containers-storage:[vfs@$E2E_PODMAN_DIR/root+$E2E_PODMAN_DIR/run]$repo:v1" "docker://$repo:guest"
+  unset REGISTRY_AUTH_FILE
+}
+
+scenario_robot() {
+  local dir=$E2E_TMP/robot status name secret repo=$REGISTRY/$PRIVATE/robot-pushed
+  status=$(api POST /robots "admin:$ADMIN_PASSWORD" "{\"name\":\"ci\",\"description\":\"pushes from CI\",\"duration\":-1,\"level\":\"project\",\"permissions\":[{\"kind\":\"project\",\"namespace\":\"$PRIVATE\",\"access\":[{\"resource\":\"repository\",\"action\":\"pull\"},{\"resource\":\"repository\",\"action\":\"push\"}]}]}")
+  assert_eq "a project admin creates a robot account" 201 "$status"
+  name=$(jq -r .name "$E2E_TMP/body")
+  secret=$(jq -r .secret "$E2E_TMP/body")
+  assert_eq "the robot is named robot\$<project>+<name>" "robot\$$PRIVATE+ci" "$name"
+  status=$(api GET "/robots/$(jq -rn --arg n "$name" '$n|@uri')" "admin:$ADMIN_PASSWORD")
+  assert_eq "the robot can be read back" 200 "$status"
+  assert_eq "its secret is never shown again" null "$(jq -r .secret "$E2E_TMP/body")"
+
+  # The script a CI job would run: log in with the robot's secret from stdin, build, push.
+  small_image "$dir" robot
+  cat >"$dir/push.sh" <<'EOF'
+#!/usr/bin/env bash
+set -euo pipefail
+printf '%s' "$ROBOT_SECRET" | docker login -u "$ROBOT_NAME" --password-stdin "$REGISTRY"
+docker build -q -t "$IMAGE" "$BUILD_DIR"
+docker push "$IMAGE"
+docker logout "$REGISTRY"
+EOF
+  chmod +x "$dir/push.sh"
+  assert_cmd "a robot account pushes from a script" \
+    env ROBOT_NAME="$name" ROBOT_SECRET="$secret" REGISTRY="$REGISTRY" IMAGE="$repo:v1" BUILD_DIR="$dir" "$dir/push.sh"
+  assert_cmd "the robot's image is in the registry" \
+    sk inspect --tls-verify=false --creds "$ALICE:$ALICE_PASSWORD" "docker://$repo:v1"
+  status=$(http GET "$BASE/service/token?service=berth&scope=repository:$PUBLIC/app:pull,push" -u "$name:$secret")
+  assert_eq "the robot gets a token" 200 "$status"
+  assert_eq "but no push outside its project" '["pull"]' \
+    "$(jwt_claims "$(jq -r .token "$E2E_TMP/body")" | jq -c '[.access[].actions[]]')"
+
+  status=$(api PUT "/robots/$(jq -rn --arg n "$name" '$n|@uri')" "admin:$ADMIN_PASSWORD" '{"disable":true}')
+  assert_eq "the robot is disabled" 200 "$status"
+  status=$(http GET "$BASE/service/token?service=berth&scope=repository:$PRIVATE/app:pull" -u "$name:$secret")
+  assert_eq "a disabled robot gets no token" 401 "$status"
+  assert_not "a disabled robot cannot docker login" \
+    docker login -u "$name" --password-stdin "$REGISTRY" <<<"$secret"
+}
+
+# --- main ------------------------------------------------------------------------------------
+
+for scenario in $SCENARIOS; do
+  declare -F "scenario_$scenario" >/dev/null || die "unknown scenario: $scenario"
+done
+require_cmds curl jq python3 skopeo podman docker dockerd sha256sum
+e2e_init
+export TMPDIR=$E2E_TMP
+
+log_step "auth against http://$REGISTRY (run $RUN, scratch $E2E_TMP)"
+wait_for_http "$BASE/v2/" 30 || die "registry $REGISTRY is not answering"
+setup_accounts
+setup_podman
+if [[ " $SCENARIOS " == *" docker "* || " $SCENARIOS " == *" robot "* ]]; then
+  start_dockerd
+fi
+
+start=$SECONDS
+for scenario in $SCENARIOS; do
+  run_scenario "$scenario" "scenario_$scenario"
+done
+log_step "finished in $((SECONDS - start))s"
+e2e_report
