@@ -60,6 +60,11 @@ fn tokens(c: &mut Criterion) {
         c.bench_function(&format!("{name}_verify"), |b| {
             b.iter(|| verifier.verify(black_box(&token), now).expect("valid"))
         });
+        // What the registry does: the same token again, from its cache of verified tokens.
+        let cached = TokenVerifier::new(ISSUER, SERVICE, ring).with_cache(4096);
+        c.bench_function(&format!("{name}_verify_cached"), |b| {
+            b.iter(|| cached.verify(black_box(&token), now).expect("valid"))
+        });
         c.bench_function(&format!("{name}_issue"), |b| {
             b.iter(|| {
                 issuer

@@ -26,11 +26,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use berth_core::{RegistryError, RepositoryName};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation};
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{KeyError, KeyRing, SigningKey};
@@ -303,8 +306,15 @@ struct Verifying {
 }
 
 /// Verifies tokens against every key of a ring.
+///
+/// With [`TokenVerifier::with_cache`], it remembers the claims of access tokens it verified:
+/// a client sends the same token with every request of a push or pull, and a remembered
+/// token costs a lookup instead of a signature check. Only tokens that verified are
+/// remembered, by their exact text, and their `exp` and `nbf` are checked again on every
+/// use, so the answer is always the one a full verification would give.
 pub struct TokenVerifier {
     keys: HashMap<String, Verifying>,
+    verified: Option<Mutex<LruCache<Box<str>, Claims>>>,
 }
 
 impl fmt::Debug for TokenVerifier {
@@ -342,12 +352,35 @@ impl TokenVerifier {
                 (key.kid.clone(), verifying)
             })
             .collect();
-        Self { keys }
+        Self {
+            keys,
+            verified: None,
+        }
+    }
+
+    /// Remembers up to `capacity` verified access tokens (see the type's documentation).
+    #[must_use]
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.verified = NonZeroUsize::new(capacity).map(|n| Mutex::new(LruCache::new(n)));
+        self
     }
 
     /// The claims of a valid access token at `now` (Unix seconds).
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, VerifyError> {
-        self.verify_with(token, now, |key| &key.access)
+        let Some(verified) = &self.verified else {
+            return self.verify_with(token, now, |key| &key.access);
+        };
+        let remembered = lock(verified).get(token).cloned();
+        let claims = match remembered {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_with(token, now, |key| &key.access)?;
+                lock(verified).put(token.into(), claims.clone());
+                claims
+            }
+        };
+        check_times(&claims, now)?;
+        Ok(claims)
     }
 
     /// The claims of a valid refresh token at `now` (Unix seconds).
@@ -368,14 +401,28 @@ impl TokenVerifier {
         let kid = header.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
         let key = self.keys.get(kid).ok_or(VerifyError::UnknownKey)?;
         let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, validation(key))?.claims;
-        if now >= claims.exp.saturating_add(LEEWAY_SECS) {
-            return Err(VerifyError::Expired);
-        }
-        if now.saturating_add(LEEWAY_SECS) < claims.nbf {
-            return Err(VerifyError::NotYetValid);
-        }
+        check_times(&claims, now)?;
         Ok(claims)
     }
+}
+
+/// `exp` and `nbf` against `now`, with [`LEEWAY_SECS`] either way.
+fn check_times(claims: &Claims, now: u64) -> Result<(), VerifyError> {
+    if now >= claims.exp.saturating_add(LEEWAY_SECS) {
+        return Err(VerifyError::Expired);
+    }
+    if now.saturating_add(LEEWAY_SECS) < claims.nbf {
+        return Err(VerifyError::NotYetValid);
+    }
+    Ok(())
+}
+
+/// The cache's lock; a panic while it was held cannot leave it inconsistent (a lookup or an
+/// insert), so a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -419,6 +466,51 @@ mod tests {
             "exp": now + 600, "nbf": now, "iat": now, "jti": "x",
             "access": [{"type": "repository", "name": "team/app", "actions": ["pull", "push", "delete"]}],
         })
+    }
+
+    #[test]
+    fn a_cached_token_is_still_checked_for_time_and_only_good_tokens_are_cached() {
+        let ring = ring(&[&generate_es256_pem().unwrap()]);
+        let (issuer, verifier) = pair(&ring);
+        let verifier = verifier.with_cache(4);
+        let issuer = issuer.with_access_lifetime(Duration::from_secs(60));
+        let token = issuer.issue("alice", typical_access(), NOW, None).unwrap();
+        assert_eq!(verifier.verify(&token.token, NOW).unwrap(), token.claims);
+        assert_eq!(
+            verifier.verify(&token.token, NOW + 1).unwrap(),
+            token.claims
+        );
+        assert_eq!(
+            verifier.verify(&token.token, NOW + 60 + LEEWAY_SECS),
+            Err(VerifyError::Expired),
+            "remembered, but expired"
+        );
+        assert_eq!(
+            verifier.verify(&token.token, NOW - LEEWAY_SECS - 1),
+            Err(VerifyError::NotYetValid)
+        );
+        // A character well inside the signature (the last one may only hold padding bits).
+        let at = token.token.len() - 10;
+        let swapped = if &token.token[at..=at] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        let tampered = format!("{}{swapped}{}", &token.token[..at], &token.token[at + 1..]);
+        for _ in 0..2 {
+            assert!(verifier.verify(&tampered, NOW).is_err(), "never remembered");
+        }
+        let others: Vec<String> = (0..8)
+            .map(|_| issuer.issue("bob", Vec::new(), NOW, None).unwrap().token)
+            .collect();
+        for other in &others {
+            verifier.verify(other, NOW).unwrap();
+        }
+        assert_eq!(
+            verifier.verify(&token.token, NOW).unwrap(),
+            token.claims,
+            "evicted, then verified again"
+        );
     }
 
     #[test]

@@ -190,7 +190,9 @@ impl Auth {
             .map_err(|e| RegistryError::internal(format!("token keys: {e}")))?
             .with_access_lifetime(config.token_lifetime);
         let verifier = TokenVerifier::new(&config.service, &config.service, ring);
-        let registry_verifier = TokenVerifier::new(&config.service, &config.service, ring);
+        // Registry requests repeat their token: remember the verified ones.
+        let registry_verifier =
+            TokenVerifier::new(&config.service, &config.service, ring).with_cache(4096);
         Ok(Self {
             tokens: Arc::new(TokenService::new(accounts, issuer, verifier)),
             registry: Arc::new(RegistryAuth::new(
