@@ -204,6 +204,28 @@ s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])'
 }
 
+# Berth runs with its auth on, as deployed: the admin creates the project `bench`, and every
+# request carries a bearer token for the benchmark's repositories (one token, fetched once,
+# valid for the whole run). Distribution runs without auth.
+AUTH=()
+AUTH_HEADER=()
+BENCH_ADMIN_PASSWORD=Bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+# bench_login KIND -> sets AUTH (curl/wrk arguments) and AUTH_HEADER for SRV_URL
+bench_login() {
+	AUTH=() AUTH_HEADER=()
+	[ "$1" = berth ] || return 0
+	local code query="service=berth&scope=repository:bench/manifest:pull,push,delete" i token
+	code=$(curl -sS -o /dev/null -w '%{http_code}' -u "admin:$BENCH_ADMIN_PASSWORD" \
+		-H 'Content-Type: application/json' --data '{"project_name":"bench"}' "$SRV_URL/api/v2.0/projects")
+	[ "$code" = 201 ] || [ "$code" = 409 ] || die "creating the project bench answered $code"
+	for ((i = 1; i <= ROUNDS; i++)); do query+="&scope=repository:bench/blob-r$i:pull,push"; done
+	token=$(curl -sS -u "admin:$BENCH_ADMIN_PASSWORD" "$SRV_URL/service/token?$query" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])') || die "no token from berth"
+	AUTH_HEADER=("Authorization: Bearer $token")
+	AUTH=(-H "${AUTH_HEADER[0]}")
+}
+
 # start_server KIND NAME DATA_DIR -> sets SRV_PID, SRV_URL, SRV_LOG
 start_server() {
 	local kind=$1 name=$2 dir=$3 port cfg i code
@@ -219,11 +241,13 @@ start_server() {
 			storage=(--blob-store "s3://$BUCKET/$name" --metadata "dynamodb://berth-bench-$name"
 				--s3-path-style)
 			endpoints=(AWS_ENDPOINT_URL_S3="$S3_ENDPOINT" AWS_ENDPOINT_URL_DYNAMODB="$DYNAMODB_ENDPOINT")
-			env "${endpoints[@]}" "$BERTH_BIN" init "${storage[@]}" --data-dir "$dir" >>"$SRV_LOG" 2>&1 ||
+			env BERTH_ADMIN_PASSWORD="$BENCH_ADMIN_PASSWORD" "${endpoints[@]}" "$BERTH_BIN" init "${storage[@]}" \
+				--data-dir "$dir" >>"$SRV_LOG" 2>&1 ||
 				die "berth init failed (log: $SRV_LOG)"
 		fi
 		# `env` and `taskset` exec, so $! is the server's own pid.
-		env BERTH_LOG="$BERTH_LOG_FILTER" "${endpoints[@]}" "${SERVER_PREFIX[@]}" "$BERTH_BIN" serve \
+		env BERTH_LOG="$BERTH_LOG_FILTER" BERTH_ADMIN_PASSWORD="$BENCH_ADMIN_PASSWORD" "${endpoints[@]}" \
+			"${SERVER_PREFIX[@]}" "$BERTH_BIN" serve --token-lifetime 86400s \
 			--listen "127.0.0.1:$port" --data-dir "$dir" "${storage[@]}" "${BERTH_EXTRA[@]}" >>"$SRV_LOG" 2>&1 &
 		SRV_PID=$!
 		;;
@@ -261,7 +285,8 @@ start_server() {
 			die "$name exited during startup (log: $SRV_LOG)"
 		fi
 		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$SRV_URL/v2/" || true)
-		if [ "$code" = 200 ]; then
+		if [ "$code" = 200 ] || { [ "$kind" = berth ] && [ "$code" = 401 ]; }; then
+			bench_login "$kind"
 			return 0
 		fi
 		sleep 0.1
@@ -381,7 +406,7 @@ meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
 start_upload() {
 	local base=$1 repo=$2 hdr="$RUN_DIR/tmp/post.hdr" url code loc
 	url="$base/v2/$repo/blobs/uploads/"
-	code=$("${CLIENT_PREFIX[@]}" curl -sS -o /dev/null -D "$hdr" -w '%{http_code}' \
+	code=$("${CLIENT_PREFIX[@]}" curl -sS "${AUTH[@]}" -o /dev/null -D "$hdr" -w '%{http_code}' \
 		-X POST -H 'Content-Length: 0' "$url")
 	[ "$code" = 202 ] || die "POST $url answered $code, expected 202"
 	loc=$(header_value "$hdr" location)
@@ -397,7 +422,7 @@ push_big() {
 	# One streamed PATCH of the whole file, chunked like docker does. Reading
 	# from stdin (-T -) makes curl stream it in small buffers, never the whole
 	# file in memory; 'Expect:' suppresses curl's 100-continue round trip.
-	run_child "$file" "$RUN_DIR/tmp/patch.out" "${CLIENT_PREFIX[@]}" curl -sS -o /dev/null -D "$hdr" \
+	run_child "$file" "$RUN_DIR/tmp/patch.out" "${CLIENT_PREFIX[@]}" curl -sS "${AUTH[@]}" -o /dev/null -D "$hdr" \
 		-w '%{http_code}' -X PATCH -T - -H 'Transfer-Encoding: chunked' \
 		-H 'Content-Type: application/octet-stream' -H 'Expect:' "$UP_URL" || true
 	code=$(<"$RUN_DIR/tmp/patch.out")
@@ -405,7 +430,7 @@ push_big() {
 	loc=$(header_value "$hdr" location)
 	[ -n "$loc" ] && UP_URL=$(resolve_url "$base" "$UP_URL" "$loc")
 	put_url=$(add_query "$UP_URL" "digest=$digest")
-	code=$("${CLIENT_PREFIX[@]}" curl -sS -o /dev/null -w '%{http_code}' \
+	code=$("${CLIENT_PREFIX[@]}" curl -sS "${AUTH[@]}" -o /dev/null -w '%{http_code}' \
 		-X PUT -H 'Content-Length: 0' "$put_url")
 	t1=$EPOCHREALTIME
 	[ "$code" = 201 ] || die "PUT $put_url answered $code, expected 201"
@@ -417,7 +442,7 @@ push_small() {
 	local base=$1 repo=$2 file=$3 digest=$4 code put_url
 	start_upload "$base" "$repo"
 	put_url=$(add_query "$UP_URL" "digest=$digest")
-	code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT \
+	code=$(curl -sS "${AUTH[@]}" -o /dev/null -w '%{http_code}' -X PUT \
 		-H 'Content-Type: application/octet-stream' --data-binary "@$file" "$put_url")
 	[ "$code" = 201 ] || die "monolithic PUT $put_url answered $code, expected 201"
 }
@@ -425,7 +450,7 @@ push_small() {
 # check_blob_head BASE REPO DIGEST SIZE
 check_blob_head() {
 	local url="$1/v2/$2/blobs/$3" hdr="$RUN_DIR/tmp/head.hdr" code len
-	code=$(curl -sS -I -o /dev/null -D "$hdr" -w '%{http_code}' -L "$url")
+	code=$(curl -sS "${AUTH[@]}" -I -o /dev/null -D "$hdr" -w '%{http_code}' -L "$url")
 	[ "$code" = 200 ] || die "HEAD $url answered $code, expected 200"
 	len=$(header_value "$hdr" content-length)
 	[ "$len" = "$4" ] || die "HEAD $url: Content-Length '$len', expected $4"
@@ -493,7 +518,7 @@ quiesce() {
 
 run_wrk() { # run_wrk URL SECONDS OUTFILE
 	run_child /dev/null "$3" "${CLIENT_PREFIX[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" \
-		-d"$2s" --latency -H "Accept: $MANIFEST_TYPE" "$1" || die "wrk failed: $(cat "$3")"
+		-d"$2s" --latency -H "Accept: $MANIFEST_TYPE" "${AUTH[@]}" "$1" || die "wrk failed: $(cat "$3")"
 }
 
 # parse_wrk FILE -> "rps p50_ms p99_ms non2xx socket_errors requests"
@@ -562,7 +587,7 @@ bench_one() {
 	pulls=()
 	phase_begin "$pid"
 	for ((i = 0; i < PULL_REPEAT; i++)); do
-		run_child /dev/null "$RUN_DIR/tmp/pull.out" "${CLIENT_PREFIX[@]}" curl -sS -L -o /dev/null \
+		run_child /dev/null "$RUN_DIR/tmp/pull.out" "${CLIENT_PREFIX[@]}" curl -sS "${AUTH[@]}" -L -o /dev/null \
 			-w '%{http_code} %{size_download} %{time_total}' "$url/v2/$repo/blobs/$BLOB_DIGEST" || true
 		out=$(<"$RUN_DIR/tmp/pull.out")
 		read -r code size tsec <<<"$out"
@@ -581,17 +606,18 @@ bench_one() {
 		run_child /dev/null "$RUN_DIR/tmp/verify.out" python3 -c '
 import hashlib, sys, urllib.request
 h = hashlib.sha256()
-with urllib.request.urlopen(sys.argv[1]) as r:
+request = urllib.request.Request(sys.argv[1], headers=dict(a.split(": ", 1) for a in sys.argv[2:]))
+with urllib.request.urlopen(request) as r:
     for block in iter(lambda: r.read(1 << 20), b""):
         h.update(block)
-print("sha256:" + h.hexdigest())' "$url/v2/$repo/blobs/$BLOB_DIGEST" || die "could not download the blob again to verify it"
+print("sha256:" + h.hexdigest())' "$url/v2/$repo/blobs/$BLOB_DIGEST" "${AUTH_HEADER[@]}" || die "could not download the blob again to verify it"
 		got=$(<"$RUN_DIR/tmp/verify.out")
 		[ "$got" = "$BLOB_DIGEST" ] || die "pulled blob has digest $got, expected $BLOB_DIGEST"
 	fi
 
 	# c. manifest GET by tag under load
 	push_manifest_image "$url"
-	code=$(curl -sS -o "$RUN_DIR/tmp/manifest.got" -D "$hdr" -w '%{http_code}' \
+	code=$(curl -sS "${AUTH[@]}" -o "$RUN_DIR/tmp/manifest.got" -D "$hdr" -w '%{http_code}' \
 		-H "Accept: $MANIFEST_TYPE" "$url/v2/bench/manifest/manifests/latest")
 	[ "$code" = 200 ] || die "GET manifest by tag answered $code, expected 200"
 	cmp -s "$RUN_DIR/tmp/manifest.got" "$OCI/manifest.json" || die "GET manifest returned different bytes than were pushed"
@@ -633,7 +659,7 @@ push_manifest_image() {
 	local url=$1 code
 	push_small "$url" bench/manifest "$OCI/layer.bin" "$LAYER_DIGEST"
 	push_small "$url" bench/manifest "$OCI/config.json" "$CONFIG_DIGEST"
-	code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: $MANIFEST_TYPE" \
+	code=$(curl -sS "${AUTH[@]}" -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: $MANIFEST_TYPE" \
 		--data-binary "@$OCI/manifest.json" "$url/v2/bench/manifest/manifests/latest")
 	[ "$code" = 201 ] || die "PUT manifest answered $code, expected 201"
 }
@@ -654,7 +680,7 @@ count_step() {
 expect_get() {
 	local url=$1 codes=$2 code
 	shift 2
-	code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_TYPE" "$@" "$url")
+	code=$(curl -sS "${AUTH[@]}" -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_TYPE" "$@" "$url")
 	[[ /$codes/ == */$code/* ]] || die "$* $url answered $code, expected $codes"
 }
 
@@ -669,7 +695,7 @@ repeat() {
 patch_chunk() {
 	local file=$1 start=$2 size hdr="$RUN_DIR/tmp/count-patch.hdr" code loc
 	size=$(stat -c %s "$file")
-	code=$(curl -sS -o /dev/null -D "$hdr" -w '%{http_code}' -X PATCH \
+	code=$(curl -sS "${AUTH[@]}" -o /dev/null -D "$hdr" -w '%{http_code}' -X PATCH \
 		-H 'Content-Type: application/octet-stream' -H "Content-Range: $start-$((start + size - 1))" \
 		--data-binary "@$file" "$UP_URL")
 	[ "$code" = 202 ] || die "PATCH $UP_URL answered $code, expected 202"
@@ -681,7 +707,7 @@ patch_chunk() {
 expect_code() {
 	local method=$1 url=$2 want=$3 code
 	shift 3
-	code=$(curl -sS -o /dev/null -w '%{http_code}' -X "$method" "$@" "$url")
+	code=$(curl -sS "${AUTH[@]}" -o /dev/null -w '%{http_code}' -X "$method" "$@" "$url")
 	[ "$code" = "$want" ] || die "$method $url answered $code, expected $want"
 }
 
