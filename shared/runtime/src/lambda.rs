@@ -217,6 +217,8 @@ impl FunctionConfig {
 /// environment, the AWS clients, the router of `role`.
 pub async fn start(role: Role) -> Result<Router, StartError> {
     let config = FunctionConfig::from_env().map_err(StartError::Config)?;
+    // Said at every cold start until the functions check tokens (see the README).
+    tracing::warn!("this function serves the registry API without authentication");
     config.open(role).await.map_err(StartError::Storage)
 }
 
