@@ -429,7 +429,10 @@ async fn every_probe_is_refused() {
     let bad_signature = parts.join(".");
     let alg_none = format!(
         "{}.{}.",
-        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        // With the registry's own kid, so that it is the algorithm that is refused.
+        URL_SAFE_NO_PAD.encode(
+            json!({"alg": "none", "typ": "JWT", "kid": registry.ring.current_kid()}).to_string()
+        ),
         valid.split('.').nth(1).expect("claims")
     );
     let hs256_header = URL_SAFE_NO_PAD.encode(
@@ -587,17 +590,29 @@ async fn robot_accounts_have_their_permissions_only() {
         .token(Some((short.0, &short.1)), &["repository:team/app:pull"])
         .await;
     assert_eq!(status, StatusCode::OK);
-    let expiry = claims(&token)["exp"].as_u64().expect("exp");
-    assert!(
-        expiry <= unix_now() + 86_400,
-        "its tokens end with the account"
-    );
+    assert!(claims(&token)["exp"].as_u64().is_some());
+    // Its tokens end with the account: one minute left, so the token lives one minute, not
+    // the usual thirty.
     let mut record = registry
         .accounts
         .robot(short.0)
         .await
         .expect("the store answers")
         .expect("the robot");
+    let ends = unix_now() + 60;
+    record.expires_at = Some(ends);
+    assert!(
+        registry
+            .accounts
+            .update_robot(&record)
+            .await
+            .expect("updated")
+    );
+    let (_, token) = registry
+        .token(Some((short.0, &short.1)), &["repository:team/app:pull"])
+        .await;
+    assert!(claims(&token)["exp"].as_u64().expect("exp") <= ends);
+    // Then the expiry passes, as time would have it.
     record.expires_at = Some(unix_now() - 1);
     assert!(
         registry
@@ -636,6 +651,24 @@ async fn failed_logins_are_throttled_per_user_and_source() {
     );
     let (status, _) = registry.token(GUEST, &[]).await;
     assert_eq!(status, StatusCode::OK, "other users are not affected");
+
+    // Guesses sent all at once count each other: no more than five are ever checked.
+    let guesses = (0..20).map(|i| {
+        let password = format!("Wrong-guess-{i}");
+        let registry = &registry;
+        async move { registry.token(Some(("guest", &password)), &[]).await.0 }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|status| **status == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = answers
+        .iter()
+        .filter(|status| **status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(checked <= 5, "{checked} parallel guesses were checked");
+    assert_eq!(checked + throttled, 20, "{answers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,9 +743,23 @@ async fn projects_and_members_through_the_api() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "no such role");
 
     // A project that holds repositories cannot be deleted; an empty one can.
-    let (_, token) = registry
-        .token(ADMIN, &["repository:team/app:pull,push"])
+    // `team-b/x` sorts before `team/app`: the check must still find `team/app`.
+    registry
+        .admin(Method::POST, "/projects", json!({"project_name": "team-b"}))
         .await;
+    let (_, token) = registry
+        .token(
+            ADMIN,
+            &[
+                "repository:team/app:pull,push",
+                "repository:team-b/x:pull,push",
+            ],
+        )
+        .await;
+    assert_eq!(
+        registry.push("team-b/x", "v1", &token).await,
+        StatusCode::CREATED
+    );
     assert_eq!(
         registry.push("team/app", "v1", &token).await,
         StatusCode::CREATED
@@ -754,4 +801,108 @@ async fn projects_and_members_through_the_api() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_end_with_the_password_and_are_not_renewed() {
+    let registry = populated().await;
+    let post = |form: Vec<(&'static str, String)>| {
+        let request = registry
+            .client
+            .post(registry.url("/service/token"))
+            .form(&form);
+        async move {
+            let response = request.send().await.expect("the token endpoint answers");
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, first) = post(vec![
+        ("grant_type", "password".into()),
+        ("username", "dev".into()),
+        ("password", "Developer-1".into()),
+        ("service", SERVICE.into()),
+        ("access_type", "offline".into()),
+        ("client_id", "tests".into()),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let refresh = first["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_owned();
+    let refresh_grant = || {
+        vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", refresh.clone()),
+            ("service", SERVICE.into()),
+            ("access_type", "offline".into()),
+            ("scope", "repository:team/app:pull".into()),
+        ]
+    };
+    let (status, renewed) = post(refresh_grant()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        claims(renewed["token"].as_str().expect("a token"))["sub"],
+        "dev"
+    );
+    assert!(
+        renewed["refresh_token"].is_null(),
+        "a refresh grant does not renew: {renewed}"
+    );
+
+    // The password changes (a second later, so the change is after the token's issue).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = registry
+        .api(
+            reqwest::Method::PUT,
+            "/users/dev/password",
+            DEV,
+            Some(json!({"old_password": "Developer-1", "new_password": "Developer-2"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = post(refresh_grant()).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "issued before the password changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_and_library_are_made_once_only() {
+    let registry = populated().await;
+    use reqwest::Method;
+    registry
+        .admin(
+            Method::PUT,
+            "/users/dev/sysadmin",
+            json!({"sysadmin_flag": true}),
+        )
+        .await;
+    let (status, _) = registry
+        .api(Method::DELETE, "/users/admin", DEV, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let made = bootstrap(
+        &*registry.accounts,
+        &PasswordHasher::new(),
+        Some(ADMIN_PASSWORD),
+    )
+    .await
+    .expect("bootstrap runs");
+    assert_eq!(made, None);
+    assert!(
+        registry
+            .accounts
+            .user("admin")
+            .await
+            .expect("read")
+            .is_none(),
+        "a deleted admin stays deleted"
+    );
 }

@@ -40,6 +40,9 @@ use crate::token::{ResourceAccess, TokenIssuer, TokenVerifier, VerifyError};
 /// Robot account names start with this: `robot$<project>+<name>`.
 pub use berth_core::accounts::ROBOT_PREFIX;
 
+/// The longest account name looked up: no user (255 bytes) or robot name is longer.
+const MAX_NAME_BYTES: usize = 512;
+
 /// How failed logins are throttled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttle {
@@ -214,10 +217,18 @@ impl TokenService {
         let Some((name, secret)) = credentials else {
             return Ok(Principal::Anonymous);
         };
+        if name.len() > MAX_NAME_BYTES {
+            // No account has such a name; answer as for any unknown one, at the same cost,
+            // without letting the name into a store key.
+            self.check_secret(secret, None).await?;
+            return Err(AuthError::BadCredentials);
+        }
         let key = throttle_key(name, source);
         let window = self.throttle.window.as_secs();
-        let failures = self.store.login_failures(&key, now, window).await?;
-        if failures >= self.throttle.max_failures {
+        // The attempt is counted before the secret is checked, so attempts racing in parallel
+        // count each other: at most `max_failures` of them ever reach a check per window.
+        let attempts = self.store.record_login_failure(&key, now, window).await?;
+        if attempts > self.throttle.max_failures {
             return Err(AuthError::Throttled {
                 retry_after: window,
             });
@@ -227,12 +238,8 @@ impl TokenService {
         } else {
             self.authenticate_user(name, secret).await
         };
-        match outcome {
-            Err(AuthError::BadCredentials) => {
-                self.store.record_login_failure(&key, now, window).await?;
-            }
-            Ok(_) if failures > 0 => self.store.clear_login_failures(&key).await?,
-            _ => {}
+        if outcome.is_ok() {
+            self.store.clear_login_failures(&key).await?;
         }
         outcome
     }
@@ -314,6 +321,10 @@ impl TokenService {
             .user(&claims.sub)
             .await?
             .ok_or(AuthError::BadCredentials)?;
+        // Issued to an earlier account of the same name, or before the password changed.
+        if claims.iat < user.created_at || claims.iat < user.password_changed_at {
+            return Err(AuthError::InvalidToken(VerifyError::Expired));
+        }
         Ok(Principal::User {
             name: user.name,
             admin: user.admin,
@@ -673,6 +684,7 @@ mod tests {
                 password_hash: self.hasher.hash(PASSWORD).unwrap(),
                 admin,
                 created_at: 0,
+                password_changed_at: 0,
             };
             assert!(self.store.create_user(&user).await.unwrap());
         }

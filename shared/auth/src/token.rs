@@ -46,6 +46,8 @@ pub const LEEWAY_SECS: u64 = 30;
 pub const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Default lifetime of a refresh token.
 pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// The longest token the verifier's cache keeps (a typical one is under 1 KiB).
+const MAX_CACHED_TOKEN_LEN: usize = 4096;
 /// What a refresh token's `aud` adds to the service name.
 pub const REFRESH_AUDIENCE_SUFFIX: &str = "#refresh";
 /// Longest token read, in bytes: far more than the most access one token request can be
@@ -375,7 +377,10 @@ impl TokenVerifier {
             Some(claims) => claims,
             None => {
                 let claims = self.verify_with(token, now, |key| &key.access)?;
-                lock(verified).put(token.into(), claims.clone());
+                // Bounded in bytes too: tokens naming many long repositories are not kept.
+                if token.len() <= MAX_CACHED_TOKEN_LEN {
+                    lock(verified).put(token.into(), claims.clone());
+                }
                 claims
             }
         };

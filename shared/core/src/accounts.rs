@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorCode, RegistryError, Result};
 
 /// A person who logs in with a password.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub name: String,
     #[serde(default)]
@@ -23,6 +23,22 @@ pub struct User {
     pub admin: bool,
     /// Unix seconds.
     pub created_at: u64,
+    /// Unix seconds of the last password change (0: never changed). Refresh tokens issued
+    /// before it, or before `created_at`, are refused.
+    #[serde(default)]
+    pub password_changed_at: u64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("email", &self.email)
+            .field("admin", &self.admin)
+            .field("created_at", &self.created_at)
+            .field("password_changed_at", &self.password_changed_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A namespace of repositories with its own visibility and members.
@@ -106,7 +122,7 @@ pub enum RobotPermission {
 }
 
 /// A non-human account for scripts and CI: `robot$<project>+<name>`, a secret shown once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Robot {
     /// The full account name, `robot$<project>+<name>`.
     pub name: String,
@@ -121,6 +137,19 @@ pub struct Robot {
     pub disabled: bool,
     /// Unix seconds.
     pub created_at: u64,
+}
+
+impl std::fmt::Debug for Robot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Robot")
+            .field("name", &self.name)
+            .field("project", &self.project)
+            .field("permissions", &self.permissions)
+            .field("expires_at", &self.expires_at)
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Accounts, projects and their relations.
@@ -191,11 +220,27 @@ pub fn validate_user_name(name: &str) -> Result<()> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| c.is_control() || matches!(c, ':' | '/' | '$' | '+' | '#'))
+        .find(|c| c.is_control() || invisible(*c) || matches!(c, ':' | '/' | '$' | '+' | '#'))
     {
         return bad(&format!("it must not contain {c:?}"));
     }
+    // Words of the management API's paths (`/users/current`), and path segments clients
+    // normalise away.
+    if matches!(name, "current" | "." | "..") {
+        return bad(&format!("{name:?} is reserved"));
+    }
     Ok(())
+}
+
+/// Characters that print as nothing, which would let one name pass for another.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+            | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+    )
 }
 
 /// A project name: the first segment of a repository name, so lower-case letters, digits and
@@ -268,7 +313,18 @@ mod tests {
     fn names() {
         assert!(validate_user_name("alice").is_ok());
         assert!(validate_user_name("Alice Smith").is_ok());
-        for bad in ["", " alice", "a:b", "a/b", "robot$x", "a+b", "a\nb"] {
+        for bad in [
+            "",
+            " alice",
+            "a:b",
+            "a/b",
+            "robot$x",
+            "a+b",
+            "a\nb",
+            "adm\u{200B}in",
+            "current",
+            "..",
+        ] {
             assert!(validate_user_name(bad).is_err(), "{bad:?}");
         }
         assert!(validate_project_name("library").is_ok());

@@ -251,15 +251,23 @@ async fn administered_project(
 
 // --- bodies and answers --------------------------------------------------------------------
 
-async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T> {
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_JSON_BYTES)
+async fn read_body(body: Body) -> Result<Bytes> {
+    axum::body::to_bytes(body, MAX_JSON_BYTES)
         .await
         .map_err(|_| {
-            bad_request(format!(
-                "the body could not be read or is over {MAX_JSON_BYTES} bytes"
-            ))
-        })?;
-    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+            RegistryError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body could not be read or is over {MAX_JSON_BYTES} bytes"),
+            )
+        })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T> {
+    parse_json(&read_body(body).await?)
 }
 
 fn json_reply(status: StatusCode, value: &Value) -> Reply {
@@ -362,6 +370,7 @@ async fn create_user(State(api): Api, request: Request) -> Reply {
         email: new.email.filter(|email| !email.is_empty()),
         admin: false,
         created_at: unix_now(),
+        password_changed_at: 0,
     };
     if !api.accounts.create_user(&user).await? {
         return Err(RegistryError::new(
@@ -492,7 +501,7 @@ async fn change_password(State(api): Api, Path(name): Path<String>, request: Req
     let (parts, body) = request.into_parts();
     let (caller, admin) = own_or_admin(&api, &parts, &name).await?;
     let change: PasswordChange = read_json(body).await?;
-    let mut user = existing_user(&api, &name).await?;
+    let user = existing_user(&api, &name).await?;
     // Users prove the old password even with a valid login: a borrowed session must not be
     // enough to lock the owner out. Administrators reset others' passwords without it.
     if !admin || caller == name {
@@ -507,7 +516,12 @@ async fn change_password(State(api): Api, Path(name): Path<String>, request: Req
         }
     }
     check_policy(&change.new_password)?;
-    user.password_hash = hash_secret(&api, change.new_password).await?;
+    let password_hash = hash_secret(&api, change.new_password).await?;
+    // Read again after the slow hashing, so that a change made meanwhile (a demotion) is
+    // not written back over.
+    let mut user = existing_user(&api, &name).await?;
+    user.password_hash = password_hash;
+    user.password_changed_at = unix_now();
     if !api.accounts.update_user(&user).await? {
         return Err(not_found(&format!("user {name:?}")).into());
     }
@@ -621,7 +635,20 @@ async fn create_project(State(api): Api, request: Request) -> Reply {
         role: ProjectRole::ProjectAdmin,
         created_at: now,
     };
-    api.accounts.put_member(&owner).await?;
+    // A project without its admin could only be repaired by a system administrator: undo.
+    match api.accounts.put_member(&owner).await {
+        Ok(true) => {}
+        Ok(false) => {
+            api.accounts.delete_project(&project.name).await?;
+            return Err(not_found(&format!("user {caller:?}")).into());
+        }
+        Err(error) => {
+            if let Err(undo) = api.accounts.delete_project(&project.name).await {
+                tracing::error!(project = project.name, error = %undo, "could not undo a project whose admin could not be added");
+            }
+            return Err(error.into());
+        }
+    }
     tracing::info!(target: "berth::audit", by = caller, project = project.name, public = project.public, "project created");
     created(
         &format!("/projects/{}", project.name),
@@ -633,9 +660,20 @@ async fn project_exists(State(api): Api, request: Request) -> Reply {
     let (parts, _) = request.into_parts();
     let name = query_value(&parts, "project_name")
         .ok_or_else(|| bad_request("HEAD /projects needs ?project_name="))?;
-    match api.accounts.project(&name).await? {
-        Some(_) => ok(),
-        None => Ok(StatusCode::NOT_FOUND.into_response()),
+    let caller = optional_user(&api, &parts).await?;
+    let visible = match api.accounts.project(&name).await? {
+        None => false,
+        Some(project) if project.public => true,
+        Some(_) => match &caller {
+            Some((_, true)) => true,
+            Some((user, false)) => role_in(&api, &name, user).await?.is_some(),
+            None => false,
+        },
+    };
+    if visible {
+        ok()
+    } else {
+        Ok(StatusCode::NOT_FOUND.into_response())
     }
 }
 
@@ -665,7 +703,7 @@ async fn list_projects(State(api): Api, request: Request) -> Reply {
     };
     // Visible: every project to admins; public ones and one's own to others.
     let mut visible = Vec::new();
-    let mut skip = (page - 1) * size;
+    let mut skip = (page - 1).saturating_mul(size);
     let mut after: Option<String> = None;
     'scan: loop {
         let batch = api
@@ -734,7 +772,7 @@ async fn delete_project(State(api): Api, Path(name): Path<String>, request: Requ
     let prefix = format!("{name}/");
     let holds_repositories = api
         .metadata
-        .repositories(Some(&name), 1)
+        .repositories(Some(&prefix), 1)
         .await?
         .first()
         .is_some_and(|repository| repository.starts_with(&prefix))
@@ -1018,7 +1056,7 @@ fn validate_robot_name(name: &str) -> Result<()> {
 async fn create_robot(State(api): Api, request: Request) -> Reply {
     let (parts, body) = request.into_parts();
     // Authenticate before reading the body, so that strangers learn nothing from it.
-    let (caller, admin) = user_caller(&api, &parts).await?;
+    let (caller, _) = user_caller(&api, &parts).await?;
     let new: NewRobot = read_json(body).await?;
     if new.level.as_deref().is_some_and(|level| level != "project") {
         return Err(
@@ -1027,20 +1065,9 @@ async fn create_robot(State(api): Api, request: Request) -> Reply {
     }
     validate_robot_name(&new.name)?;
     let (project, permissions) = robot_permissions(&new.permissions)?;
-    let role = role_in(&api, &project, &caller).await?;
-    let principal = Principal::User {
-        name: caller.clone(),
-        admin,
-    };
-    if api.accounts.project(&project).await?.is_none() {
-        return Err(not_found(&format!("project {project:?}")).into());
-    }
-    if !policy::may_manage_members(&principal, role) {
-        return Err(forbidden(&format!(
-            "only the admins of project {project:?} may create its robot accounts"
-        ))
-        .into());
-    }
+    // The same answers as every other project-admin action: a private project the caller
+    // is not in is "not found".
+    administered_project(&api, &parts, &project).await?;
     let now = unix_now();
     let secret = generate_robot_secret()?;
     let robot = Robot {
@@ -1155,15 +1182,12 @@ async fn refresh_robot_secret(
     request: Request,
 ) -> Reply {
     let (parts, body) = request.into_parts();
-    let (caller, mut robot) = administered_robot(&api, &parts, &name).await?;
-    let has_body = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .is_some_and(|length| length != "0");
-    let change: SecretChange = if has_body {
-        read_json(body).await?
-    } else {
+    let (caller, _) = administered_robot(&api, &parts, &name).await?;
+    let bytes = read_body(body).await?;
+    let change: SecretChange = if bytes.iter().all(u8::is_ascii_whitespace) {
         SecretChange::default()
+    } else {
+        parse_json(&bytes)?
     };
     let secret = match change.secret {
         Some(secret) => {
@@ -1172,7 +1196,15 @@ async fn refresh_robot_secret(
         }
         None => generate_robot_secret()?,
     };
-    robot.secret_hash = hash_secret(&api, secret.clone()).await?;
+    let secret_hash = hash_secret(&api, secret.clone()).await?;
+    // Read again after the slow hashing, so that a change made meanwhile (a disable) is not
+    // written back over.
+    let mut robot = api
+        .accounts
+        .robot(&name)
+        .await?
+        .ok_or_else(|| not_found(&format!("robot account {name:?}")))?;
+    robot.secret_hash = secret_hash;
     if !api.accounts.update_robot(&robot).await? {
         return Err(not_found(&format!("robot account {name:?}")).into());
     }

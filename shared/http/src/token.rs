@@ -139,7 +139,9 @@ async fn issue(endpoint: &TokenEndpoint, request: Request) -> Result<Response> {
         requested = scopes.len(),
         "token issued"
     );
-    let token = service.issue(&principal, access, request.offline, now)?;
+    // A refresh grant does not renew the refresh token: it ends when it was meant to.
+    let offline = request.offline && request.refresh_token.is_none();
+    let token = service.issue(&principal, access, offline, now)?;
     let body = serde_json::to_vec(&token)
         .map_err(|e| RegistryError::internal(format!("encoding a token answer: {e}")))?;
     Response::builder()

@@ -667,6 +667,7 @@ fn user(name: &str) -> User {
         password_hash: "$argon2id$hash".to_owned(),
         admin: false,
         created_at: 1,
+        password_changed_at: 0,
     }
 }
 

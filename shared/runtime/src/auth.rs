@@ -74,7 +74,12 @@ pub fn rotate_local_keys(data_dir: &Path) -> Result<PathBuf> {
     let current = dir.join(CURRENT_KEY);
     let previous = dir.join(PREVIOUS_KEYS);
     std::fs::create_dir_all(&previous).map_err(|e| io_error(&previous, e))?;
-    let retired = previous.join(format!("{}.pem", berth_auth::unix_now()));
+    // Named by time, never over an earlier one (two rotations within a second).
+    let stamp = berth_auth::unix_now();
+    let retired = (0u32..)
+        .map(|n| previous.join(format!("{stamp}-{n}.pem")))
+        .find(|path| !path.exists())
+        .ok_or_else(|| RegistryError::internal("no free name for the retired token key"))?;
     if current.exists() {
         std::fs::rename(&current, &retired).map_err(|e| io_error(&current, e))?;
     }
@@ -122,7 +127,7 @@ fn io_error(path: &Path, error: std::io::Error) -> RegistryError {
     RegistryError::internal(format!("{}: {error}", path.display()))
 }
 
-/// Creates what a registry has from the start when it is missing: the user `admin` (a
+/// Creates what a new registry (one without users) has from the start: the user `admin` (a
 /// system administrator) and the public project `library`. The admin's password is
 /// `admin_password`, or a new random one, which is returned so it can be shown once.
 pub async fn bootstrap(
@@ -131,6 +136,11 @@ pub async fn bootstrap(
     admin_password: Option<&str>,
 ) -> Result<Option<String>> {
     let now = berth_auth::unix_now();
+    // Only a registry without any user is new: an administrator who later deleted `admin`
+    // or `library` must not see them come back at the next start.
+    if !accounts.users(None, 1).await?.is_empty() {
+        return Ok(None);
+    }
     let mut generated = None;
     if accounts.user(ADMIN_USER).await?.is_none() {
         let password = match admin_password {
@@ -152,6 +162,7 @@ pub async fn bootstrap(
             password_hash: passwords.hash(&password)?,
             admin: true,
             created_at: now,
+            password_changed_at: 0,
         };
         if accounts.create_user(&admin).await? {
             tracing::info!(user = ADMIN_USER, "created the first system administrator");

@@ -562,6 +562,7 @@ mod tests {
             password_hash: "$argon2id$hash".to_owned(),
             admin: true,
             created_at: 1,
+            password_changed_at: 0,
         };
         {
             let store = open(&dir);

@@ -26,6 +26,7 @@ fn named_user(name: &str) -> User {
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}$hash", nonce()),
         admin: false,
         created_at: CREATED,
+        password_changed_at: 0,
     }
 }
 
