@@ -272,6 +272,26 @@ async fn version_check_needs_a_token_and_names_the_token_service() {
         StatusCode::OK,
         "an anonymous token is a token"
     );
+
+    // Wrong methods on the token endpoint and the API get an error body too.
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/service/token"),
+        (reqwest::Method::PATCH, "/api/v2.0/users"),
+    ] {
+        let response = registry
+            .client
+            .request(method.clone(), registry.url(path))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let body: Value = response.json().await.expect("a JSON error body");
+        assert_eq!(body["errors"][0]["code"], "UNSUPPORTED", "{method} {path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

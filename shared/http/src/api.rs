@@ -145,6 +145,7 @@ pub fn api_router(api: Arc<ManagementApi>) -> Router {
                 .delete(delete_robot),
         )
         .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(crate::token::method_not_allowed)
         .with_state(api);
     Router::new()
         .nest(API_PREFIX, routes)

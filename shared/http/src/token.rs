@@ -76,8 +76,17 @@ impl TokenEndpoint {
 pub fn token_router(endpoint: Arc<TokenEndpoint>) -> Router {
     Router::new()
         .route(TOKEN_PATH, get(answer).post(answer))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(endpoint)
         .layer(axum::middleware::from_fn(crate::access_log))
+}
+
+/// A known path asked with a method it does not take, answered like every other refusal.
+pub(crate) async fn method_not_allowed(method: Method, uri: http::Uri) -> ApiError {
+    ApiError(RegistryError::new(
+        ErrorCode::Unsupported,
+        format!("{method} is not allowed on {}", uri.path()),
+    ))
 }
 
 async fn answer(State(endpoint): State<Arc<TokenEndpoint>>, request: Request) -> Response {
