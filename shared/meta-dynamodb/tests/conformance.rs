@@ -106,15 +106,28 @@ async fn stored_keys(
     repo: &RepositoryName,
     prefix: &str,
 ) -> Vec<String> {
+    sort_keys(client, table, &format!("REPO#{repo}"), prefix).await
+}
+
+/// The sort keys in partition `pk` that start with `prefix` (any, if empty), read with raw
+/// queries.
+async fn sort_keys(client: &Client, table: &str, pk: &str, prefix: &str) -> Vec<String> {
     let mut keys = Vec::new();
     let mut start = None;
     loop {
-        let page = client
+        // DynamoDB refuses an empty key value: no prefix is no condition on the sort key.
+        let mut query = client
             .query()
             .table_name(table)
-            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
-            .expression_attribute_values(":pk", AttributeValue::S(format!("REPO#{repo}")))
-            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()));
+        query = if prefix.is_empty() {
+            query.key_condition_expression("PK = :pk")
+        } else {
+            query
+                .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+        };
+        let page = query
             .projection_expression("SK")
             .consistent_read(true)
             .set_exclusive_start_key(start)
@@ -634,30 +647,7 @@ async fn an_unreachable_endpoint_is_unavailable_and_named_nowhere_the_client_see
 
 /// The sort keys of every item in partition `pk`.
 async fn partition_keys(client: &Client, table: &str, pk: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .query()
-            .table_name(table)
-            .key_condition_expression("PK = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
-            .projection_expression("SK")
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("a raw query");
-        for item in page.items() {
-            if let Some(AttributeValue::S(sk)) = item.get("SK") {
-                keys.push(sk.clone());
-            }
-        }
-        match page.last_evaluated_key {
-            Some(next) => start = Some(next),
-            None => return keys,
-        }
-    }
+    sort_keys(client, table, pk, "").await
 }
 
 fn user(name: &str) -> User {
