@@ -40,7 +40,7 @@ http() {
 }
 
 body() { cat "$E2E_TMP/body"; }
-header() { grep -i "^$1:" "$E2E_TMP/headers" | head -n 1 | cut -d' ' -f2- | tr -d '\r'; }
+last_header() { header "$E2E_TMP/headers" "$1"; }
 
 # api METHOD PATH CREDENTIALS [JSON]: a management API call; prints the status.
 api() {
@@ -118,13 +118,13 @@ scenario_probes() {
 
   status=$(http GET "$BASE/v2/")
   assert_eq "anonymous GET /v2/ is refused" 401 "$status"
-  challenge=$(header www-authenticate)
+  challenge=$(last_header www-authenticate)
   assert_contains "the challenge names the token realm" "$challenge" "Bearer realm=\"$BASE/service/token\""
   assert_contains "the challenge names the service" "$challenge" 'service="berth"'
 
   status=$(http GET "$BASE/v2/$PRIVATE/app/manifests/latest")
   assert_eq "anonymous manifest GET of a private project is refused" 401 "$status"
-  assert_contains "the challenge asks for the repository's pull scope" "$(header www-authenticate)" \
+  assert_contains "the challenge asks for the repository's pull scope" "$(last_header www-authenticate)" \
     "scope=\"repository:$PRIVATE/app:pull\""
   assert_eq "the refusal is an OCI error body" UNAUTHORIZED "$(jq -r '.errors[0].code' "$E2E_TMP/body")"
 
@@ -133,7 +133,7 @@ scenario_probes() {
   digest=$(make_blob "anonymous $RUN")
   status=$(push_blob "$PRIVATE/app" "$anon" "$digest")
   assert_eq "anonymous push is refused" 401 "$status"
-  assert_contains "with insufficient_scope" "$(header www-authenticate)" 'error="insufficient_scope"'
+  assert_contains "with insufficient_scope" "$(last_header www-authenticate)" 'error="insufficient_scope"'
   status=$(http GET "$BASE/v2/$PRIVATE/app/tags/list" -H "Authorization: Bearer $anon")
   assert_eq "anonymous pull of a private project is refused" 401 "$status"
 
@@ -309,9 +309,5 @@ if [[ " $SCENARIOS " == *" docker "* || " $SCENARIOS " == *" robot "* ]]; then
   start_dockerd
 fi
 
-start=$SECONDS
-for scenario in $SCENARIOS; do
-  run_scenario "$scenario" "scenario_$scenario"
-done
-log_step "finished in $((SECONDS - start))s"
-e2e_report
+# shellcheck disable=SC2086 # one word per scenario
+run_scenarios $SCENARIOS

@@ -278,6 +278,40 @@ with_registry() {
   esac
 }
 
+# --- wire helpers (the Lambda and SAM suites) ----------------------------------
+
+size_of() { stat -c %s "$1"; }
+now_ms() { date +%s%3N; }
+
+# req METHOD URL OUT [CURL ARGS...]: one request; headers in OUT.headers, body in OUT.body;
+# prints the status code. Bounded by CURL_TIMEOUT seconds (default 60).
+req() {
+  local method=$1 url=$2 out=$3
+  shift 3
+  local how=(-X "$method")
+  [[ $method != HEAD ]] || how=(--head)
+  curl -sS --max-time "${CURL_TIMEOUT:-60}" "${how[@]}" -D "$out.headers" -o "$out.body" \
+    -w '%{http_code}' "$@" "$url"
+}
+
+# header FILE NAME: the value of the last NAME header in a headers file (case-insensitive).
+header() {
+  awk -v name="${2,,}" '
+    { sub(/\r$/, "") }
+    index($0, ":") { n = tolower(substr($0, 1, index($0, ":") - 1)); if (n == name) { v = substr($0, index($0, ":") + 1); sub(/^[ \t]+/, "", v) } }
+    END { print v }' "$1"
+}
+
+# with_digest LOCATION DIGEST: the upload LOCATION with `digest=DIGEST` added to its query.
+with_digest() { if [[ $1 == *\?* ]]; then echo "$1&digest=$2"; else echo "$1?digest=$2"; fi; }
+
+# show_log NAME FILE [LINES]: the end of a process's log, for a failure report.
+show_log() {
+  [[ -s $2 ]] || return 0
+  printf '\n--- last lines of the %s log (%s) ---\n' "$1" "$2" >&2
+  tail -n "${3:-25}" "$2" >&2
+}
+
 # --- checks ------------------------------------------------------------------
 # Every check records one PASS or FAIL line in $E2E_RESULTS. A failing check
 # prints what was expected and what was found, then exits (ending the scenario).
@@ -364,6 +398,17 @@ run_scenario() {
   else
     log_info "scenario $name FAILED after $((SECONDS - start))s"
   fi
+}
+
+# run_scenarios NAME...: runs scenario_NAME for each, then prints the report; non-zero if a
+# check failed.
+run_scenarios() {
+  local scenario start=$SECONDS
+  for scenario in "$@"; do
+    run_scenario "$scenario" "scenario_$scenario"
+  done
+  log_step "finished in $((SECONDS - start))s"
+  e2e_report
 }
 
 # Print "N passed, M failed" (the last line of a run); non-zero if M > 0.

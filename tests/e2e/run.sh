@@ -268,9 +268,5 @@ if [[ -n ${E2E_USERNAME:-} ]]; then
   log_info "logged in as $E2E_USERNAME"
 fi
 
-start=$SECONDS
-for scenario in $SCENARIOS; do
-  run_scenario "$scenario" "scenario_$scenario"
-done
-log_step "finished in $((SECONDS - start))s"
-e2e_report
+# shellcheck disable=SC2086 # one word per scenario
+run_scenarios $SCENARIOS

@@ -42,34 +42,11 @@ MT_OCI_LAYER=application/vnd.oci.image.layer.v1.tar+gzip
 # --- helpers -------------------------------------------------------------------
 
 sha256_file() { sha256sum "$1" | awk '{print "sha256:" $1}'; }
-size_of() { stat -c %s "$1"; }
-
-# req METHOD URL OUT [CURL ARGS...]: sends one request, keeps the response headers in
-# OUT.headers and the body in OUT.body, prints the status code.
-req() {
-  local method=$1 url=$2 out=$3
-  shift 3
-  local how=(-X "$method")
-  [[ $method != HEAD ]] || how=(--head)
-  curl -sS --max-time "$CURL_TIMEOUT" "${how[@]}" -D "$out.headers" -o "$out.body" \
-    -w '%{http_code}' "$@" "$url"
-}
-
-# header FILE NAME: the value of the last NAME header in a headers file (case-insensitive).
-header() {
-  awk -v name="${2,,}" '
-    { sub(/\r$/, "") }
-    index($0, ":") { n = tolower(substr($0, 1, index($0, ":") - 1)); if (n == name) { v = substr($0, index($0, ":") + 1); sub(/^[ \t]+/, "", v) } }
-    END { print v }' "$1"
-}
 
 # url PATH_OR_URL: a Location made absolute against the gateway.
 url() { if [[ $1 == http://* || $1 == https://* ]]; then echo "$1"; else echo "$GATEWAY_URL$1"; fi; }
 
-# with_digest LOCATION DIGEST: the upload LOCATION with `digest=DIGEST` added to its query.
-with_digest() { if [[ $1 == *\?* ]]; then echo "$1&digest=$2"; else echo "$1?digest=$2"; fi; }
 
-now_ms() { date +%s%3N; }
 
 # proc_kib PID FIELD: a /proc/PID/status memory field (VmRSS, VmHWM) in KiB.
 proc_kib() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
@@ -82,13 +59,6 @@ wait_for_port() {
     sleep 0.2
   done
   return 1
-}
-
-# show_log NAME FILE: the end of a process's log, for a failure report.
-show_log() {
-  [[ -s $2 ]] || return 0
-  printf '\n--- last lines of the %s log (%s) ---\n' "$1" "$2" >&2
-  tail -n 25 "$2" >&2
 }
 
 show_logs() {

@@ -66,36 +66,8 @@ MT_OCI_LAYER_TAR=application/vnd.oci.image.layer.v1.tar
 
 sha256_file() { sha256sum "$1" | awk '{print "sha256:" $1}'; }
 sha256_text() { printf '%s' "$1" | sha256sum | awk '{print "sha256:" $1}'; }
-size_of() { stat -c %s "$1"; }
-now_ms() { date +%s%3N; }
-
-# req METHOD URL OUT [CURL ARGS...]: one request; headers in OUT.headers, body in OUT.body;
-# prints the status code.
-req() {
-  local method=$1 url=$2 out=$3
-  shift 3
-  local how=(-X "$method")
-  [[ $method != HEAD ]] || how=(--head)
-  curl -sS --max-time "$CURL_TIMEOUT" "${how[@]}" -D "$out.headers" -o "$out.body" \
-    -w '%{http_code}' "$@" "$url"
-}
-
-# header FILE NAME: the value of the last NAME header in a headers file (case-insensitive).
-header() {
-  awk -v name="${2,,}" '
-    { sub(/\r$/, "") }
-    index($0, ":") { n = tolower(substr($0, 1, index($0, ":") - 1)); if (n == name) { v = substr($0, index($0, ":") + 1); sub(/^[ \t]+/, "", v) } }
-    END { print v }' "$1"
-}
 
 url() { if [[ $1 == http://* || $1 == https://* ]]; then echo "$1"; else echo "$API_URL$1"; fi; }
-with_digest() { if [[ $1 == *\?* ]]; then echo "$1&digest=$2"; else echo "$1?digest=$2"; fi; }
-
-show_log() {
-  [[ -s $2 ]] || return 0
-  printf '\n--- last lines of the %s log (%s) ---\n' "$1" "$2" >&2
-  tail -n "${3:-30}" "$2" >&2
-}
 
 setup_failed() {
   show_log "sam local start-api" "$E2E_TMP/start-api.log"
