@@ -388,6 +388,16 @@ impl TokenVerifier {
         Ok(claims)
     }
 
+    /// Whether the key `token` names (its `kid`) is one of this verifier's; `None` when the
+    /// token is not a JWT or names no key. Cheap: the signature is not checked.
+    pub fn knows_key_of(&self, token: &str) -> Option<bool> {
+        if token.len() > MAX_TOKEN_LEN {
+            return None;
+        }
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        Some(self.keys.contains_key(header.kid.as_deref()?))
+    }
+
     /// The claims of a valid refresh token at `now` (Unix seconds).
     pub fn verify_refresh(&self, token: &str, now: u64) -> Result<Claims, VerifyError> {
         self.verify_with(token, now, |key| &key.refresh)
@@ -538,6 +548,25 @@ mod tests {
             let algorithm = ring.keys().next().unwrap().1;
             assert_eq!(header.alg, algorithm.jwt());
         }
+    }
+
+    #[test]
+    fn a_verifier_tells_whether_it_knows_a_tokens_key() {
+        let old = generate_es256_pem().unwrap();
+        let new = generate_es256_pem().unwrap();
+        let (old_issuer, old_verifier) = pair(&ring(&[&old]));
+        let (new_issuer, _) = pair(&ring(&[&new, &old]));
+        let by_old = old_issuer.issue("alice", Vec::new(), NOW, None).unwrap();
+        let by_new = new_issuer.issue("alice", Vec::new(), NOW, None).unwrap();
+        assert_eq!(old_verifier.knows_key_of(&by_old.token), Some(true));
+        assert_eq!(old_verifier.knows_key_of(&by_new.token), Some(false));
+        assert_eq!(old_verifier.knows_key_of("not-a-jwt"), None);
+        let no_kid = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "ES256", "typ": "JWT"})),
+            b64(&claims_json(NOW))
+        );
+        assert_eq!(old_verifier.knows_key_of(&no_kid), None);
     }
 
     #[test]

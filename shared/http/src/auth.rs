@@ -7,8 +7,12 @@
 //! `WWW-Authenticate: Bearer` challenge naming the realm, the service and the scope to ask
 //! for, which is how docker, podman and containerd find the token service.
 
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 use berth_auth::challenge::{ChallengeError, bearer_challenge};
-use berth_auth::{ActionSet, Scope, TokenVerifier, VerifyError, unix_now};
+use berth_auth::{ActionSet, KeyRing, Scope, TokenVerifier, VerifyError, unix_now};
 use berth_core::{ErrorCode, ErrorHint, RegistryError, Result};
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, HOST};
@@ -17,10 +21,34 @@ use crate::endpoint::{Access, Action, Endpoint, UploadKind};
 
 const FORWARDED_PROTO: &str = "x-forwarded-proto";
 
+/// The shortest time between two loads of the keys from a [`KeySource`]: a token naming an
+/// unknown key costs at most one load per interval, whoever sends it.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where the verification keys come from when they can change while the process runs (a
+/// key rotated in AWS Systems Manager while a Lambda function stays warm).
+#[async_trait]
+pub trait KeySource: Send + Sync + std::fmt::Debug {
+    /// The keys as they are now.
+    async fn load(&self) -> Result<KeyRing>;
+}
+
+/// How a verifier is rebuilt from reloaded keys.
+#[derive(Debug)]
+struct KeyReload {
+    source: Arc<dyn KeySource>,
+    issuer: String,
+    cache: usize,
+    /// When the keys were last loaded; held while loading, so one request loads and the
+    /// others wait for its result.
+    loaded_at: tokio::sync::Mutex<Option<Instant>>,
+}
+
 /// Where a registry sends clients for tokens, and how it checks the tokens they bring.
 #[derive(Debug)]
 pub struct RegistryAuth {
-    verifier: TokenVerifier,
+    verifier: RwLock<Arc<TokenVerifier>>,
+    reload: Option<KeyReload>,
     service: String,
     realm: Option<String>,
 }
@@ -32,9 +60,77 @@ impl RegistryAuth {
     /// `<scheme>://<host>/service/token`.
     pub fn new(verifier: TokenVerifier, service: impl Into<String>, realm: Option<String>) -> Self {
         Self {
-            verifier,
+            verifier: RwLock::new(Arc::new(verifier)),
+            reload: None,
             service: service.into(),
             realm,
+        }
+    }
+
+    /// Reloads the keys from `source` when a token names a key the verifier does not know
+    /// (at most once per [`KEY_RELOAD_INTERVAL`]), so that tokens signed with a newly rotated
+    /// key are accepted without a restart. The new verifier checks tokens of `issuer` and
+    /// remembers up to `cache` verified tokens.
+    #[must_use]
+    pub fn with_key_source(
+        mut self,
+        source: Arc<dyn KeySource>,
+        issuer: impl Into<String>,
+        cache: usize,
+    ) -> Self {
+        self.reload = Some(KeyReload {
+            source,
+            issuer: issuer.into(),
+            cache,
+            loaded_at: tokio::sync::Mutex::new(None),
+        });
+        self
+    }
+
+    fn verifier(&self) -> Arc<TokenVerifier> {
+        self.verifier
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// With a [`KeySource`]: when the request's token names a key the verifier does not
+    /// know, loads the keys again (see [`RegistryAuth::with_key_source`]). Called before
+    /// [`RegistryAuth::authorize`]; a failed load is logged and leaves the keys as they were.
+    pub(crate) async fn refresh_keys_for(&self, headers: &HeaderMap) {
+        let Some(reload) = &self.reload else {
+            return;
+        };
+        let Some(token) = bearer_token(headers) else {
+            return;
+        };
+        if self.verifier().knows_key_of(token) != Some(false) {
+            return;
+        }
+        let mut loaded_at = reload.loaded_at.lock().await;
+        // Another request may have loaded the keys while this one waited.
+        if self.verifier().knows_key_of(token) != Some(false)
+            || loaded_at.is_some_and(|at| at.elapsed() < KEY_RELOAD_INTERVAL)
+        {
+            return;
+        }
+        *loaded_at = Some(Instant::now());
+        match reload.source.load().await {
+            Ok(ring) => {
+                let verifier = TokenVerifier::new(&reload.issuer, &self.service, &ring)
+                    .with_cache(reload.cache);
+                *self
+                    .verifier
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Arc::new(verifier);
+                tracing::info!(
+                    current_kid = ring.current_kid(),
+                    "reloaded the token verification keys: a token named an unknown key"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "could not reload the token verification keys");
+            }
         }
     }
 
@@ -47,7 +143,7 @@ impl RegistryAuth {
         let Some(token) = bearer_token(headers) else {
             return Err(self.refuse(headers, &scopes, None, "authentication required"));
         };
-        let claims = self.verifier.verify(token, unix_now()).map_err(|error| {
+        let claims = self.verifier().verify(token, unix_now()).map_err(|error| {
             let message = match error {
                 VerifyError::Expired => "the token has expired",
                 _ => "the token is not valid for this registry",
@@ -318,6 +414,79 @@ mod tests {
             ),
             "{mount:?}"
         );
+    }
+
+    /// Keys as a store would hold them: replaced by a rotation, counted when loaded.
+    #[derive(Debug, Default)]
+    struct RotatingKeys {
+        pems: std::sync::Mutex<Vec<String>>,
+        loads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl KeySource for RotatingKeys {
+        async fn load(&self) -> Result<KeyRing> {
+            self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            KeyRing::from_pems(&self.pems.lock().expect("the keys"))
+                .map_err(|e| RegistryError::internal(e.to_string()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_signed_by_a_rotated_key_reloads_the_keys_once() {
+        let old = generate_es256_pem().expect("a key");
+        let new = generate_es256_pem().expect("a key");
+        let old_ring = KeyRing::from_pems(&[&old]).expect("a ring");
+        let keys = Arc::new(RotatingKeys::default());
+        *keys.pems.lock().expect("the keys") = vec![old.clone()];
+        let auth = RegistryAuth::new(
+            TokenVerifier::new("berth", "registry", &old_ring),
+            "registry",
+            None,
+        )
+        .with_key_source(keys.clone(), "berth", 16);
+        let loads = || keys.loads.load(std::sync::atomic::Ordering::SeqCst);
+
+        // Known keys never cause a load.
+        let by_old = TokenIssuer::new("berth", "registry", &old_ring)
+            .expect("an issuer")
+            .issue("alice", Vec::new(), unix_now(), None)
+            .expect("a token")
+            .token;
+        auth.refresh_keys_for(&headers(Some(&by_old))).await;
+        auth.refresh_keys_for(&headers(Some("not-a-jwt"))).await;
+        auth.refresh_keys_for(&headers(None)).await;
+        assert_eq!(loads(), 0);
+
+        // The rotation: the new key signs, the old one still verifies.
+        *keys.pems.lock().expect("the keys") = vec![new.clone(), old.clone()];
+        let new_ring = KeyRing::from_pems(&[&new, &old]).expect("a ring");
+        let by_new = TokenIssuer::new("berth", "registry", &new_ring)
+            .expect("an issuer")
+            .issue("alice", Vec::new(), unix_now(), None)
+            .expect("a token")
+            .token;
+        let mut version = endpoint(http::Method::GET, "/v2/", None);
+        auth.authorize(&mut version, &headers(Some(&by_new)))
+            .expect_err("the new key is not known yet");
+        auth.refresh_keys_for(&headers(Some(&by_new))).await;
+        assert_eq!(loads(), 1);
+        auth.authorize(&mut version, &headers(Some(&by_new)))
+            .expect("the new key verifies after the reload");
+        auth.authorize(&mut version, &headers(Some(&by_old)))
+            .expect("the old key still verifies");
+
+        // A key nobody has: one load was just made, so no other until the interval passed.
+        let (stranger, _) = setup();
+        let foreign = stranger
+            .issue("mallory", Vec::new(), unix_now(), None)
+            .expect("a token")
+            .token;
+        auth.refresh_keys_for(&headers(Some(&foreign))).await;
+        auth.refresh_keys_for(&headers(Some(&foreign))).await;
+        assert_eq!(loads(), 1, "unknown keys reload at most once per interval");
+        auth.authorize(&mut version, &headers(Some(&foreign)))
+            .expect_err("a stranger's key");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 pub use axum::Router;
 
 pub use crate::api::{AccountSettings, ManagementApi, ProjectCreation, api_router};
-pub use crate::auth::RegistryAuth;
+pub use crate::auth::{KEY_RELOAD_INTERVAL, KeySource, RegistryAuth};
 pub use crate::endpoint::{Endpoint, Role};
 use crate::response::{ApiError, Failure, header_value};
 pub use crate::token::{ClientAddress, TokenEndpoint, remember_peer, token_router};
@@ -101,6 +101,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
         }
         // Before any of the body is read: a refused upload costs nothing.
         if let Some(auth) = &app.settings.auth {
+            auth.refresh_keys_for(&parts.headers).await;
             auth.authorize(&mut endpoint, &parts.headers)?;
         }
         let body = match app.settings.max_body {
