@@ -9,6 +9,7 @@ use std::time::Duration;
 use berth_runtime::auth::{
     Auth, AuthConfig, bootstrap, full_router, local_keys, rotate_local_keys,
 };
+use berth_runtime::token_keys::{KEPT_PREVIOUS_KEYS, SsmKeys};
 use berth_runtime::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
@@ -165,14 +166,28 @@ enum Command {
     Init {
         #[command(flatten)]
         storage: StorageArgs,
+
+        /// Also make the token signing key of a Lambda deployment in AWS Systems Manager
+        /// Parameter Store under this path (PATH/private, a SecureString, and PATH/public), if
+        /// there is none yet; the stack's TokenKeysPath output names it.
+        #[arg(long, env = "BERTH_TOKEN_KEYS_SSM", value_name = "PATH")]
+        token_keys_ssm: Option<String>,
     },
     /// Start signing tokens with a new key. The old key moves to the data directory's
     /// token-keys/previous/ and still verifies the tokens it signed, so nobody is logged
     /// out; delete it from there once its tokens have expired. Restart `berth serve` after.
+    ///
+    /// With --token-keys-ssm, rotates the key of a Lambda deployment in Parameter Store
+    /// instead: the new public key is published first, the last few previous keys keep
+    /// verifying, and the functions pick the new key up without a redeploy.
     RotateKey {
         /// Directory holding embedded blobs, metadata and token keys.
         #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
         data_dir: PathBuf,
+
+        /// The Parameter Store path of a Lambda deployment's token keys.
+        #[arg(long, env = "BERTH_TOKEN_KEYS_SSM", value_name = "PATH")]
+        token_keys_ssm: Option<String>,
     },
 }
 
@@ -218,8 +233,29 @@ fn main() -> ExitCode {
                 auth,
                 shutdown_grace,
             } => serve(listen, storage.config(), &auth, shutdown_grace).await,
-            Command::Init { storage } => init(storage.config()).await,
-            Command::RotateKey { data_dir } => {
+            Command::Init {
+                storage,
+                token_keys_ssm,
+            } => init(storage.config(), token_keys_ssm.as_deref()).await,
+            Command::RotateKey {
+                token_keys_ssm: Some(path),
+                ..
+            } => {
+                let keys = SsmKeys::new(&path)
+                    .await
+                    .map_err(|e| format!("cannot rotate the token key: {e}"))?;
+                let kid = keys
+                    .rotate()
+                    .await
+                    .map_err(|e| format!("cannot rotate the token key: {e}"))?;
+                println!(
+                    "berth: the token key {kid} signs from now on (in each token function from \
+                     its next cold start; the registry functions accept it at once); the last \
+                     {KEPT_PREVIOUS_KEYS} keys still verify their tokens"
+                );
+                Ok(())
+            }
+            Command::RotateKey { data_dir, .. } => {
                 let retired = rotate_local_keys(&data_dir)
                     .map_err(|e| format!("cannot rotate the token key: {e}"))?;
                 println!(
@@ -240,7 +276,29 @@ fn main() -> ExitCode {
     }
 }
 
-async fn init(config: StorageConfig) -> Result<(), String> {
+async fn init(config: StorageConfig, token_keys_ssm: Option<&str>) -> Result<(), String> {
+    if let Some(path) = token_keys_ssm {
+        let keys = SsmKeys::new(path)
+            .await
+            .map_err(|e| format!("--token-keys-ssm: {e}"))?;
+        let (kid, made) = keys
+            .ensure()
+            .await
+            .map_err(|e| format!("cannot make the token keys: {e}"))?;
+        if made {
+            tracing::info!(
+                kid,
+                parameter = keys.private_name(),
+                "made the token signing key"
+            );
+        } else {
+            tracing::info!(
+                kid,
+                parameter = keys.private_name(),
+                "the token signing key exists"
+            );
+        }
+    }
     config
         .init()
         .await

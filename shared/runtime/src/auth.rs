@@ -201,19 +201,23 @@ impl Auth {
             .map_err(|e| RegistryError::internal(format!("token keys: {e}")))?
             .with_access_lifetime(config.token_lifetime);
         let verifier = TokenVerifier::new(&config.service, &config.service, ring);
-        // Registry requests repeat their token: remember the verified ones.
-        let registry_verifier =
-            TokenVerifier::new(&config.service, &config.service, ring).with_cache(4096);
         Ok(Self {
             tokens: Arc::new(TokenService::new(accounts, issuer, verifier)),
-            registry: Arc::new(RegistryAuth::new(
-                registry_verifier,
-                &config.service,
-                config.realm.clone(),
-            )),
+            registry: Arc::new(registry_auth(&config, ring)),
             config,
         })
     }
+}
+
+/// How many verified tokens a registry process remembers.
+pub const VERIFIED_TOKEN_CACHE: usize = 4096;
+
+/// The registry's token check with the keys of `ring`. Registry requests repeat their
+/// token: the verified ones are remembered.
+pub fn registry_auth(config: &AuthConfig, ring: &KeyRing) -> RegistryAuth {
+    let verifier =
+        TokenVerifier::new(&config.service, &config.service, ring).with_cache(VERIFIED_TOKEN_CACHE);
+    RegistryAuth::new(verifier, &config.service, config.realm.clone())
 }
 
 /// Every endpoint of one process: the registry under `/v2/`, and, with auth, the token
@@ -232,6 +236,16 @@ pub fn full_router(
         auth: Some(auth.registry.clone()),
         ..settings
     };
+    account_router(auth, accounts, metadata).merge(berth_http::router(registry, settings))
+}
+
+/// The token endpoint and the management API: what the token function serves, and what
+/// `berth serve` serves next to the registry.
+pub fn account_router(
+    auth: &Auth,
+    accounts: Arc<dyn AccountStore>,
+    metadata: Arc<dyn MetadataStore>,
+) -> Router {
     let api = ManagementApi::new(
         accounts,
         metadata,
@@ -243,7 +257,6 @@ pub fn full_router(
         &auth.config.service,
     )))
     .merge(api_router(Arc::new(api)))
-    .merge(berth_http::router(registry, settings))
 }
 
 #[cfg(test)]

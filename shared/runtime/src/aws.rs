@@ -1,5 +1,5 @@
 //! The AWS clients of one process: the SDK's configuration is loaded once from the standard
-//! chain (`AWS_*` variables, profiles, the Lambda role) and both clients are built from it.
+//! chain (`AWS_*` variables, profiles, the Lambda role) and every client is built from it.
 
 use aws_config::SdkConfig;
 use tokio::sync::OnceCell;
@@ -21,6 +21,14 @@ impl AwsConfig {
             settings.set_endpoint_url(endpoint);
         }
         aws_sdk_s3::Client::from_conf(settings.build())
+    }
+
+    pub(crate) async fn ssm(&self) -> aws_sdk_ssm::Client {
+        let mut settings = aws_sdk_ssm::config::Builder::from(self.shared().await);
+        if let Some(endpoint) = endpoint_for_empty_variables("AWS_ENDPOINT_URL_SSM") {
+            settings.set_endpoint_url(endpoint);
+        }
+        aws_sdk_ssm::Client::from_conf(settings.build())
     }
 
     pub(crate) async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {

@@ -10,9 +10,19 @@
 //! | `BERTH_CHUNK_MIN_LENGTH` | advertised `OCI-Chunk-Min-Length`, bytes | `1048576` |
 //! | `BERTH_CHUNK_MAX_LENGTH` | advertised `OCI-Chunk-Max-Length` and the largest request body, bytes, at most 4194304 | `4194304` |
 //! | `BERTH_LOG` | log filter (`tracing` `EnvFilter` syntax); logs are JSON lines | `info` |
+//! | `BERTH_TOKEN_KEYS_SSM` | the Parameter Store path of the token keys ([`crate::token_keys`]) | required |
+//! | `BERTH_TOKEN_SERVICE` | the service tokens are issued for (`aud`) and by (`iss`) | `berth` |
+//! | `BERTH_PUBLIC_URL` | the registry's URL for the token realm in challenges | each request's `Host` and `X-Forwarded-Proto` |
+//! | `BERTH_TOKEN_LIFETIME` | access token lifetime (token function) | `1800s` |
+//! | `BERTH_SELF_REGISTRATION` | anyone may create a user (token function) | `false` |
+//! | `BERTH_PROJECT_CREATION` | who may create projects: `everyone` or `admins` (token function) | `everyone` |
 //!
-//! plus the standard `AWS_*` variables, including `AWS_ENDPOINT_URL_S3` and
-//! `AWS_ENDPOINT_URL_DYNAMODB`, which the SDK reads itself.
+//! plus the standard `AWS_*` variables, including `AWS_ENDPOINT_URL_S3`,
+//! `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_SSM`, which the SDK reads itself.
+//!
+//! Auth is always on: the registry functions check every request's bearer token with the
+//! public keys (`<path>/public`), and the token function, which serves `/service/token` and
+//! the management API, signs with the private key (`<path>/private`).
 //!
 //! Blob bytes never cross a function on the way out: a blob `GET` always answers `307` with a
 //! presigned S3 URL, so `BERTH_S3_REDIRECT=false` is refused.
@@ -29,9 +39,13 @@ use axum::http::header::CONNECTION;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use berth_core::{Registry, RegistryError};
-use berth_http::{Role, Router, Settings};
+use berth_http::{
+    AccountSettings, ClientAddress, ProjectCreation, RegistryAuth, Role, Router, Settings,
+};
 use lambda_http::request::RequestContext;
 
+use crate::auth::{Auth, AuthConfig, VERIFIED_TOKEN_CACHE, account_router};
+use crate::token_keys::{PublicKeys, SsmKeys, check_keys_path};
 use crate::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
 
 /// The largest request body a function accepts, and so the largest chunk it advertises. A
@@ -54,6 +68,9 @@ pub struct FunctionConfig {
     pub chunk_min_length: u64,
     /// Also the largest request body accepted.
     pub chunk_max_length: u64,
+    /// The Parameter Store path of the token keys.
+    pub token_keys: String,
+    pub auth: AuthConfig,
 }
 
 /// A variable of the environment contract that is missing or wrong.
@@ -85,6 +102,7 @@ impl std::error::Error for ConfigError {}
 pub enum StartError {
     Config(ConfigError),
     Storage(RegistryError),
+    Keys(RegistryError),
 }
 
 impl fmt::Display for StartError {
@@ -93,6 +111,13 @@ impl fmt::Display for StartError {
             Self::Config(error) => write!(f, "configuration: {error}"),
             Self::Storage(error) => {
                 write!(f, "storage: {}", error.cause().unwrap_or(error.message()))
+            }
+            Self::Keys(error) => {
+                write!(
+                    f,
+                    "token keys: {}",
+                    error.cause().unwrap_or(error.message())
+                )
             }
         }
     }
@@ -173,6 +198,50 @@ impl FunctionConfig {
                 ),
             ));
         }
+        let token_keys = required(var, "BERTH_TOKEN_KEYS_SSM")?;
+        check_keys_path(&token_keys)
+            .map_err(|problem| ConfigError::new("BERTH_TOKEN_KEYS_SSM", problem))?;
+        let defaults = AuthConfig::default();
+        let auth = AuthConfig {
+            service: var("BERTH_TOKEN_SERVICE")?.unwrap_or(defaults.service),
+            realm: match var("BERTH_PUBLIC_URL")? {
+                Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                    Some(format!("{}/service/token", url.trim_end_matches('/')))
+                }
+                Some(url) => {
+                    return Err(ConfigError::new(
+                        "BERTH_PUBLIC_URL",
+                        format!("is {url:?}, not an http:// or https:// URL"),
+                    ));
+                }
+                None => None,
+            },
+            token_lifetime: match var("BERTH_TOKEN_LIFETIME")? {
+                Some(text) => parse_seconds(&text)
+                    .ok()
+                    .filter(|lifetime| !lifetime.is_zero())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "BERTH_TOKEN_LIFETIME",
+                            format!("is {text:?}, not a number of seconds like 1800s"),
+                        )
+                    })?,
+                None => defaults.token_lifetime,
+            },
+            accounts: AccountSettings {
+                self_registration: flag(var, "BERTH_SELF_REGISTRATION", false)?,
+                project_creation: match var("BERTH_PROJECT_CREATION")?.as_deref() {
+                    None | Some("everyone") => ProjectCreation::Everyone,
+                    Some("admins") => ProjectCreation::AdminsOnly,
+                    Some(other) => {
+                        return Err(ConfigError::new(
+                            "BERTH_PROJECT_CREATION",
+                            format!("is {other:?}, not everyone or admins"),
+                        ));
+                    }
+                },
+            },
+        };
         Ok(Self {
             storage: StorageConfig {
                 // Unused: both stores are remote.
@@ -183,43 +252,97 @@ impl FunctionConfig {
             },
             chunk_min_length,
             chunk_max_length,
+            token_keys,
+            auth,
         })
     }
 
-    /// How the router behaves in a function of `role`.
-    pub fn settings(&self, role: Role) -> Settings {
+    /// How the router behaves in a function of `role`, checking tokens with `auth`.
+    pub fn settings(&self, role: Role, auth: Option<Arc<RegistryAuth>>) -> Settings {
         Settings {
             chunk_min_length: self.chunk_min_length,
             chunk_max_length: Some(self.chunk_max_length),
             role: Some(role),
             max_body: Some(self.chunk_max_length),
             contain_panics: true,
-            // Token auth in the functions comes with the token function.
-            auth: None,
+            auth,
         }
     }
 
-    /// The router a function of `role` serves over `registry`.
-    pub fn router(&self, registry: Arc<Registry>, role: Role) -> Router {
-        berth_http::router(registry, self.settings(role))
-            .layer(axum::middleware::map_request(gateway_request_id))
-            .layer(axum::middleware::map_response(without_connection_header))
+    /// The router a function of `role` serves over `registry`. A deployed function always
+    /// passes `auth`; without it every request is let through (for tests of the routing).
+    pub fn router(
+        &self,
+        registry: Arc<Registry>,
+        role: Role,
+        auth: Option<Arc<RegistryAuth>>,
+    ) -> Router {
+        gateway_layers(berth_http::router(registry, self.settings(role, auth)))
     }
 
-    /// Opens the stores (making no request) and returns the router of a function of `role`.
-    pub async fn open(&self, role: Role) -> Result<Router, RegistryError> {
-        let registry = self.storage.open().await?;
-        Ok(self.router(registry, role))
+    /// The registry's token check with the verification keys of `ring`, reloading them from
+    /// `source` when a token names a key that is not among them (a rotation).
+    pub fn registry_auth(
+        &self,
+        ring: &berth_auth::KeyRing,
+        source: Option<Arc<dyn berth_http::KeySource>>,
+    ) -> Arc<RegistryAuth> {
+        let auth = crate::auth::registry_auth(&self.auth, ring);
+        Arc::new(match source {
+            Some(source) => auth.with_key_source(source, &self.auth.service, VERIFIED_TOKEN_CACHE),
+            None => auth,
+        })
+    }
+
+    /// The router of the token function: the token endpoint and the management API over the
+    /// accounts of `stores`, signing with `auth`.
+    pub fn token_router(&self, auth: &Auth, stores: &crate::Stores) -> Router {
+        gateway_layers(account_router(
+            auth,
+            stores.accounts.clone(),
+            stores.metadata.clone(),
+        ))
     }
 }
 
+/// What every function's router gets: the gateway's request id, the caller's address, and
+/// no `Connection` header.
+fn gateway_layers(router: Router) -> Router {
+    router
+        .layer(axum::middleware::map_request(gateway_request_id))
+        .layer(axum::middleware::map_request(gateway_source_ip))
+        .layer(axum::middleware::map_response(without_connection_header))
+}
+
 /// Everything a registry function does once per cold start: the configuration from the
-/// environment, the AWS clients, the router of `role`.
+/// environment, the AWS clients, the public token keys, the router of `role`.
 pub async fn start(role: Role) -> Result<Router, StartError> {
     let config = FunctionConfig::from_env().map_err(StartError::Config)?;
-    // Said at every cold start until the functions check tokens (see the README).
-    tracing::warn!("this function serves the registry API without authentication");
-    config.open(role).await.map_err(StartError::Storage)
+    let registry = config.storage.open().await.map_err(StartError::Storage)?;
+    let keys = SsmKeys::new(&config.token_keys)
+        .await
+        .map_err(StartError::Keys)?;
+    let ring = keys.verification_ring().await.map_err(StartError::Keys)?;
+    let auth = config.registry_auth(&ring, Some(PublicKeys::shared(keys)));
+    Ok(config.router(registry, role, Some(auth)))
+}
+
+/// Everything the token function does once per cold start: the configuration, the stores,
+/// the signing key, the router of the token endpoint and the management API.
+pub async fn start_token() -> Result<Router, StartError> {
+    let config = FunctionConfig::from_env().map_err(StartError::Config)?;
+    let stores = config
+        .storage
+        .open_stores()
+        .await
+        .map_err(StartError::Storage)?;
+    let keys = SsmKeys::new(&config.token_keys)
+        .await
+        .map_err(StartError::Keys)?;
+    let ring = keys.signing_ring().await.map_err(StartError::Keys)?;
+    let auth =
+        Auth::new(config.auth.clone(), &ring, stores.accounts.clone()).map_err(StartError::Keys)?;
+    Ok(config.token_router(&auth, &stores))
 }
 
 /// Logs why the function cannot start, once, and gives the exit code that makes Lambda
@@ -280,6 +403,17 @@ async fn gateway_request_id(mut request: Request) -> Request {
     request
 }
 
+/// The caller's address as API Gateway saw it, for throttling failed logins per source.
+/// (`X-Forwarded-For` is not used: the client writes its first entries.)
+async fn gateway_source_ip(mut request: Request) -> Request {
+    if let Some(RequestContext::ApiGatewayV2(context)) = request.extensions().get()
+        && let Some(ip) = context.http.source_ip.clone()
+    {
+        request.extensions_mut().insert(ClientAddress(ip));
+    }
+    request
+}
+
 /// Drops `Connection`: it speaks of the client's connection, which API Gateway holds, not
 /// the function.
 async fn without_connection_header(mut response: Response) -> Response {
@@ -334,9 +468,10 @@ mod tests {
         FunctionConfig::from_vars(|name| Ok(vars.get(name).map(|v| (*v).to_owned())))
     }
 
-    const REQUIRED: [(&str, &str); 2] = [
+    const REQUIRED: [(&str, &str); 3] = [
         ("BERTH_BLOB_STORE", "s3://images/berth"),
         ("BERTH_METADATA", "dynamodb://berth"),
+        ("BERTH_TOKEN_KEYS_SSM", "/berth/test/token-keys"),
     ];
 
     fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
@@ -370,7 +505,17 @@ mod tests {
         assert_eq!(config.chunk_min_length, 1_048_576);
         assert_eq!(config.chunk_max_length, 4_194_304);
 
-        let settings = config.settings(Role::Push);
+        assert_eq!(config.token_keys, "/berth/test/token-keys");
+        assert_eq!(config.auth.service, "berth");
+        assert_eq!(config.auth.realm, None);
+        assert_eq!(config.auth.token_lifetime, Duration::from_secs(1800));
+        assert!(!config.auth.accounts.self_registration);
+        assert_eq!(
+            config.auth.accounts.project_creation,
+            ProjectCreation::Everyone
+        );
+
+        let settings = config.settings(Role::Push, None);
         assert_eq!(settings.role, Some(Role::Push));
         assert_eq!(settings.chunk_min_length, 1_048_576);
         assert_eq!(settings.chunk_max_length, Some(4_194_304));
@@ -386,14 +531,30 @@ mod tests {
             ("BERTH_S3_REDIRECT", "true"),
             ("BERTH_CHUNK_MIN_LENGTH", "5"),
             ("BERTH_CHUNK_MAX_LENGTH", "1000"),
+            ("BERTH_TOKEN_SERVICE", "registry.example.com"),
+            ("BERTH_PUBLIC_URL", "https://registry.example.com/"),
+            ("BERTH_TOKEN_LIFETIME", "600s"),
+            ("BERTH_SELF_REGISTRATION", "true"),
+            ("BERTH_PROJECT_CREATION", "admins"),
         ]))
         .expect("a valid configuration");
+        assert_eq!(config.auth.service, "registry.example.com");
+        assert_eq!(
+            config.auth.realm.as_deref(),
+            Some("https://registry.example.com/service/token")
+        );
+        assert_eq!(config.auth.token_lifetime, Duration::from_secs(600));
+        assert!(config.auth.accounts.self_registration);
+        assert_eq!(
+            config.auth.accounts.project_creation,
+            ProjectCreation::AdminsOnly
+        );
         assert!(config.storage.s3.force_path_style);
         assert!(config.storage.s3.redirect);
         assert_eq!(config.storage.s3.presign_expiry, Duration::from_secs(600));
         assert_eq!(config.chunk_min_length, 5);
         assert_eq!(config.chunk_max_length, 1000);
-        assert_eq!(config.settings(Role::Pull).max_body, Some(1000));
+        assert_eq!(config.settings(Role::Pull, None).max_body, Some(1000));
     }
 
     #[test]
@@ -431,9 +592,10 @@ mod tests {
                 "BERTH_METADATA",
             ),
             (
-                &[REQUIRED[0], ("BERTH_METADATA", "redis://x")],
+                &[REQUIRED[0], ("BERTH_METADATA", "redis://x"), REQUIRED[2]],
                 "BERTH_METADATA",
             ),
+            (&[REQUIRED[0], REQUIRED[1]], "BERTH_TOKEN_KEYS_SSM"),
         ];
         for (vars, variable) in cases {
             let error = config(vars).expect_err("a wrong configuration");
@@ -447,6 +609,13 @@ mod tests {
             ("BERTH_CHUNK_MIN_LENGTH", "0"),
             ("BERTH_CHUNK_MAX_LENGTH", "4194305"),
             ("BERTH_CHUNK_MAX_LENGTH", "-1"),
+            ("BERTH_TOKEN_KEYS_SSM", "berth/keys"),
+            ("BERTH_TOKEN_KEYS_SSM", "/berth/keys/"),
+            ("BERTH_PUBLIC_URL", "registry.example.com"),
+            ("BERTH_TOKEN_LIFETIME", "0s"),
+            ("BERTH_TOKEN_LIFETIME", "30m"),
+            ("BERTH_SELF_REGISTRATION", "yes"),
+            ("BERTH_PROJECT_CREATION", "nobody"),
         ];
         for (name, value) in wrong_values {
             let error = config(&with(&[(name, value)])).expect_err("a wrong value");

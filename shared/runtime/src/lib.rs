@@ -11,6 +11,8 @@ mod aws;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 mod storage;
+#[cfg(feature = "aws")]
+pub mod token_keys;
 
 use std::sync::Arc;
 

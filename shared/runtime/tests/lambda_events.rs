@@ -149,6 +149,7 @@ impl Deployment {
         let config = function_config(&[
             ("BERTH_BLOB_STORE", "s3://unused".into()),
             ("BERTH_METADATA", "dynamodb://unused".into()),
+            ("BERTH_TOKEN_KEYS_SSM", "/berth/test/token-keys".into()),
         ])
         .expect("the default function configuration");
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -175,6 +176,7 @@ impl Deployment {
                 format!("dynamodb://berth-lambda-{}", &run[..12]),
             ),
             ("BERTH_S3_PATH_STYLE", "true".into()),
+            ("BERTH_TOKEN_KEYS_SSM", "/berth/test/token-keys".into()),
         ])
         .expect("a function configuration");
         config.storage.init().await.expect("the table is created");
@@ -264,7 +266,7 @@ impl Deployment {
 
     /// The router of the function of `role`, as its `main` builds it.
     fn function(&self, role: Role) -> berth_http::Router {
-        self.config.router(self.registry.clone(), role)
+        self.config.router(self.registry.clone(), role, None)
     }
 
     /// Sends `event` (API Gateway JSON) to the function of `role`.
@@ -693,6 +695,7 @@ async fn a_configured_chunk_limit_is_advertised_and_enforced() {
         ("BERTH_METADATA", "dynamodb://unused".into()),
         ("BERTH_CHUNK_MIN_LENGTH", "100".into()),
         ("BERTH_CHUNK_MAX_LENGTH", "299".into()),
+        ("BERTH_TOKEN_KEYS_SSM", "/berth/test/token-keys".into()),
     ])
     .expect("a function configuration");
     let started = deployment
@@ -764,24 +767,129 @@ async fn api_gateway_receives_headers_and_binary_bodies_intact() {
     assert_eq!(headers["docker-upload-uuid"], SESSION_CHUNK, "{patched}");
 }
 
+/// `event` sent to another path and method, from another address, with these headers added.
+fn retargeted(
+    event: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    source_ip: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut event: Value = serde_json::from_str(event).expect("an event");
+    event["rawPath"] = json!(path);
+    event["rawQueryString"] = json!(query);
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["requestContext"]["http"]["sourceIp"] = json!(source_ip);
+    event["headers"]["x-forwarded-for"] = json!(source_ip);
+    for (name, value) in headers {
+        event["headers"][*name] = json!(value);
+    }
+    event.to_string()
+}
+
 #[tokio::test]
-async fn api_gateway_receives_authentication_challenges_intact() {
-    // No endpoint challenges clients yet; this is the conversion the token service's
-    // challenges will go through.
-    let challenge = r#"Bearer realm="https://registry.example/service/token",service="berth",scope="repository:library/hello:pull""#;
-    let service = tower::service_fn(move |_: lambda_http::Request| async move {
-        let response = axum::response::Response::builder()
-            .status(401)
-            .header("www-authenticate", challenge)
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(
-                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
-            ))
-            .expect("a response");
-        Ok::<_, std::convert::Infallible>(response)
-    });
-    let response = gateway_response(service, &event("pull-ping")).await;
-    assert_eq!(response["statusCode"], 401, "{response}");
-    assert_eq!(response["headers"]["www-authenticate"], challenge);
-    assert_eq!(response["isBase64Encoded"], false);
+async fn the_functions_check_and_issue_tokens_through_api_gateway() {
+    let deployment = Deployment::local().await;
+    let ring = berth_auth::KeyRing::from_pems(&[berth_auth::generate_es256_pem().expect("a key")])
+        .expect("a ring");
+    let auth = berth_runtime::auth::Auth::new(
+        deployment.config.auth.clone(),
+        &ring,
+        deployment.stores.accounts.clone(),
+    )
+    .expect("auth");
+    berth_runtime::auth::bootstrap(
+        &*deployment.stores.accounts,
+        auth.tokens.password_hasher(),
+        Some("Correct-Horse-7"),
+    )
+    .await
+    .expect("the first accounts");
+    let pull = || {
+        deployment.config.router(
+            deployment.registry.clone(),
+            Role::Pull,
+            Some(deployment.config.registry_auth(&ring, None)),
+        )
+    };
+    let token_function = || deployment.config.token_router(&auth, &deployment.stores);
+
+    // Anonymous: challenged with the realm on the host the client called, over https.
+    let challenged = gateway_response(pull(), &event("pull-manifest-get-by-tag")).await;
+    assert_eq!(challenged["statusCode"], 401, "{challenged}");
+    assert_eq!(
+        challenged["headers"]["www-authenticate"],
+        "Bearer realm=\"https://r4nd0m1d.execute-api.eu-west-1.amazonaws.com/service/token\",\
+         service=\"berth\",scope=\"repository:library/hello:pull\""
+    );
+
+    // The token function, as docker asks it (GET with Basic credentials).
+    let basic = format!("Basic {}", BASE64.encode("admin:Correct-Horse-7"));
+    let ask = retargeted(
+        &event("pull-ping"),
+        "GET",
+        "/service/token",
+        "service=berth&scope=repository%3Alibrary%2Fhello%3Apull%2Cpush",
+        "203.0.113.24",
+        &[("authorization", &basic)],
+    );
+    let issued = gateway_response(token_function(), &ask).await;
+    assert_eq!(issued["statusCode"], 200, "{issued}");
+    let body: Value = serde_json::from_str(issued["body"].as_str().expect("a body")).expect("JSON");
+    let token = body["token"].as_str().expect("a token").to_owned();
+    assert_eq!(body["access_token"], body["token"]);
+
+    let bearer = format!("Bearer {token}");
+    let with_token = retargeted(
+        &event("pull-manifest-get-by-tag"),
+        "GET",
+        "/v2/library/hello/manifests/v1",
+        "",
+        "203.0.113.24",
+        &[("authorization", &bearer)],
+    );
+    let pulled = gateway_response(pull(), &with_token).await;
+    assert_eq!(pulled["statusCode"], 200, "{pulled}");
+    assert_eq!(pulled["headers"]["docker-content-digest"], V1_DIGEST);
+
+    // Failed logins are counted per source address as API Gateway saw it.
+    let wrong = format!("Basic {}", BASE64.encode("admin:wrong password"));
+    let guess = |ip: &str| {
+        retargeted(
+            &event("pull-ping"),
+            "GET",
+            "/service/token",
+            "service=berth",
+            ip,
+            &[("authorization", &wrong)],
+        )
+    };
+    for _ in 0..5 {
+        let refused = gateway_response(token_function(), &guess("198.51.100.7")).await;
+        assert_eq!(refused["statusCode"], 401, "{refused}");
+    }
+    let throttled = gateway_response(token_function(), &guess("198.51.100.7")).await;
+    assert_eq!(throttled["statusCode"], 429, "{throttled}");
+    let elsewhere = gateway_response(token_function(), &guess("192.0.2.99")).await;
+    assert_eq!(
+        elsewhere["statusCode"], 401,
+        "another source is not throttled: {elsewhere}"
+    );
+
+    // The management API is the token function's too.
+    let me = retargeted(
+        &event("pull-ping"),
+        "GET",
+        "/api/v2.0/users/current",
+        "",
+        "203.0.113.24",
+        &[("authorization", &basic)],
+    );
+    let current = gateway_response(token_function(), &me).await;
+    assert_eq!(current["statusCode"], 200, "{current}");
+    let user: Value =
+        serde_json::from_str(current["body"].as_str().expect("a body")).expect("JSON");
+    assert_eq!(user["username"], "admin", "{user}");
 }
