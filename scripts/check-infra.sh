@@ -3,9 +3,12 @@
 # and that the template agrees with the code. The metadata table must match
 # CLOUDFORMATION_TABLE in shared/meta-dynamodb/src/schema.rs, and each registry function's
 # IAM actions must be exactly what the S3 and DynamoDB adapters call for the registry (the
-# pull function's, reads only); the DynamoDB adapter's account store (accounts.rs) is for the
-# token and management functions, not the registry ones. Installs cfn-lint and the SAM CLI
-# with pip when missing. Exits non-zero on any finding, warnings included.
+# pull function's, reads only). The DynamoDB adapter's account store (accounts.rs) is the
+# token function's: it gets the reads and exactly the writes the account store makes,
+# limited to the account partitions by a dynamodb:LeadingKeys condition. The registry
+# functions may read the public token keys' parameter only, the token function the private
+# one only. Installs cfn-lint and the SAM CLI with pip when missing. Exits non-zero on any
+# finding, warnings included.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -115,6 +118,13 @@ DYNAMODB_TRANSACTION_ITEMS = {
     "ConditionCheck": {"dynamodb:ConditionCheckItem"},
     "Get": {"dynamodb:GetItem"},
 }
+# The table helpers of shared/meta-dynamodb/src/store.rs -> the IAM actions they need.
+STORE_HELPERS = {
+    "put_item": {"dynamodb:PutItem"},
+    "delete_item": {"dynamodb:DeleteItem"},
+    "query_all": {"dynamodb:Query"},
+    "batch_get_items": {"dynamodb:BatchGetItem"},
+}
 # Table administration for `berth init` and tests; the registry functions never call it.
 DYNAMODB_ADMINISTRATION = {
     "create_table",
@@ -212,8 +222,18 @@ def check_iam(template):
     for path, text in sources(DYNAMODB_ADAPTER, excluded):
         for item in re.findall(r"\b([A-Z][A-Za-z]*)::builder\s*\(", text):
             dynamodb |= DYNAMODB_TRANSACTION_ITEMS.get(item, set())
-    # Only to report unmapped calls: no function is granted account access yet.
-    calls(DYNAMODB_ACCOUNTS, DYNAMODB_OPERATIONS, ignored)
+    # The account adapter calls the SDK directly and through the table helpers of store.rs.
+    accounts = calls(DYNAMODB_ACCOUNTS, DYNAMODB_OPERATIONS, ignored)
+    account_text = DYNAMODB_ACCOUNTS.read_text()
+    for item in re.findall(r"\b([A-Z][A-Za-z]*)::builder\s*\(", account_text):
+        accounts |= DYNAMODB_TRANSACTION_ITEMS.get(item, set())
+    for item in re.findall(r"TransactWriteItem::builder\(\)\s*\.\s*([a-z_]+)\(", account_text):
+        accounts |= DYNAMODB_TRANSACTION_ITEMS.get(item.capitalize(), set())
+    for helper in re.findall(r"\.\s*([a-z_]+)\s*\(", account_text):
+        accounts |= STORE_HELPERS.get(helper, set())
+    # Deletes built for a transaction (`Delete`s handed to `transaction_items`).
+    if re.search(r"\bItem\s*=\s*Delete\b", account_text):
+        accounts |= {"dynamodb:DeleteItem"}
     needed = s3 | dynamodb
 
     functions = {}
@@ -227,10 +247,16 @@ def check_iam(template):
                 findings.append(f"{name}: {action} is not an IAM action")
         binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
         functions[binary] = (name, actions)
+        check_parameters(name, binary, resource)
 
     for binary in ("registry-pull", "registry-push"):
         if binary not in functions:
             findings.append(f"{TEMPLATE}: no function builds the binary {binary}")
+    # Their ssm: actions are checked by check_parameters.
+    functions = {
+        binary: (name, {a for a in actions if not a.startswith("ssm:")} if binary != "token" else actions)
+        for binary, (name, actions) in functions.items()
+    }
     if "registry-pull" in functions:
         name, actions = functions["registry-pull"]
         for action in sorted(actions - READ_ONLY):
@@ -243,6 +269,65 @@ def check_iam(template):
             findings.append(f"{name}: lacks {action}, which the adapters need")
         for action in sorted(actions - needed):
             findings.append(f"{name}: {action} is not used by the adapters")
+    if "token" not in functions:
+        findings.append(f"{TEMPLATE}: no function builds the binary token")
+    else:
+        name, actions = functions["token"]
+        # Reads of accounts and repositories, the account adapter's writes, the signing key.
+        allowed = READ_ONLY - {"dynamodb:Scan"} - S3_ACTIONS | accounts | {"ssm:GetParameter"}
+        for action in sorted(actions - allowed):
+            findings.append(f"{name}: {action} is not what the token function needs")
+        for action in sorted((accounts | {"ssm:GetParameter"}) - actions):
+            findings.append(f"{name}: lacks {action}, which the account adapter needs")
+        check_account_writes(name, template["Resources"][name])
+
+
+S3_ACTIONS = {"s3:GetObject", "s3:ListBucket"}
+# The partitions of account items (shared/meta-dynamodb/src/schema.rs).
+ACCOUNT_PARTITIONS = {"USER#*", "PROJECT#*", "LOGIN#*"}
+
+
+def statements(resource):
+    for policy in resource.get("Properties", {}).get("Policies", []):
+        if isinstance(policy, dict):
+            yield from policy.get("Statement", [])
+
+
+def check_account_writes(name, resource):
+    """The token function writes account partitions only."""
+    for statement in statements(resource):
+        action = statement.get("Action", [])
+        actions = {action} if isinstance(action, str) else set(action)
+        if not any(a.split(":")[1].startswith(("Put", "Update", "Delete")) for a in actions):
+            continue
+        keys = (
+            statement.get("Condition", {})
+            .get("ForAllValues:StringLike", {})
+            .get("dynamodb:LeadingKeys")
+        )
+        if set(keys or []) != ACCOUNT_PARTITIONS:
+            findings.append(
+                f"{name}: its writes must be limited to the partitions "
+                f"{sorted(ACCOUNT_PARTITIONS)} by a dynamodb:LeadingKeys condition, not {show(keys)}"
+            )
+
+
+def check_parameters(name, binary, resource):
+    """Registry functions read the public token keys, the token function the private one."""
+    want = {"token": "/private", "registry-pull": "/public", "registry-push": "/public"}.get(binary)
+    for statement in statements(resource):
+        action = statement.get("Action", [])
+        actions = {action} if isinstance(action, str) else set(action)
+        if not any(a.startswith("ssm:") for a in actions):
+            continue
+        target = statement.get("Resource")
+        text = target.get("Fn::Sub") if isinstance(target, dict) else target
+        if actions != {"ssm:GetParameter"} or not isinstance(text, str) or want is None \
+                or not text.endswith(":parameter${TokenKeysPath}" + want):
+            findings.append(
+                f"{name}: may only read the parameter ${{TokenKeysPath}}{want}, "
+                f"not {show(actions)} on {show(target)}"
+            )
 
 
 template, matches = decode(TEMPLATE)
