@@ -40,18 +40,19 @@ if ! command -v cargo-lambda >/dev/null 2>&1 || ! command -v sam >/dev/null 2>&1
     hash -r
 fi
 
-# --- services: Garage (S3) and DynamoDB Local, on 127.0.0.1 --------------------------------
+# --- services: Garage (S3), DynamoDB Local and moto (SSM), on 127.0.0.1 --------------------
 services=$(mktemp -d /tmp/berth-services.XXXXXX)
 cleanup() {
     scripts/services/garage.sh stop "$services/garage" >/dev/null 2>&1 || true
     scripts/services/dynamodb-local.sh stop >/dev/null 2>&1 || true
+    scripts/services/moto.sh stop "$services/moto" >/dev/null 2>&1 || true
     rm -rf "$services"
     df -h "$root" | awk 'NR == 2 { print "disk: " $4 " free on " $6 " at the end" }'
     du -sh "$root/target" 2>/dev/null | awk '{ print "disk: " $1 " in target/" }'
 }
 trap cleanup EXIT
 
-step "installing and starting Garage and DynamoDB Local"
+step "installing and starting Garage, DynamoDB Local and moto"
 scripts/services/garage.sh install
 # DynamoDB Local runs from its cached install (~/.cache/berth) and keeps tables in memory only.
 # It accepts any credentials; Garage's, exported last, are the ones in force.
@@ -59,6 +60,9 @@ eval "$(scripts/services/dynamodb-local.sh start)"
 eval "$(scripts/services/garage.sh start "$services/garage")"
 # The S3 outage test stops and restarts this node.
 export BERTH_TEST_GARAGE_DIR="$services/garage"
+# moto stands in for SSM Parameter Store (the token signing keys); it exports only
+# AWS_ENDPOINT_URL_SSM and accepts Garage's credentials and region.
+eval "$(scripts/services/moto.sh start "$services/moto")"
 
 # --- infrastructure: the SAM template, offline ---------------------------------------------
 step "infra/template.yaml: cfn-lint, sam validate --lint, template against the code"

@@ -1,5 +1,5 @@
 //! `lambda-gateway`: a stand-in for the API Gateway HTTP API of `infra/template.yaml`, in
-//! front of the registry functions running under the Lambda runtime emulator
+//! front of the registry and token functions running under the Lambda runtime emulator
 //! (`cargo lambda watch`). `tests/lambda/run.sh` puts docker, skopeo and curl behind it.
 //!
 //! ```text
@@ -8,11 +8,13 @@
 //!
 //! Like API Gateway, it routes by method and path prefix (`GET`/`HEAD` on `/v2`, `/v2/` and
 //! `/v2/{proxy+}` to `registry-pull`; `POST`, `PUT`, `PATCH` and `DELETE` on `/v2/{proxy+}` to
-//! `registry-push`; anything else `404 {"message":"Not Found"}`), refuses bodies over 10 MiB
-//! with `413`, joins repeated request headers with commas, adds `X-Forwarded-*`, and gives up
-//! on a function after 30 s with `503`. The request goes to the emulator's function URL,
-//! `<emulator>/lambda-url/<function><path>?<query>`, which turns it into a payload format 2.0
-//! event; the function's answer comes back with its status, headers and body.
+//! `registry-push`; `GET`/`POST` on `/service/token`, and `GET`, `HEAD`, `POST`, `PUT` and
+//! `DELETE` on `/api/v2.0/{proxy+}`, to `token`; anything else `404 {"message":"Not
+//! Found"}`), refuses bodies over 10 MiB with `413`, joins repeated request headers with
+//! commas, adds `X-Forwarded-*`, and gives up on a function after 30 s with `503`. The request
+//! goes to the emulator's function URL, `<emulator>/lambda-url/<function><path>?<query>`,
+//! which turns it into a payload format 2.0 event; the function's answer comes back with its
+//! status, headers and body.
 //!
 //! One line per request goes to standard error: method, path and query, function, status,
 //! milliseconds. The test reads it to see how each blob `GET` was answered.
@@ -35,6 +37,7 @@ const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 const PULL_FUNCTION: &str = "registry-pull";
 const PUSH_FUNCTION: &str = "registry-push";
+const TOKEN_FUNCTION: &str = "token";
 
 /// Headers about one hop of a connection, never forwarded either way.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -123,14 +126,22 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(SocketAddr, Str
 /// The function a route of the template sends `method` on `path` to, if any.
 fn route(method: &Method, path: &str) -> Option<&'static str> {
     // `{proxy+}` matches one or more characters; API Gateway ignores a trailing slash, so
-    // `/v2/` is the `/v2` route.
+    // `/v2/` is the `/v2` route and `/service/token/` the `/service/token` one.
     let proxy = path
         .strip_prefix("/v2/")
         .is_some_and(|rest| !rest.is_empty());
     let version_check = path == "/v2" || path == "/v2/";
+    let token_service = path == "/service/token" || path == "/service/token/";
+    let management = path
+        .strip_prefix("/api/v2.0/")
+        .is_some_and(|rest| !rest.is_empty());
     match *method {
         Method::GET | Method::HEAD if proxy || version_check => Some(PULL_FUNCTION),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE if proxy => Some(PUSH_FUNCTION),
+        Method::GET | Method::POST if token_service => Some(TOKEN_FUNCTION),
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE if management => {
+            Some(TOKEN_FUNCTION)
+        }
         _ => None,
     }
 }
@@ -280,7 +291,29 @@ mod tests {
             (Method::OPTIONS, "/v2/a/manifests/v1", None),
             (Method::GET, "/", None),
             (Method::GET, "/v2x/a", None),
-            (Method::GET, "/service/token", None),
+            (Method::GET, "/service/token", Some(TOKEN_FUNCTION)),
+            (Method::POST, "/service/token", Some(TOKEN_FUNCTION)),
+            (Method::GET, "/service/token/", Some(TOKEN_FUNCTION)),
+            (Method::PATCH, "/service/token", None),
+            (Method::PUT, "/service/token", None),
+            (Method::HEAD, "/service/token", None),
+            (Method::GET, "/service/token/x", None),
+            (Method::GET, "/service", None),
+            (Method::GET, "/api/v2.0/projects", Some(TOKEN_FUNCTION)),
+            (Method::HEAD, "/api/v2.0/projects", Some(TOKEN_FUNCTION)),
+            (Method::POST, "/api/v2.0/projects", Some(TOKEN_FUNCTION)),
+            (Method::PUT, "/api/v2.0/projects/a", Some(TOKEN_FUNCTION)),
+            (
+                Method::DELETE,
+                "/api/v2.0/projects/a/robots/1",
+                Some(TOKEN_FUNCTION),
+            ),
+            (Method::PATCH, "/api/v2.0/projects/a", None),
+            (Method::OPTIONS, "/api/v2.0/projects", None),
+            (Method::GET, "/api/v2.0", None),
+            (Method::GET, "/api/v2.0/", None),
+            (Method::GET, "/api/v2.0x/projects", None),
+            (Method::GET, "/api/v2.1/projects", None),
         ];
         for (method, path, function) in cases {
             assert_eq!(route(&method, path), function, "{method} {path}");
