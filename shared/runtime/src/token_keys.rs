@@ -124,13 +124,7 @@ impl SsmKeys {
                 }
             }
         };
-        self.put(
-            &self.public_name(),
-            &ring.public_pems().join(""),
-            ParameterType::String,
-            true,
-        )
-        .await?;
+        self.publish(&ring).await?;
         Ok((ring.current_kid().to_owned(), made))
     }
 
@@ -150,16 +144,18 @@ impl SsmKeys {
         let ring = KeyRing::from_pems(&private)
             .map_err(|e| RegistryError::internal(format!("the new token key: {e}")))?;
         // Published before it signs anything.
-        self.put(
-            &self.public_name(),
-            &ring.public_pems().join(""),
-            ParameterType::String,
-            true,
-        )
-        .await?;
+        self.publish(&ring).await?;
         self.put(&name, &private.join(""), ParameterType::SecureString, true)
             .await?;
         Ok(ring.current_kid().to_owned())
+    }
+
+    /// Writes the public keys of `ring`, current first.
+    async fn publish(&self, ring: &KeyRing) -> Result<()> {
+        let public = ring.public_pems().join("");
+        self.put(&self.public_name(), &public, ParameterType::String, true)
+            .await
+            .map(drop)
     }
 
     async fn get(&self, name: &str) -> Result<Option<String>> {
