@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The registry functions as Lambda runs them: built with `cargo lambda build`, started as
-# `bootstrap` processes against the Lambda runtime emulator (`cargo lambda watch
-# --only-lambda-apis`), behind lambda-gateway (tests/src/bin/lambda-gateway.rs, routing like
-# the API Gateway of infra/template.yaml), on Garage (S3) and DynamoDB Local. Through the
-# gateway: a chunked push of an image with a 50 MiB layer (curl, every chunk within the
+# The functions as Lambda runs them: built with `cargo lambda build`, started as `bootstrap`
+# processes against the Lambda runtime emulator (`cargo lambda watch --only-lambda-apis`),
+# behind lambda-gateway (tests/src/bin/lambda-gateway.rs, routing like the API Gateway of
+# infra/template.yaml), on Garage (S3), DynamoDB Local and moto (standing in for SSM
+# Parameter Store, which holds the token keys). Through the gateway, with token auth on:
+# challenges and refusals, `docker login`, a private project made through the management
+# API, a chunked push of an image with a 50 MiB layer (curl, every chunk within the
 # advertised OCI-Chunk-Max-Length), then `docker pull` and `skopeo copy` of it (blob GETs
-# answered 307 and followed to Garage), then the tag listing.
+# answered 307 and followed to Garage), the tag listing, and a key rotation: the restarted
+# token function signs with the new key and the warm registry functions accept it.
 #
 # Usage: tests/lambda/run.sh
 #
 # Environment, as scripts/test-all.sh exports it from scripts/services/{garage,dynamodb-local}.sh:
 #   AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL_S3
-#   AWS_ENDPOINT_URL_DYNAMODB BERTH_TEST_S3_BUCKET
+#   AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SSM BERTH_TEST_S3_BUCKET
+# (AWS_ENDPOINT_URL_SSM from scripts/services/moto.sh)
 # Knobs:
 #   LAMBDA_LAYER_MIB   size of the random file in the image's layer, MiB (default 50)
 #   LAMBDA_SKIP_BUILD=1  use the function binaries and gateway already built
@@ -30,7 +34,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
 ROOT=$(cd "$E2E_DIR/../.." && pwd)
 LAYER_MIB=${LAMBDA_LAYER_MIB:-50}
 RUN_ID=$(date +%s)-$$-$RANDOM
-FUNCTIONS=(registry-pull registry-push)
+FUNCTIONS=(registry-pull registry-push token)
+ADMIN="admin"
+# Made up for the run: upper, lower case and digits, as the password policy wants.
+ADMIN_PASSWORD="Lambda-$RANDOM$RANDOM-Test"
+PROJECT=lambda
 # Generous for a small machine, but every wait has an end.
 CURL_TIMEOUT=60
 CLIENT_TIMEOUT=600
@@ -45,6 +53,26 @@ sha256_file() { sha256sum "$1" | awk '{print "sha256:" $1}'; }
 
 # url PATH_OR_URL: a Location made absolute against the gateway.
 url() { if [[ $1 == http://* || $1 == https://* ]]; then echo "$1"; else echo "$GATEWAY_URL$1"; fi; }
+
+# token SCOPE [USER:PASSWORD]: a bearer token from the token function for SCOPE (empty: none),
+# as the admin unless credentials are given.
+token() {
+  local scope=$1 credentials=${2:-$ADMIN:$ADMIN_PASSWORD} query="service=berth"
+  [[ -z $scope ]] || query+="&scope=$scope"
+  curl -sS --max-time "$CURL_TIMEOUT" -u "$credentials" "$GATEWAY_URL/service/token?$query" | jq -r .token
+}
+
+# jwt_part N TOKEN: the decoded JSON of part N of a JWT (0 header, 1 claims).
+jwt_part() {
+  python3 -c 'import base64, sys; p = sys.argv[2].split(".")[int(sys.argv[1])]; print(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)).decode())' "$1" "$2"
+}
+
+# areq METHOD URL OUT [CURL ARGS...]: req with the run's bearer token ($TOKEN).
+areq() {
+  local method=$1 url=$2 out=$3
+  shift 3
+  req "$method" "$url" "$out" -H "Authorization: Bearer $TOKEN" "$@"
+}
 
 
 
@@ -83,6 +111,7 @@ build() {
     cd "$ROOT"
     run cargo lambda build --release --bin registry-pull
     run cargo lambda build --release --bin registry-push
+    run cargo lambda build --release --bin token
     run cargo build -p berth-tests --bin lambda-gateway
   )
 }
@@ -137,6 +166,7 @@ start_function() {
     export BERTH_CHUNK_MIN_LENGTH=1048576
     export BERTH_CHUNK_MAX_LENGTH=4194304
     export BERTH_LOG=info
+    export BERTH_TOKEN_KEYS_SSM=$KEYS_PATH
     export AWS_LAMBDA_RUNTIME_API="$EMULATOR_URL/.rt/$name"
     export AWS_LAMBDA_FUNCTION_NAME=$name
     export AWS_LAMBDA_FUNCTION_VERSION="\$LATEST"
@@ -203,7 +233,7 @@ EOF
 
 scenario_gateway() {
   local out=$E2E_TMP/gateway-check status
-  status=$(req GET "$GATEWAY_URL/v2/" "$out")
+  status=$(areq GET "$GATEWAY_URL/v2/" "$out")
   assert_eq "GET /v2/ through the gateway answers 200" 200 "$status"
   assert_eq "GET /v2/ carries Docker-Distribution-API-Version" registry/2.0 \
     "$(header "$out.headers" docker-distribution-api-version)"
@@ -231,7 +261,7 @@ scenario_push() {
   local out=$E2E_TMP/push status location min max offset len end chunks=0 short=0 got
   local layer=$IMAGE/layer.tar.gz
 
-  status=$(req POST "$GATEWAY_URL/v2/$REPO/blobs/uploads/" "$out")
+  status=$(areq POST "$GATEWAY_URL/v2/$REPO/blobs/uploads/" "$out")
   assert_eq "POST starts an upload session (202)" 202 "$status"
   location=$(header "$out.headers" location)
   min=$(header "$out.headers" oci-chunk-min-length)
@@ -247,7 +277,7 @@ scenario_push() {
     len=$((LAYER_SIZE - offset < max ? LAYER_SIZE - offset : max))
     end=$((offset + len - 1))
     status=$(dd if="$layer" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$len" status=none |
-      req PATCH "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
+      areq PATCH "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
         -H "Content-Range: $offset-$end" --data-binary @-)
     [[ $status == 202 ]] || fail "PATCH of bytes $offset-$end answers 202" "status $status: $(cat "$out.body")"
     got=$(header "$out.headers" range)
@@ -259,7 +289,7 @@ scenario_push() {
 
     if ((chunks == 1)); then
       # The first chunk again: the session is past it, so its offset no longer fits.
-      status=$(head -c "$len" "$layer" | req PATCH "$(url "$location")" "$out" \
+      status=$(head -c "$len" "$layer" | areq PATCH "$(url "$location")" "$out" \
         -H 'Content-Type: application/octet-stream' -H "Content-Range: 0-$end" --data-binary @-)
       assert_eq "a chunk at a stale offset is refused with 416" 416 "$status"
       assert_eq "... whose Range says what the session holds" "0-$end" "$(header "$out.headers" range)"
@@ -268,15 +298,15 @@ scenario_push() {
   pass "the layer went in $chunks PATCH chunks of at most OCI-Chunk-Max-Length ($max) bytes"
   assert_eq "no chunk but the last is under OCI-Chunk-Min-Length" 0 "$short"
 
-  status=$(req PUT "$(url "$(with_digest "$location" "$LAYER_DIGEST")")" "$out")
+  status=$(areq PUT "$(url "$(with_digest "$location" "$LAYER_DIGEST")")" "$out")
   assert_eq "PUT ?digest closes the chunked upload (201)" 201 "$status"
   assert_eq "... with Docker-Content-Digest of the layer" "$LAYER_DIGEST" "$(header "$out.headers" docker-content-digest)"
 
-  status=$(req HEAD "$GATEWAY_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
+  status=$(areq HEAD "$GATEWAY_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
   assert_eq "HEAD of the layer answers 200" 200 "$status"
   assert_eq "... with its size as Content-Length" "$LAYER_SIZE" "$(header "$out.headers" content-length)"
 
-  status=$(req GET "$GATEWAY_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
+  status=$(areq GET "$GATEWAY_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
   assert_eq "GET of the layer answers 307" 307 "$status"
   location=$(header "$out.headers" location)
   assert_contains "... to a presigned URL on Garage" "$location" "${AWS_ENDPOINT_URL_S3#http://}/"
@@ -285,29 +315,29 @@ scenario_push() {
   rm -f "$E2E_TMP/layer-from-s3"
 
   # One byte over the limit, on its own session.
-  status=$(req POST "$GATEWAY_URL/v2/$REPO/blobs/uploads/" "$out")
+  status=$(areq POST "$GATEWAY_URL/v2/$REPO/blobs/uploads/" "$out")
   location=$(header "$out.headers" location)
-  status=$(head -c $((max + 1)) /dev/urandom | req PATCH "$(url "$location")" "$out" \
+  status=$(head -c $((max + 1)) /dev/urandom | areq PATCH "$(url "$location")" "$out" \
     -H 'Content-Type: application/octet-stream' -H "Content-Range: 0-$max" --data-binary @-)
   assert_eq "a chunk of OCI-Chunk-Max-Length + 1 bytes is refused with 413" 413 "$status"
   assert_match "... with an OCI error" '^[A-Z_]+$' "$(jq -r '.errors[0].code' "$out.body" 2>/dev/null || true)"
   assert_contains "... naming the limit" "$(cat "$out.body")" "$max"
   log_info "the refusal: $(cat "$out.body")"
-  req DELETE "$(url "$location")" "$out" >/dev/null || true
+  areq DELETE "$(url "$location")" "$out" >/dev/null || true
 
   # The config, in one PUT that carries the whole blob.
-  status=$(req POST "$GATEWAY_URL/v2/$REPO/blobs/uploads/" "$out")
+  status=$(areq POST "$GATEWAY_URL/v2/$REPO/blobs/uploads/" "$out")
   location=$(with_digest "$(header "$out.headers" location)" "$CONFIG_DIGEST")
-  status=$(req PUT "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
+  status=$(areq PUT "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
     --data-binary "@$IMAGE/config.json")
   assert_eq "the config is pushed with POST + PUT ?digest and a body (201)" 201 "$status"
 
-  status=$(req PUT "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
+  status=$(areq PUT "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
     --data-binary "@$IMAGE/manifest.json")
   assert_eq "the manifest PUT by tag answers 201" 201 "$status"
   assert_eq "... with the manifest's digest" "$MANIFEST_DIGEST" "$(header "$out.headers" docker-content-digest)"
 
-  status=$(req GET "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$out" -H "Accept: $MT_OCI_MANIFEST")
+  status=$(areq GET "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$out" -H "Accept: $MT_OCI_MANIFEST")
   assert_eq "GET of the manifest by tag answers 200" 200 "$status"
   assert_eq "... with the pushed bytes" "$MANIFEST_DIGEST" "$(sha256_file "$out.body")"
   assert_eq "... and their media type" "$MT_OCI_MANIFEST" "$(header "$out.headers" content-type)"
@@ -323,6 +353,12 @@ pushed_image() {
 scenario_docker() {
   pushed_image
   local ref=$GATEWAY/$REPO:$TAG log=$E2E_TMP/docker-pull.log container
+  docker logout "$GATEWAY" >/dev/null 2>&1 || true
+  run_to "$E2E_TMP/docker-anonymous.log" timeout "$CLIENT_TIMEOUT" docker pull "$ref" || true
+  assert_eq "an anonymous docker pull from the private project is refused" "" \
+    "$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null || true)"
+  assert_cmd "docker login through the gateway as the admin" \
+    docker login -u "$ADMIN" --password-stdin "$GATEWAY" <<<"$ADMIN_PASSWORD"
   run_to "$log" timeout "$CLIENT_TIMEOUT" docker pull "$ref"
   assert_contains "docker pull reports the manifest digest" "$(cat "$log")" "Digest: $MANIFEST_DIGEST"
   assert_eq "the pulled image's id is the config digest" "$CONFIG_DIGEST" \
@@ -341,7 +377,7 @@ scenario_skopeo() {
   pushed_image
   local dir=$E2E_TMP/skopeo-dir
   run timeout "$CLIENT_TIMEOUT" skopeo --tmpdir "$E2E_TMP" copy --src-tls-verify=false \
-    "docker://$GATEWAY/$REPO:$TAG" "dir:$dir"
+    --src-creds "$ADMIN:$ADMIN_PASSWORD" "docker://$GATEWAY/$REPO:$TAG" "dir:$dir"
   assert_eq "skopeo's copy of the layer has the pushed digest" "$LAYER_DIGEST" \
     "$(sha256_file "$dir/${LAYER_DIGEST#sha256:}")"
   assert_eq "skopeo's copy of the config has the pushed digest" "$CONFIG_DIGEST" \
@@ -352,24 +388,82 @@ scenario_skopeo() {
 scenario_tags() {
   pushed_image
   local out=$E2E_TMP/tags status next
-  status=$(req PUT "$GATEWAY_URL/v2/$REPO/manifests/$TAG2" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
+  status=$(areq PUT "$GATEWAY_URL/v2/$REPO/manifests/$TAG2" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
     --data-binary "@$IMAGE/manifest.json")
   assert_eq "the manifest PUT under a second tag answers 201" 201 "$status"
 
-  status=$(req GET "$GATEWAY_URL/v2/$REPO/tags/list" "$out")
+  status=$(areq GET "$GATEWAY_URL/v2/$REPO/tags/list" "$out")
   assert_eq "GET tags/list answers 200" 200 "$status"
   assert_eq "... naming the repository" "$REPO" "$(jq -r .name "$out.body")"
   assert_eq "... with both tags" "$TAG $TAG2" "$(jq -r '.tags | join(" ")' "$out.body")"
 
-  status=$(req GET "$GATEWAY_URL/v2/$REPO/tags/list?n=1" "$out")
+  status=$(areq GET "$GATEWAY_URL/v2/$REPO/tags/list?n=1" "$out")
   assert_eq "GET tags/list?n=1 gives the first tag" "$TAG" "$(jq -r '.tags | join(" ")' "$out.body")"
   next=$(header "$out.headers" link | sed -nE 's/^<([^>]*)>.*rel="?next"?.*/\1/p')
   assert_match "... and a Link to the next page" '^/v2/' "$next"
-  req GET "$(url "$next")" "$out" >/dev/null
+  areq GET "$(url "$next")" "$out" >/dev/null
   assert_eq "the next page gives the second tag" "$TAG2" "$(jq -r '.tags | join(" ")' "$out.body")"
 
   assert_eq "skopeo list-tags sees both tags" "$TAG $TAG2" \
-    "$(timeout "$CLIENT_TIMEOUT" skopeo list-tags --tls-verify=false "docker://$GATEWAY/$REPO" | jq -r '.Tags | sort | join(" ")')"
+    "$(timeout "$CLIENT_TIMEOUT" skopeo list-tags --tls-verify=false --creds "$ADMIN:$ADMIN_PASSWORD" "docker://$GATEWAY/$REPO" | jq -r '.Tags | sort | join(" ")')"
+}
+
+scenario_auth() {
+  local out=$E2E_TMP/auth status challenge pull_token
+  status=$(req GET "$GATEWAY_URL/v2/" "$out")
+  assert_eq "GET /v2/ without a token answers 401" 401 "$status"
+  challenge=$(header "$out.headers" www-authenticate)
+  assert_eq "... with a challenge naming the token function behind the gateway" \
+    "Bearer realm=\"http://$GATEWAY/service/token\",service=\"berth\"" "$challenge"
+  assert_eq "... and the OCI code UNAUTHORIZED" UNAUTHORIZED "$(jq -r '.errors[0].code' "$out.body")"
+
+  status=$(req POST "$GATEWAY_URL/v2/$PROJECT/anything/blobs/uploads/" "$out")
+  assert_eq "an anonymous push is refused (401)" 401 "$status"
+  assert_contains "... with the scope to ask for" "$(header "$out.headers" www-authenticate)" \
+    "scope=\"repository:$PROJECT/anything:pull,push\""
+
+  status=$(req GET "$GATEWAY_URL/service/token?service=berth" "$out" -u "$ADMIN:wrong-$ADMIN_PASSWORD")
+  assert_eq "the token function refuses a wrong password (401)" 401 "$status"
+  status=$(req GET "$GATEWAY_URL/service/token?service=berth&scope=repository:$PROJECT/app:pull" "$out")
+  assert_eq "an anonymous token request is answered (200)" 200 "$status"
+  assert_eq "... with a token granting nothing in the private project" "[]" \
+    "$(jwt_part 1 "$(jq -r .token "$out.body")" | jq -c '.access // []')"
+
+  pull_token=$(token "repository:$PROJECT/app:pull")
+  status=$(req POST "$GATEWAY_URL/v2/$PROJECT/app/blobs/uploads/" "$out" -H "Authorization: Bearer $pull_token")
+  assert_eq "a pull-only token cannot push (401)" 401 "$status"
+  assert_contains "... insufficient_scope" "$(header "$out.headers" www-authenticate)" 'error="insufficient_scope"'
+
+  status=$(req GET "$GATEWAY_URL/api/v2.0/projects/$PROJECT" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the management API answers through the gateway" 200 "$status"
+  assert_eq "... the project is private" false "$(jq -r '.metadata.public' "$out.body")"
+}
+
+# A rotation as an operator does it: `berth rotate-key` in Parameter Store, the token function
+# restarted (a new instance, as after a redeploy or a cold start; in the main shell, which
+# stops it at exit); the registry functions stay warm.
+rotate_keys() {
+  run "$BERTH" rotate-key --token-keys-ssm "$KEYS_PATH"
+  stop_pid "${FUNCTION_PID[token]}" token
+  start_function token GET "/service/token?service=berth"
+}
+
+# After rotate_keys: the new key signs, and the warm registry functions accept its tokens and
+# the old key's.
+scenario_rotation() {
+  pushed_image
+  local out=$E2E_TMP/rotation status old_kid new_kid new_token
+  old_kid=$(jwt_part 0 "$TOKEN" | jq -r .kid)
+  new_token=$(token "repository:$REPO:pull")
+  new_kid=$(jwt_part 0 "$new_token" | jq -r .kid)
+  assert_ne "the restarted token function signs with a new key" "$old_kid" "$new_kid"
+  status=$(req GET "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$out" -H "Authorization: Bearer $new_token" \
+    -H "Accept: $MT_OCI_MANIFEST")
+  assert_eq "the warm registry-pull accepts the new key's token (200)" 200 "$status"
+  assert_contains "... having reloaded the public keys" "$(cat "$E2E_TMP/registry-pull.log")" \
+    "reloaded the token verification keys"
+  status=$(areq GET "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$out" -H "Accept: $MT_OCI_MANIFEST")
+  assert_eq "the old key's token still verifies (200)" 200 "$status"
 }
 
 # --- measurements --------------------------------------------------------------
@@ -386,8 +480,8 @@ memory_line() {
 # --- main --------------------------------------------------------------------------
 
 require_cmds cargo curl jq python3 docker dockerd skopeo sha256sum tar gzip dd timeout
-for var in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB BERTH_TEST_S3_BUCKET; do
-  [[ -n ${!var:-} ]] || die "$var is not set: start Garage and DynamoDB Local (scripts/services/) and export what they print"
+for var in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SSM BERTH_TEST_S3_BUCKET; do
+  [[ -n ${!var:-} ]] || die "$var is not set: start Garage, DynamoDB Local and moto (scripts/services/) and export what they print"
 done
 cargo lambda --version >/dev/null 2>&1 || die "cargo lambda is missing (pip install cargo-lambda)"
 BERTH=${BERTH_BIN:-}
@@ -408,14 +502,22 @@ export TMPDIR=$E2E_TMP
 IMAGE=$E2E_TMP/image
 TABLE=berth-lambda-$RUN_ID
 PREFIX=lambda-$RUN_ID
+KEYS_PATH=/berth/lambda-$RUN_ID/token-keys
 
 log_step "Lambda functions under cargo lambda watch (run $RUN_ID, scratch $E2E_TMP)"
-run "$BERTH" init --data-dir "$E2E_TMP/berth-data" --blob-store "s3://$BERTH_TEST_S3_BUCKET/$PREFIX" \
-  --metadata "dynamodb://$TABLE" --s3-path-style
+BERTH_ADMIN_PASSWORD=$ADMIN_PASSWORD run "$BERTH" init --data-dir "$E2E_TMP/berth-data" \
+  --blob-store "s3://$BERTH_TEST_S3_BUCKET/$PREFIX" --metadata "dynamodb://$TABLE" --s3-path-style \
+  --token-keys-ssm "$KEYS_PATH"
 start_emulator
 start_gateway
+start_function token GET "/service/token?service=berth"
 start_function registry-pull GET /v2/
 start_function registry-push DELETE "/v2/lambda/probe/blobs/uploads/$(python3 -c 'import uuid; print(uuid.uuid4())')"
+status=$(req POST "$GATEWAY_URL/api/v2.0/projects" "$E2E_TMP/project" -u "$ADMIN:$ADMIN_PASSWORD" \
+  -H 'Content-Type: application/json' -d "{\"project_name\":\"$PROJECT\",\"metadata\":{\"public\":\"false\"}}")
+[[ $status == 201 ]] || setup_failed "creating the project $PROJECT: $status $(cat "$E2E_TMP/project.body")"
+TOKEN=$(token "repository:lambda/app-$RUN_ID:pull,push,delete")
+[[ -n $TOKEN && $TOKEN != null ]] || setup_failed "no token from the token function"
 MEMORY_AFTER_START=$(memory_line)
 log_info "generating the image (${LAYER_MIB} MiB of random data)"
 make_image
@@ -423,16 +525,19 @@ start_dockerd
 
 start=$SECONDS
 run_scenario gateway scenario_gateway
+run_scenario "token auth" scenario_auth
 run_scenario "chunked push" scenario_push
 if [[ -e $IMAGE/pushed ]]; then
   # shellcheck source=/dev/null
   source "$IMAGE/vars"
-  req GET "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$E2E_TMP/measure" -H "Accept: $MT_OCI_MANIFEST" >/dev/null || true
+  areq GET "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$E2E_TMP/measure" -H "Accept: $MT_OCI_MANIFEST" >/dev/null || true
 fi
 MEMORY_AFTER_PUSH=$(memory_line)
 run_scenario "docker pull" scenario_docker
 run_scenario "skopeo copy" scenario_skopeo
 run_scenario "tag listing" scenario_tags
+rotate_keys
+run_scenario "key rotation" scenario_rotation
 log_step "finished in $((SECONDS - start))s"
 
 log_step "measurements (release builds, not asserted)"
