@@ -184,8 +184,14 @@ impl BlobStore for S3BlobStore {
         let target = self.layout.blob(digest);
         if self.bucket.head(&target).await?.is_none() {
             let sources = state.pieces(&self.layout, &staged.id, staged.size);
-            if self.bucket.concatenate(&sources, &target).await?.is_none() {
-                return Err(upload_unknown(&staged.id));
+            match self.bucket.concatenate(&sources, &target).await {
+                Ok(Some(())) => {}
+                // A commit of the same blob racing this one may have published it first (an
+                // S3 server may then refuse or abort this one's assembly): the blob is what
+                // was asked for, under its content address, verified by that commit.
+                _ if self.bucket.head(&target).await?.is_some() => {}
+                Ok(None) => return Err(upload_unknown(&staged.id)),
+                Err(error) => return Err(error),
             }
         }
         // The blob is published: failing now would make the client retry an upload that
