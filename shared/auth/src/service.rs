@@ -23,7 +23,7 @@
 //! inside a Tokio runtime.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use berth_core::accounts::{ProjectRole, Robot, User};
@@ -157,17 +157,24 @@ impl fmt::Debug for TokenResponse {
 /// The token service over an account store.
 pub struct TokenService {
     store: Arc<dyn AccountStore>,
-    issuer: TokenIssuer,
-    verifier: TokenVerifier,
+    /// Replaced whole when the keys rotate ([`TokenService::replace_keys`]).
+    keys: RwLock<Arc<ServiceKeys>>,
     passwords: Arc<PasswordHasher>,
     hashing: Arc<Semaphore>,
     throttle: Throttle,
 }
 
+/// What signs and what reads refresh tokens, from one key ring.
+#[derive(Debug)]
+struct ServiceKeys {
+    issuer: TokenIssuer,
+    verifier: TokenVerifier,
+}
+
 impl fmt::Debug for TokenService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenService")
-            .field("issuer", &self.issuer)
+            .field("keys", &self.keys())
             .field("throttle", &self.throttle)
             .finish_non_exhaustive()
     }
@@ -180,12 +187,25 @@ impl TokenService {
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
             store,
-            issuer,
-            verifier,
+            keys: RwLock::new(Arc::new(ServiceKeys { issuer, verifier })),
             passwords: Arc::new(PasswordHasher::new()),
             hashing: Arc::new(Semaphore::new(cpus)),
             throttle: Throttle::default(),
         }
+    }
+
+    /// Signs with `issuer` and reads refresh tokens with `verifier` from now on (keys
+    /// reloaded after a rotation); requests under way finish with the keys they started with.
+    pub fn replace_keys(&self, issuer: TokenIssuer, verifier: TokenVerifier) {
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(ServiceKeys { issuer, verifier });
+    }
+
+    fn keys(&self) -> Arc<ServiceKeys> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     #[must_use]
@@ -313,6 +333,7 @@ impl TokenService {
         now: u64,
     ) -> Result<Principal, AuthError> {
         let claims = self
+            .keys()
             .verifier
             .verify_refresh(refresh_token, now)
             .map_err(AuthError::InvalidToken)?;
@@ -406,12 +427,13 @@ impl TokenService {
             Principal::Robot { expires_at, .. } => *expires_at,
             Principal::Anonymous | Principal::User { .. } => None,
         };
-        let issued = self
+        let keys = self.keys();
+        let issued = keys
             .issuer
             .issue(principal.subject(), access, now, not_after)?;
         let refresh_token = match principal {
             Principal::User { name, .. } if offline => {
-                Some(self.issuer.issue_refresh(name, now)?.token)
+                Some(keys.issuer.issue_refresh(name, now)?.token)
             }
             _ => None,
         };

@@ -25,6 +25,74 @@ const FORWARDED_PROTO: &str = "x-forwarded-proto";
 /// unknown key costs at most one load per interval, whoever sends it.
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The longest a process uses keys from a [`KeySource`] before loading them again, so that a
+/// key dropped from the source (revoked) stops verifying, and a new signing key starts
+/// signing, within this time.
+pub const KEY_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// When keys that came from a source are due to be loaded again: after [`KEY_MAX_AGE`], or
+/// after [`KEY_RELOAD_INTERVAL`] when a token names a key they lack.
+#[derive(Debug)]
+pub struct KeyRefresh {
+    loaded_at: std::sync::Mutex<Instant>,
+    /// Held while loading: one caller loads.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl Default for KeyRefresh {
+    /// Keys just loaded.
+    fn default() -> Self {
+        Self {
+            loaded_at: std::sync::Mutex::new(Instant::now()),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl KeyRefresh {
+    fn age(&self) -> Duration {
+        self.loaded_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+
+    fn due(&self, unknown_key: bool) -> bool {
+        let age = self.age();
+        age >= KEY_MAX_AGE || (unknown_key && age >= KEY_RELOAD_INTERVAL)
+    }
+
+    /// Runs `load` if the keys are due (see the type). For an unknown key the caller waits
+    /// for a load under way, so it sees its result; otherwise it goes on with the keys it
+    /// has while another caller loads.
+    pub async fn run_if_due<F, Fut>(&self, unknown_key: bool, load: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        if !self.due(unknown_key) {
+            return;
+        }
+        let _loading = if unknown_key {
+            self.loading.lock().await
+        } else {
+            match self.loading.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return,
+            }
+        };
+        // Another caller may have loaded them while this one waited.
+        if !self.due(unknown_key) {
+            return;
+        }
+        *self
+            .loaded_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        load().await;
+    }
+}
+
 /// Where the verification keys come from when they can change while the process runs (a
 /// key rotated in AWS Systems Manager while a Lambda function stays warm).
 #[async_trait]
@@ -39,9 +107,7 @@ struct KeyReload {
     source: Arc<dyn KeySource>,
     issuer: String,
     cache: usize,
-    /// When the keys were last loaded; held while loading, so one request loads and the
-    /// others wait for its result.
-    loaded_at: tokio::sync::Mutex<Option<Instant>>,
+    refresh: KeyRefresh,
 }
 
 /// Where a registry sends clients for tokens, and how it checks the tokens they bring.
@@ -67,10 +133,11 @@ impl RegistryAuth {
         }
     }
 
-    /// Reloads the keys from `source` when a token names a key the verifier does not know
-    /// (at most once per [`KEY_RELOAD_INTERVAL`]), so that tokens signed with a newly rotated
-    /// key are accepted without a restart. The new verifier checks tokens of `issuer` and
-    /// remembers up to `cache` verified tokens.
+    /// Reloads the keys from `source` (just loaded from it) when a token names a key the
+    /// verifier does not know (at most once per [`KEY_RELOAD_INTERVAL`]), so that tokens
+    /// signed with a newly rotated key are accepted without a restart, and every
+    /// [`KEY_MAX_AGE`], so that a key dropped from the source stops verifying. The new
+    /// verifier checks tokens of `issuer` and remembers up to `cache` verified tokens.
     #[must_use]
     pub fn with_key_source(
         mut self,
@@ -82,7 +149,7 @@ impl RegistryAuth {
             source,
             issuer: issuer.into(),
             cache,
-            loaded_at: tokio::sync::Mutex::new(None),
+            refresh: KeyRefresh::default(),
         });
         self
     }
@@ -94,44 +161,36 @@ impl RegistryAuth {
             .clone()
     }
 
-    /// With a [`KeySource`]: when the request's token names a key the verifier does not
-    /// know, loads the keys again (see [`RegistryAuth::with_key_source`]). Called before
-    /// [`RegistryAuth::authorize`]; a failed load is logged and leaves the keys as they were.
+    /// With a [`KeySource`]: loads the keys again when they are due (see
+    /// [`RegistryAuth::with_key_source`]). Called before [`RegistryAuth::authorize`]; a failed
+    /// load is logged and leaves the keys as they were.
     pub(crate) async fn refresh_keys_for(&self, headers: &HeaderMap) {
         let Some(reload) = &self.reload else {
             return;
         };
-        let Some(token) = bearer_token(headers) else {
-            return;
-        };
-        if self.verifier().knows_key_of(token) != Some(false) {
-            return;
-        }
-        let mut loaded_at = reload.loaded_at.lock().await;
-        // Another request may have loaded the keys while this one waited.
-        if self.verifier().knows_key_of(token) != Some(false)
-            || loaded_at.is_some_and(|at| at.elapsed() < KEY_RELOAD_INTERVAL)
-        {
-            return;
-        }
-        *loaded_at = Some(Instant::now());
-        match reload.source.load().await {
-            Ok(ring) => {
-                let verifier = TokenVerifier::new(&reload.issuer, &self.service, &ring)
-                    .with_cache(reload.cache);
-                *self
-                    .verifier
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Arc::new(verifier);
-                tracing::info!(
-                    current_kid = ring.current_kid(),
-                    "reloaded the token verification keys: a token named an unknown key"
-                );
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "could not reload the token verification keys");
-            }
-        }
+        let unknown_key = bearer_token(headers)
+            .is_some_and(|token| self.verifier().knows_key_of(token) == Some(false));
+        reload
+            .refresh
+            .run_if_due(unknown_key, || async {
+                match reload.source.load().await {
+                    Ok(ring) => {
+                        let verifier = TokenVerifier::new(&reload.issuer, &self.service, &ring)
+                            .with_cache(reload.cache);
+                        *self.verifier.write().unwrap_or_else(PoisonError::into_inner) =
+                            Arc::new(verifier);
+                        tracing::info!(
+                            current_kid = ring.current_kid(),
+                            unknown_key,
+                            "reloaded the token verification keys"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "could not reload the token verification keys");
+                    }
+                }
+            })
+            .await;
     }
 
     /// Checks the request's token against what `endpoint` needs. A cross-repository mount
@@ -458,8 +517,14 @@ mod tests {
         auth.refresh_keys_for(&headers(None)).await;
         assert_eq!(loads(), 0);
 
-        // The rotation: the new key signs, the old one still verifies.
+        // The rotation: the new key signs, the old one still verifies. (Keys just loaded are
+        // not loaded again within the interval: pretend they were loaded earlier.)
         *keys.pems.lock().expect("the keys") = vec![new.clone(), old.clone()];
+        auth.reload
+            .as_ref()
+            .expect("a source")
+            .refresh
+            .set_age(KEY_RELOAD_INTERVAL);
         let new_ring = KeyRing::from_pems(&[&new, &old]).expect("a ring");
         let by_new = TokenIssuer::new("berth", "registry", &new_ring)
             .expect("an issuer")
@@ -487,6 +552,30 @@ mod tests {
         assert_eq!(loads(), 1, "unknown keys reload at most once per interval");
         auth.authorize(&mut version, &headers(Some(&foreign)))
             .expect_err("a stranger's key");
+
+        // Revocation: the old key dropped from the source stops verifying once the keys are
+        // older than the maximum age, whatever token comes.
+        *keys.pems.lock().expect("the keys") = vec![new.clone()];
+        auth.refresh_keys_for(&headers(Some(&by_new))).await;
+        assert_eq!(loads(), 1, "known keys are kept until the maximum age");
+        auth.reload
+            .as_ref()
+            .expect("a source")
+            .refresh
+            .set_age(KEY_MAX_AGE);
+        auth.refresh_keys_for(&headers(Some(&by_new))).await;
+        assert_eq!(loads(), 2);
+        auth.authorize(&mut version, &headers(Some(&by_old)))
+            .expect_err("the revoked key no longer verifies");
+        auth.authorize(&mut version, &headers(Some(&by_new)))
+            .expect("the current key verifies");
+    }
+
+    impl KeyRefresh {
+        /// Makes the keys look `age` old.
+        fn set_age(&self, age: Duration) {
+            *self.loaded_at.lock().expect("the clock") = Instant::now() - age;
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 pub use axum::Router;
 
 pub use crate::api::{AccountSettings, ManagementApi, ProjectCreation, api_router};
-pub use crate::auth::{KEY_RELOAD_INTERVAL, KeySource, RegistryAuth};
+pub use crate::auth::{KEY_MAX_AGE, KEY_RELOAD_INTERVAL, KeyRefresh, KeySource, RegistryAuth};
 pub use crate::endpoint::{Endpoint, Role};
 use crate::response::{ApiError, Failure, header_value};
 pub use crate::token::{ClientAddress, TokenEndpoint, remember_peer, token_router};

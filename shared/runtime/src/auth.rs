@@ -197,16 +197,24 @@ impl Auth {
         ring: &KeyRing,
         accounts: Arc<dyn AccountStore>,
     ) -> Result<Self> {
-        let issuer = TokenIssuer::new(&config.service, &config.service, ring)
-            .map_err(|e| RegistryError::internal(format!("token keys: {e}")))?
-            .with_access_lifetime(config.token_lifetime);
-        let verifier = TokenVerifier::new(&config.service, &config.service, ring);
+        let (issuer, verifier) = service_keys(&config, ring)?;
         Ok(Self {
             tokens: Arc::new(TokenService::new(accounts, issuer, verifier)),
             registry: Arc::new(registry_auth(&config, ring)),
             config,
         })
     }
+}
+
+/// What the token service signs with and reads refresh tokens with, from `ring`.
+pub fn service_keys(config: &AuthConfig, ring: &KeyRing) -> Result<(TokenIssuer, TokenVerifier)> {
+    let issuer = TokenIssuer::new(&config.service, &config.service, ring)
+        .map_err(|e| RegistryError::internal(format!("token keys: {e}")))?
+        .with_access_lifetime(config.token_lifetime);
+    Ok((
+        issuer,
+        TokenVerifier::new(&config.service, &config.service, ring),
+    ))
 }
 
 /// How many verified tokens a registry process remembers.

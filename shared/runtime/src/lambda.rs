@@ -40,11 +40,12 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use berth_core::{Registry, RegistryError};
 use berth_http::{
-    AccountSettings, ClientAddress, ProjectCreation, RegistryAuth, Role, Router, Settings,
+    AccountSettings, ClientAddress, KeyRefresh, ProjectCreation, RegistryAuth, Role, Router,
+    Settings,
 };
 use lambda_http::request::RequestContext;
 
-use crate::auth::{Auth, AuthConfig, VERIFIED_TOKEN_CACHE, account_router};
+use crate::auth::{Auth, AuthConfig, VERIFIED_TOKEN_CACHE, account_router, service_keys};
 use crate::token_keys::{PublicKeys, SsmKeys, check_keys_path};
 use crate::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
 
@@ -342,7 +343,51 @@ pub async fn start_token() -> Result<Router, StartError> {
     let ring = keys.signing_ring().await.map_err(StartError::Keys)?;
     let auth =
         Auth::new(config.auth.clone(), &ring, stores.accounts.clone()).map_err(StartError::Keys)?;
-    Ok(config.token_router(&auth, &stores))
+    let signing = Arc::new(SigningKeys {
+        keys,
+        auth: auth.clone(),
+        refresh: KeyRefresh::default(),
+    });
+    Ok(config
+        .token_router(&auth, &stores)
+        .layer(axum::middleware::from_fn_with_state(
+            signing,
+            reload_signing_keys,
+        )))
+}
+
+/// The token function's keys, loaded again from Parameter Store every
+/// [`berth_http::KEY_MAX_AGE`]: after a rotation a warm instance signs with the new key, and
+/// reads the refresh tokens other instances signed with it, within that time.
+#[derive(Debug)]
+struct SigningKeys {
+    keys: SsmKeys,
+    auth: Auth,
+    refresh: KeyRefresh,
+}
+
+async fn reload_signing_keys(
+    axum::extract::State(signing): axum::extract::State<Arc<SigningKeys>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    signing
+        .refresh
+        .run_if_due(false, || async {
+            let reloaded = match signing.keys.signing_ring().await {
+                Ok(ring) => service_keys(&signing.auth.config, &ring).map(|keys| (keys, ring)),
+                Err(error) => Err(error),
+            };
+            match reloaded {
+                Ok(((issuer, verifier), ring)) => {
+                    signing.auth.tokens.replace_keys(issuer, verifier);
+                    tracing::info!(current_kid = ring.current_kid(), "reloaded the token keys");
+                }
+                Err(error) => tracing::warn!(error = %error, "could not reload the token keys"),
+            }
+        })
+        .await;
+    next.run(request).await
 }
 
 /// Logs why the function cannot start, once, and gives the exit code that makes Lambda
@@ -363,17 +408,35 @@ pub fn runtime_failed(error: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// The most detailed levels of the libraries that would log secrets below them.
+const SECRET_SAFE_LEVELS: [&str; 7] = [
+    "lambda_runtime=info",
+    "lambda_http=info",
+    "aws_smithy_runtime=debug",
+    "aws_smithy_runtime_api=debug",
+    "aws_smithy_http=debug",
+    "aws_sigv4=debug",
+    "hyper=info",
+];
+
 /// Logs JSON lines on standard output, filtered by `BERTH_LOG` (default `info`). Each line
 /// of a request carries, in its `span`, the Lambda request id.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let (filter, unusable) = match std::env::var("BERTH_LOG") {
+    let (mut filter, unusable) = match std::env::var("BERTH_LOG") {
         Ok(text) => match EnvFilter::try_new(&text) {
             Ok(filter) => (filter, None),
             Err(error) => (EnvFilter::new("info"), Some((text, error))),
         },
         Err(_) => (EnvFilter::new("info"), None),
     };
+    // Whatever BERTH_LOG asks: these libraries log raw events (passwords, tokens) or signed
+    // requests (session tokens) at their most detailed levels.
+    for cap in SECRET_SAFE_LEVELS {
+        if let Ok(directive) = cap.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let installed = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
