@@ -312,6 +312,16 @@ def check_account_writes(name, resource):
             )
 
 
+# The token keys' path, as the template computes it everywhere.
+KEYS_PATH = {
+    "Fn::If": [
+        "HasTokenKeysPath",
+        {"Ref": "TokenKeysPath"},
+        {"Fn::Sub": "/berth/${AWS::StackName}/token-keys"},
+    ]
+}
+
+
 def check_parameters(name, binary, resource):
     """Registry functions read the public token keys, the token function the private one."""
     want = {"token": "/private", "registry-pull": "/public", "registry-push": "/public"}.get(binary)
@@ -322,10 +332,14 @@ def check_parameters(name, binary, resource):
             continue
         target = statement.get("Resource")
         text = target.get("Fn::Sub") if isinstance(target, dict) else target
+        # !Sub [text, {Path: <the keys path>}]
+        if isinstance(text, list) and len(text) == 2 and isinstance(text[1], dict):
+            path = text[1].get("Path")
+            text = text[0] if path == KEYS_PATH else None
         if actions != {"ssm:GetParameter"} or not isinstance(text, str) or want is None \
-                or not text.endswith(":parameter${TokenKeysPath}" + want):
+                or not text.endswith(":parameter${Path}" + want):
             findings.append(
-                f"{name}: may only read the parameter ${{TokenKeysPath}}{want}, "
+                f"{name}: may only read the parameter <token keys path>{want}, "
                 f"not {show(actions)} on {show(target)}"
             )
 

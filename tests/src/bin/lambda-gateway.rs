@@ -8,8 +8,8 @@
 //!
 //! Like API Gateway, it routes by method and path prefix (`GET`/`HEAD` on `/v2`, `/v2/` and
 //! `/v2/{proxy+}` to `registry-pull`; `POST`, `PUT`, `PATCH` and `DELETE` on `/v2/{proxy+}` to
-//! `registry-push`; `GET`/`POST` on `/service/token`, and `GET`, `HEAD`, `POST`, `PUT` and
-//! `DELETE` on `/api/v2.0/{proxy+}`, to `token`; anything else `404 {"message":"Not
+//! `registry-push`; `GET`/`POST` on `/service/token`, and `GET`, `HEAD`, `POST`, `PUT`,
+//! `PATCH` and `DELETE` on `/api/v2.0/{proxy+}`, to `token`; anything else `404 {"message":"Not
 //! Found"}`), refuses bodies over 10 MiB with `413`, joins repeated request headers with
 //! commas, adds `X-Forwarded-*`, and gives up on a function after 30 s with `503`. The request
 //! goes to the emulator's function URL, `<emulator>/lambda-url/<function><path>?<query>`,
@@ -139,7 +139,14 @@ fn route(method: &Method, path: &str) -> Option<&'static str> {
         Method::GET | Method::HEAD if proxy || version_check => Some(PULL_FUNCTION),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE if proxy => Some(PUSH_FUNCTION),
         Method::GET | Method::POST if token_service => Some(TOKEN_FUNCTION),
-        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE if management => {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+            if management =>
+        {
             Some(TOKEN_FUNCTION)
         }
         _ => None,
@@ -308,7 +315,11 @@ mod tests {
                 "/api/v2.0/projects/a/robots/1",
                 Some(TOKEN_FUNCTION),
             ),
-            (Method::PATCH, "/api/v2.0/projects/a", None),
+            (
+                Method::PATCH,
+                "/api/v2.0/robots/robot$a+b",
+                Some(TOKEN_FUNCTION),
+            ),
             (Method::OPTIONS, "/api/v2.0/projects", None),
             (Method::GET, "/api/v2.0", None),
             (Method::GET, "/api/v2.0/", None),
