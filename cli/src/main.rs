@@ -185,8 +185,9 @@ enum Command {
         #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data")]
         data_dir: PathBuf,
 
-        /// The Parameter Store path of a Lambda deployment's token keys.
-        #[arg(long, env = "BERTH_TOKEN_KEYS_SSM", value_name = "PATH")]
+        /// The Parameter Store path of a Lambda deployment's token keys. (Never taken from
+        /// the environment: a rotation names what it rotates.)
+        #[arg(long, value_name = "PATH")]
         token_keys_ssm: Option<String>,
     },
 }

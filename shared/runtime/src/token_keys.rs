@@ -28,7 +28,9 @@ use berth_http::KeySource;
 use crate::aws::AwsConfig;
 
 /// How many previous keys a rotation keeps verifying: tokens they signed stay valid until
-/// they expire. With the default lifetimes, rotating at most once a day loses none.
+/// they expire. Access tokens live 30 minutes; refresh tokens (docker's stored login) 30
+/// days, so rotating more often than every 10 days ends some logins early (docker asks to
+/// log in again).
 pub const KEPT_PREVIOUS_KEYS: usize = 3;
 
 const PRIVATE: &str = "private";
@@ -248,6 +250,10 @@ pub fn split_pems(text: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current = String::new();
     for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        // A new block starts, even where the last one was not ended.
+        if line.starts_with("-----BEGIN ") && !current.is_empty() {
+            blocks.push(std::mem::take(&mut current));
+        }
         current.push_str(line);
         current.push('\n');
         if line.starts_with("-----END ") {

@@ -856,15 +856,22 @@ async fn the_functions_check_and_issue_tokens_through_api_gateway() {
 
     // Failed logins are counted per source address as API Gateway saw it.
     let wrong = format!("Basic {}", BASE64.encode("admin:wrong password"));
+    // X-Forwarded-For is the client's to write: it must not decide the source.
+    let spoofed = std::cell::Cell::new(0u8);
     let guess = |ip: &str| {
-        retargeted(
+        spoofed.set(spoofed.get() + 1);
+        let forwarded = format!("192.0.2.{}", spoofed.get());
+        let event = retargeted(
             &event("pull-ping"),
             "GET",
             "/service/token",
             "service=berth",
             ip,
             &[("authorization", &wrong)],
-        )
+        );
+        let mut event: Value = serde_json::from_str(&event).expect("an event");
+        event["headers"]["x-forwarded-for"] = json!(forwarded);
+        event.to_string()
     };
     for _ in 0..5 {
         let refused = gateway_response(token_function(), &guess("198.51.100.7")).await;
