@@ -274,12 +274,34 @@ def check_iam(template):
     else:
         name, actions = functions["token"]
         # Reads of accounts and repositories, the account adapter's writes, the signing key.
-        allowed = READ_ONLY - {"dynamodb:Scan"} - S3_ACTIONS | accounts | {"ssm:GetParameter"}
+        allowed = (
+            READ_ONLY - {"dynamodb:Scan"} - S3_ACTIONS | accounts | {"ssm:GetParameter", "kms:Decrypt"}
+        )
         for action in sorted(actions - allowed):
             findings.append(f"{name}: {action} is not what the token function needs")
         for action in sorted((accounts | {"ssm:GetParameter"}) - actions):
             findings.append(f"{name}: lacks {action}, which the account adapter needs")
         check_account_writes(name, template["Resources"][name])
+        check_decrypt(name, template["Resources"][name])
+    for binary in ("registry-pull", "registry-push"):
+        if binary in functions and any(a.startswith("kms:") for a in functions[binary][1]):
+            findings.append(f"{functions[binary][0]}: must not decrypt anything")
+
+
+def check_decrypt(name, resource):
+    """The token function decrypts with the token keys' KMS key only, through SSM only."""
+    for statement in statements(resource):
+        action = statement.get("Action", [])
+        actions = {action} if isinstance(action, str) else set(action)
+        if not any(a.startswith("kms:") for a in actions):
+            continue
+        service = statement.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+        if actions != {"kms:Decrypt"} \
+                or statement.get("Resource") != {"Fn::GetAtt": ["TokenKeysKmsKey", "Arn"]} \
+                or service != {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}:
+            findings.append(
+                f"{name}: may only kms:Decrypt with TokenKeysKmsKey through SSM, not {show(statement)}"
+            )
 
 
 S3_ACTIONS = {"s3:GetObject", "s3:ListBucket"}

@@ -172,6 +172,12 @@ enum Command {
         /// there is none yet; the stack's TokenKeysPath output names it.
         #[arg(long, env = "BERTH_TOKEN_KEYS_SSM", value_name = "PATH")]
         token_keys_ssm: Option<String>,
+
+        /// The KMS key that encrypts the signing key (the stack's TokenKeysKmsKey output), so
+        /// that only the token function can decrypt it. Default: Parameter Store's aws/ssm
+        /// key, which anyone allowed to read the parameter can decrypt with.
+        #[arg(long, value_name = "KEY", requires = "token_keys_ssm")]
+        token_keys_kms_key: Option<String>,
     },
     /// Start signing tokens with a new key. The old key moves to the data directory's
     /// token-keys/previous/ and still verifies the tokens it signed, so nobody is logged
@@ -189,6 +195,10 @@ enum Command {
         /// the environment: a rotation names what it rotates.)
         #[arg(long, value_name = "PATH")]
         token_keys_ssm: Option<String>,
+
+        /// The KMS key for the new signing key; default: the one the current key has.
+        #[arg(long, value_name = "KEY", requires = "token_keys_ssm")]
+        token_keys_kms_key: Option<String>,
     },
 }
 
@@ -237,14 +247,24 @@ fn main() -> ExitCode {
             Command::Init {
                 storage,
                 token_keys_ssm,
-            } => init(storage.config(), token_keys_ssm.as_deref()).await,
+                token_keys_kms_key,
+            } => {
+                init(
+                    storage.config(),
+                    token_keys_ssm.as_deref(),
+                    token_keys_kms_key,
+                )
+                .await
+            }
             Command::RotateKey {
                 token_keys_ssm: Some(path),
+                token_keys_kms_key,
                 ..
             } => {
                 let keys = SsmKeys::new(&path)
                     .await
-                    .map_err(|e| format!("cannot rotate the token key: {e}"))?;
+                    .map_err(|e| format!("cannot rotate the token key: {e}"))?
+                    .with_kms_key(token_keys_kms_key);
                 let kid = keys
                     .rotate()
                     .await
@@ -277,11 +297,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn init(config: StorageConfig, token_keys_ssm: Option<&str>) -> Result<(), String> {
+async fn init(
+    config: StorageConfig,
+    token_keys_ssm: Option<&str>,
+    kms_key: Option<String>,
+) -> Result<(), String> {
     if let Some(path) = token_keys_ssm {
+        if kms_key.is_none() {
+            tracing::warn!(
+                "the token signing key is encrypted with Parameter Store's aws/ssm key: anyone \
+                 allowed to read the parameter can decrypt it (give --token-keys-kms-key)"
+            );
+        }
         let keys = SsmKeys::new(path)
             .await
-            .map_err(|e| format!("--token-keys-ssm: {e}"))?;
+            .map_err(|e| format!("--token-keys-ssm: {e}"))?
+            .with_kms_key(kms_key);
         let (kid, made) = keys
             .ensure()
             .await

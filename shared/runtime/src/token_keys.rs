@@ -6,8 +6,9 @@
 //! | `<path>/private` | `SecureString` | the signing key (private PEM), then the public PEMs of the previous keys | the token function |
 //! | `<path>/public` | `String` | the public PEMs of the current and the previous keys | the registry functions |
 //!
-//! So a registry function can check tokens but never sign one, and only the token function's
-//! role may decrypt the signing key. `berth init --token-keys-ssm <path>` makes the key;
+//! So a registry function can check tokens but never sign one. Encrypted with the stack's
+//! own KMS key ([`SsmKeys::with_kms_key`]), only the token function's role may decrypt the
+//! signing key. `berth init --token-keys-ssm <path>` makes the key;
 //! `berth rotate-key --token-keys-ssm <path>` makes a new one and keeps
 //! [`KEPT_PREVIOUS_KEYS`] previous keys verifying. A rotation writes the public parameter
 //! first, so every key is published before anything signs with it; a warm registry function
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::get_parameter::GetParameterError;
 use aws_sdk_ssm::operation::put_parameter::PutParameterError;
-use aws_sdk_ssm::types::{ParameterTier, ParameterType};
+use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType};
 use berth_auth::{KeyRing, generate_es256_pem};
 use berth_core::{RegistryError, Result};
 use berth_http::KeySource;
@@ -41,6 +42,8 @@ const PUBLIC: &str = "public";
 pub struct SsmKeys {
     client: aws_sdk_ssm::Client,
     path: String,
+    /// The KMS key that encrypts the signing key; `None`: the one it has, else `aws/ssm`.
+    kms_key: Option<String>,
 }
 
 /// Checks a Parameter Store path for the token keys: absolute, no trailing `/`, and only the
@@ -72,7 +75,44 @@ impl SsmKeys {
         Ok(Self {
             client: AwsConfig::default().ssm().await,
             path: path.to_owned(),
+            kms_key: None,
         })
+    }
+
+    /// Encrypts the signing key with this KMS key (id, ARN or alias): the template's
+    /// `TokenKeysKmsKey`, which only the token function may decrypt with. Without it the key
+    /// the parameter already has is kept, and a new parameter gets the account's `aws/ssm`
+    /// key, which every principal allowed `ssm:GetParameter` on it can decrypt with.
+    #[must_use]
+    pub fn with_kms_key(mut self, key: Option<String>) -> Self {
+        self.kms_key = key;
+        self
+    }
+
+    /// The KMS key the signing key's parameter is encrypted with (`None`: `aws/ssm`, or no
+    /// parameter).
+    pub async fn kms_key_in_use(&self) -> Result<Option<String>> {
+        let name = self.private_name();
+        let filter = ParameterStringFilter::builder()
+            .key("Name")
+            .option("Equals")
+            .values(&name)
+            .build()
+            .map_err(RegistryError::internal)?;
+        let described = self
+            .client
+            .describe_parameters()
+            .parameter_filters(filter)
+            .send()
+            .await
+            .map_err(|error| ssm_error(&name, "describing", &error))?;
+        Ok(described
+            .parameters
+            .unwrap_or_default()
+            .into_iter()
+            .find(|parameter| parameter.name.as_deref() == Some(name.as_str()))
+            .and_then(|parameter| parameter.key_id)
+            .filter(|key| key != "alias/aws/ssm"))
     }
 
     /// The name of the parameter holding the signing key.
@@ -114,8 +154,9 @@ impl SsmKeys {
             Some(text) => (ring_of(&name, &text)?, false),
             None => {
                 let pem = new_key()?;
+                let kms_key = self.kms_key.clone();
                 if self
-                    .put(&name, &pem, ParameterType::SecureString, false)
+                    .put(&name, &pem, ParameterType::SecureString, false, kms_key)
                     .await?
                 {
                     (ring_of(&name, &pem)?, true)
@@ -138,6 +179,11 @@ impl SsmKeys {
             Some(text) => Some(ring_of(&name, &text)?),
             None => None,
         };
+        let kms_key = match &self.kms_key {
+            Some(key) => Some(key.clone()),
+            None if old.is_some() => self.kms_key_in_use().await?,
+            None => None,
+        };
         let pem = new_key()?;
         let mut publics = old.as_ref().map(KeyRing::public_pems).unwrap_or_default();
         publics.truncate(KEPT_PREVIOUS_KEYS);
@@ -147,17 +193,29 @@ impl SsmKeys {
             .map_err(|e| RegistryError::internal(format!("the new token key: {e}")))?;
         // Published before it signs anything.
         self.publish(&ring).await?;
-        self.put(&name, &private.join(""), ParameterType::SecureString, true)
-            .await?;
+        self.put(
+            &name,
+            &private.join(""),
+            ParameterType::SecureString,
+            true,
+            kms_key,
+        )
+        .await?;
         Ok(ring.current_kid().to_owned())
     }
 
     /// Writes the public keys of `ring`, current first.
     async fn publish(&self, ring: &KeyRing) -> Result<()> {
         let public = ring.public_pems().join("");
-        self.put(&self.public_name(), &public, ParameterType::String, true)
-            .await
-            .map(drop)
+        self.put(
+            &self.public_name(),
+            &public,
+            ParameterType::String,
+            true,
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     async fn get(&self, name: &str) -> Result<Option<String>> {
@@ -186,6 +244,7 @@ impl SsmKeys {
         value: &str,
         kind: ParameterType,
         overwrite: bool,
+        kms_key: Option<String>,
     ) -> Result<bool> {
         let sent = self
             .client
@@ -193,6 +252,7 @@ impl SsmKeys {
             .name(name)
             .value(value)
             .r#type(kind)
+            .set_key_id(kms_key)
             .overwrite(overwrite)
             // Standard up to 4 KB, advanced only when the value needs it (large RSA keys).
             .tier(ParameterTier::IntelligentTiering)

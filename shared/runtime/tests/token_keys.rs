@@ -19,7 +19,11 @@ fn path() -> String {
 #[tokio::test]
 #[ignore = "needs an SSM endpoint: scripts/services/moto.sh"]
 async fn keys_are_made_once_published_and_rotated() {
-    let keys = SsmKeys::new(&path()).await.expect("a path");
+    let path = path();
+    let keys = SsmKeys::new(&path)
+        .await
+        .expect("a path")
+        .with_kms_key(Some("alias/berth-test-token-keys".to_owned()));
     let missing = keys.verification_ring().await.expect_err("no keys yet");
     assert!(
         missing.to_string().contains("berth init --token-keys-ssm")
@@ -48,6 +52,14 @@ async fn keys_are_made_once_published_and_rotated() {
         .issue("alice", Vec::new(), berth_auth::unix_now(), None)
         .expect("a token")
         .token;
+    assert_eq!(
+        keys.kms_key_in_use().await.expect("described").as_deref(),
+        Some("alias/berth-test-token-keys"),
+        "the signing key is encrypted with the KMS key given"
+    );
+
+    // Rotations without a KMS key keep the one the parameter has.
+    let keys = SsmKeys::new(&path).await.expect("a path");
     let mut kids = vec![kid.clone()];
     for rotation in 1..=KEPT_PREVIOUS_KEYS + 1 {
         let new = keys.rotate().await.expect("rotated");
@@ -65,6 +77,10 @@ async fn keys_are_made_once_published_and_rotated() {
             .map(String::as_str)
             .collect();
         assert_eq!(published, expected, "current first, then the kept ones");
+        assert_eq!(
+            keys.kms_key_in_use().await.expect("described").as_deref(),
+            Some("alias/berth-test-token-keys")
+        );
         let verified = TokenVerifier::new("berth", "berth", &public)
             .verify(&old_token, berth_auth::unix_now());
         if rotation <= KEPT_PREVIOUS_KEYS {
