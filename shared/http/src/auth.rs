@@ -31,35 +31,47 @@ pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 pub const KEY_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// When keys that came from a source are due to be loaded again: after [`KEY_MAX_AGE`], or
-/// after [`KEY_RELOAD_INTERVAL`] when a token names a key they lack.
+/// when a token names a key they lack, at most once per [`KEY_RELOAD_INTERVAL`] (the first
+/// time at once: a key rotated just before a cold start is not refused for the interval).
 #[derive(Debug)]
 pub struct KeyRefresh {
-    loaded_at: std::sync::Mutex<Instant>,
+    times: std::sync::Mutex<LoadTimes>,
     /// Held while loading: one caller loads.
     loading: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LoadTimes {
+    loaded_at: Instant,
+    /// The last load for a key the keys lacked.
+    unknown_key_at: Option<Instant>,
 }
 
 impl Default for KeyRefresh {
     /// Keys just loaded.
     fn default() -> Self {
         Self {
-            loaded_at: std::sync::Mutex::new(Instant::now()),
+            times: std::sync::Mutex::new(LoadTimes {
+                loaded_at: Instant::now(),
+                unknown_key_at: None,
+            }),
             loading: tokio::sync::Mutex::new(()),
         }
     }
 }
 
 impl KeyRefresh {
-    fn age(&self) -> Duration {
-        self.loaded_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .elapsed()
+    fn times(&self) -> std::sync::MutexGuard<'_, LoadTimes> {
+        self.times.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn due(&self, unknown_key: bool) -> bool {
-        let age = self.age();
-        age >= KEY_MAX_AGE || (unknown_key && age >= KEY_RELOAD_INTERVAL)
+        let times = *self.times();
+        times.loaded_at.elapsed() >= KEY_MAX_AGE
+            || (unknown_key
+                && times
+                    .unknown_key_at
+                    .is_none_or(|at| at.elapsed() >= KEY_RELOAD_INTERVAL))
     }
 
     /// Runs `load` if the keys are due (see the type). For an unknown key the caller waits
@@ -85,10 +97,13 @@ impl KeyRefresh {
         if !self.due(unknown_key) {
             return;
         }
-        *self
-            .loaded_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        {
+            let mut times = self.times();
+            times.loaded_at = Instant::now();
+            if unknown_key {
+                times.unknown_key_at = Some(times.loaded_at);
+            }
+        }
         load().await;
     }
 }
@@ -517,14 +532,8 @@ mod tests {
         auth.refresh_keys_for(&headers(None)).await;
         assert_eq!(loads(), 0);
 
-        // The rotation: the new key signs, the old one still verifies. (Keys just loaded are
-        // not loaded again within the interval: pretend they were loaded earlier.)
+        // The rotation: the new key signs, the old one still verifies, at once.
         *keys.pems.lock().expect("the keys") = vec![new.clone(), old.clone()];
-        auth.reload
-            .as_ref()
-            .expect("a source")
-            .refresh
-            .set_age(KEY_RELOAD_INTERVAL);
         let new_ring = KeyRing::from_pems(&[&new, &old]).expect("a ring");
         let by_new = TokenIssuer::new("berth", "registry", &new_ring)
             .expect("an issuer")
@@ -574,7 +583,7 @@ mod tests {
     impl KeyRefresh {
         /// Makes the keys look `age` old.
         fn set_age(&self, age: Duration) {
-            *self.loaded_at.lock().expect("the clock") = Instant::now() - age;
+            self.times().loaded_at = Instant::now() - age;
         }
     }
 
