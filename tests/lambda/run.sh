@@ -507,7 +507,7 @@ KEYS_PATH=/berth/lambda-$RUN_ID/token-keys
 log_step "Lambda functions under cargo lambda watch (run $RUN_ID, scratch $E2E_TMP)"
 BERTH_ADMIN_PASSWORD=$ADMIN_PASSWORD run "$BERTH" init --data-dir "$E2E_TMP/berth-data" \
   --blob-store "s3://$BERTH_TEST_S3_BUCKET/$PREFIX" --metadata "dynamodb://$TABLE" --s3-path-style \
-  --token-keys-ssm "$KEYS_PATH"
+  --token-keys-ssm "$KEYS_PATH" --token-keys-kms-key alias/berth-lambda-test
 start_emulator
 start_gateway
 start_function token GET "/service/token?service=berth"
