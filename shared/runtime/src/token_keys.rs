@@ -172,20 +172,18 @@ impl SsmKeys {
     }
 
     /// Starts signing with a new key, keeping [`KEPT_PREVIOUS_KEYS`] previous keys for
-    /// verification. Returns the new key's `kid`.
+    /// verification. Returns the new key's `kid`. Refused where there are no keys yet (a
+    /// mistyped path must not make a new key set: `ensure` makes the first key).
     pub async fn rotate(&self) -> Result<String> {
         let name = self.private_name();
-        let old = match self.get(&name).await? {
-            Some(text) => Some(ring_of(&name, &text)?),
-            None => None,
-        };
+        let text = self.get(&name).await?.ok_or_else(|| missing(&name))?;
+        let old = ring_of(&name, &text)?;
         let kms_key = match &self.kms_key {
             Some(key) => Some(key.clone()),
-            None if old.is_some() => self.kms_key_in_use().await?,
-            None => None,
+            None => self.kms_key_in_use().await?,
         };
         let pem = new_key()?;
-        let mut publics = old.as_ref().map(KeyRing::public_pems).unwrap_or_default();
+        let mut publics = old.public_pems();
         publics.truncate(KEPT_PREVIOUS_KEYS);
         let mut private = vec![pem.clone()];
         private.extend(publics.iter().cloned());

@@ -31,6 +31,9 @@ async fn keys_are_made_once_published_and_rotated() {
         "{missing:?}"
     );
 
+    keys.rotate()
+        .await
+        .expect_err("no rotation where there is no key: a mistyped path makes none");
     let (kid, made) = keys.ensure().await.expect("made");
     assert!(made);
     let (again, made) = keys.ensure().await.expect("already there");
