@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# The template under the SAM CLI's local emulators: `sam build`, then every event of
-# infra/events/ through `sam local invoke` with the status and body infra/events/README.md
-# gives, then `sam local start-api --warm-containers EAGER` as the registry: a chunked push of
-# an image (curl, every chunk within the advertised OCI-Chunk-Max-Length), `docker pull` of it
-# (blob GETs answered 307 and followed to Garage), `skopeo inspect`, the tag listing, and the
-# time of a manifest GET once warm.
+# The template under the SAM CLI's local emulators, with token auth on: `sam build`, then
+# `sam local start-api --warm-containers EAGER` as the registry and the token service: the
+# challenge of an anonymous GET /v2/ (realm http://127.0.0.1:PORT/service/token), tokens
+# for Basic credentials (and none for a wrong password), `docker login`, a private project
+# made through the management API (/api/v2.0/projects). Then the token function through
+# `sam local invoke` (an event made from infra/events/pull-ping.json: the admin's token,
+# 401 for a wrong password, 401 and a Bearer challenge with the event's https realm for
+# pull-ping without a token), and every event of infra/events/ through `sam local invoke`,
+# the admin's token added to its headers, with the status and body infra/events/README.md
+# gives. Then, through start-api: a chunked push of an image into the private project (curl,
+# every chunk within the advertised OCI-Chunk-Max-Length), `docker pull` of it logged in
+# (blob GETs answered 307 and followed to Garage), anonymous access (refused in the private
+# project, by curl and by a logged-out `docker pull`; pull only in the public `library`),
+# `skopeo inspect --creds`, the tag listing, and the time of a manifest GET once warm.
 #
 # Usage: tests/sam/run.sh        (as root: it creates a network bridge and runs dockerd)
 #
@@ -22,6 +30,11 @@
 #     scripts/test-all.sh exports it), else one of its own (scripts/services/dynamodb-local.sh).
 #     It listens on every interface (it has no bind option); the functions use it through
 #     the bridge address;
+#   - moto as SSM Parameter Store, on the bridge address (scripts/services/moto.sh with
+#     MOTO_BIND_ADDR), always the run's own: `berth init --token-keys-ssm` makes the token
+#     keys under /berth/sam-<run>/token-keys, and the admin `admin` with a password made up
+#     for the run; the functions read the keys through the env-vars file's
+#     AWS_ENDPOINT_URL_SSM and BERTH_TOKEN_KEYS_SSM;
 #   - `sam local start-api` on 127.0.0.1.
 # Nothing listens on any address but 127.0.0.1 and the bridge's, except DynamoDB Local.
 #
@@ -44,6 +57,15 @@ RUN_ID=$(date +%s)-$$
 IMAGE_MIB=${SAM_IMAGE_MIB:-10}
 PULL_FUNCTION=RegistryPullFunction
 PUSH_FUNCTION=RegistryPushFunction
+TOKEN_FUNCTION=TokenFunction
+# The first system administrator `berth init` creates, with a password made up for the run
+# (upper and lower case and digits, as the password policy wants).
+ADMIN="admin"
+ADMIN_PASSWORD="Sam-$RANDOM$RANDOM-x"
+# The Parameter Store path of the run's token keys (in the run's own moto).
+KEYS_PATH=/berth/sam-$RUN_ID/token-keys
+# The private project the image goes to; library (public) holds the events' repository.
+PROJECT=samtest
 # Every wait has an end: a cold `sam build` on two cores takes about ten minutes.
 BUILD_TIMEOUT=2400
 INVOKE_TIMEOUT=180
@@ -69,6 +91,51 @@ sha256_text() { printf '%s' "$1" | sha256sum | awk '{print "sha256:" $1}'; }
 
 url() { if [[ $1 == http://* || $1 == https://* ]]; then echo "$1"; else echo "$API_URL$1"; fi; }
 
+# api_token CREDENTIALS [SCOPE...]: a bearer token from start-api's token endpoint for the
+# scopes, for CREDENTIALS (user:password), or anonymous when CREDENTIALS is empty. Prints
+# nothing when the token endpoint gives none.
+api_token() {
+  local credentials=$1 query=service=berth scope user=()
+  shift
+  for scope in "$@"; do query+="&scope=$scope"; done
+  [[ -z $credentials ]] || user=(-u "$credentials")
+  curl -sS --max-time "$CURL_TIMEOUT" "${user[@]}" "$API_URL/service/token?$query" | jq -r '.token // empty'
+}
+
+# admin_token SCOPE...: api_token as the administrator; fails when no token comes back.
+admin_token() {
+  local token
+  token=$(api_token "$ADMIN:$ADMIN_PASSWORD" "$@")
+  [[ -n $token ]] || fail "the token endpoint gives the admin a token for $*" "no token"
+  echo "$token"
+}
+
+# The bearer tokens of the registry requests: TOKEN for start-api (areq), EVENT_TOKEN for the
+# events through `sam local invoke` (with_token, make_event). Each scenario sets its own.
+TOKEN=""
+EVENT_TOKEN=""
+
+# areq METHOD URL OUT [CURL ARGS...]: req with the bearer token $TOKEN.
+areq() {
+  local method=$1 url=$2 out=$3
+  shift 3
+  req "$method" "$url" "$out" -H "Authorization: Bearer $TOKEN" "$@"
+}
+
+# challenge_param HEADER NAME: a parameter of a WWW-Authenticate challenge (realm, service...).
+challenge_param() { grep -o "$2=\"[^\"]*\"" <<<"$1" | head -n 1 | cut -d'"' -f2 || true; }
+
+# jwt_access TOKEN: the `access` claim of a token, one `type:name:actions` a line (sorted).
+jwt_access() {
+  python3 - "$1" <<'PY'
+import base64, json, sys
+payload = sys.argv[1].split(".")[1]
+claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+for entry in sorted(claims.get("access", []), key=lambda e: (e["type"], e["name"])):
+    print(f'{entry["type"]}:{entry["name"]}:{",".join(sorted(entry["actions"]))}')
+PY
+}
+
 setup_failed() {
   show_log "sam local start-api" "$E2E_TMP/start-api.log"
   show_log dockerd "$E2E_TMP/dockerd/dockerd.log" 10
@@ -78,11 +145,11 @@ setup_failed() {
 # The environment of every `sam local` command, as `env` arguments. SAM hands a function the
 # shell's value of any variable the template declares, over the template's own, so the
 # caller's BERTH_* and AWS_ENDPOINT_URL_* are dropped; the credentials SAM passes on are
-# Garage's (DynamoDB Local takes any).
+# Garage's (DynamoDB Local and moto take any).
 sam_environment() {
   local var
   SAM_ENV=(-u AWS_SESSION_TOKEN -u AWS_PROFILE -u AWS_ENDPOINT_URL -u AWS_ENDPOINT_URL_S3
-    -u AWS_ENDPOINT_URL_DYNAMODB)
+    -u AWS_ENDPOINT_URL_DYNAMODB -u AWS_ENDPOINT_URL_SSM)
   for var in $(compgen -e | grep '^BERTH_' || true); do SAM_ENV+=(-u "$var"); done
   SAM_ENV+=(AWS_ACCESS_KEY_ID="$S3_KEY_ID" AWS_SECRET_ACCESS_KEY="$S3_SECRET" SAM_CLI_TELEMETRY=0)
 }
@@ -109,6 +176,7 @@ sam_build() {
   if [[ ${SAM_SKIP_BUILD:-0} == 1 ]]; then
     [[ -f $BUILT_TEMPLATE ]] || die "SAM_SKIP_BUILD=1, but there is no $BUILT_TEMPLATE: run sam build once"
     grep -q "$ARCH" "$BUILT_TEMPLATE" || die "$BUILT_TEMPLATE was not built for $ARCH"
+    grep -q "$TOKEN_FUNCTION" "$BUILT_TEMPLATE" || die "$BUILT_TEMPLATE has no $TOKEN_FUNCTION: run sam build again"
     log_info "SAM_SKIP_BUILD=1: using $ROOT/.aws-sam/build"
     return
   fi
@@ -212,8 +280,8 @@ ensure_base_image() {
     [[ $applet == busybox || -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"
   done
   bootstrap=$ROOT/.aws-sam/build/$PULL_FUNCTION/bootstrap
-  for lib in $( (ldd "$bootstrap"; ldd "$ROOT/.aws-sam/build/$PUSH_FUNCTION/bootstrap") |
-    grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+  for lib in $( (ldd "$bootstrap"; ldd "$ROOT/.aws-sam/build/$PUSH_FUNCTION/bootstrap"
+    ldd "$ROOT/.aws-sam/build/$TOKEN_FUNCTION/bootstrap") | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
   done
@@ -232,6 +300,7 @@ ensure_base_image() {
 
 FUNCTION_S3_URL=""
 FUNCTION_DYNAMODB_URL=""
+FUNCTION_SSM_URL=""
 
 # DynamoDB Local: the caller's (scripts/test-all.sh outlives this run), else one of this run's
 # own, from the cached install (an instance in the shared cache directory may be stopped by
@@ -267,20 +336,38 @@ start_garage() {
   [[ $FUNCTION_S3_URL == "http://$GATEWAY_IP:"* ]] || die "Garage's S3 API is on $FUNCTION_S3_URL, not the bridge"
 }
 
+# moto as the run's SSM Parameter Store, on the bridge address like Garage: `berth init` makes
+# the token keys in it from the host, the functions read them from their containers. Its
+# parameters are per region: both use Garage's (`garage`, SAM's --region).
+start_moto() {
+  local script=$ROOT/scripts/services/moto.sh
+  on_exit "'$script' stop '$E2E_TMP/moto' >/dev/null 2>&1"
+  eval "$(MOTO_BIND_ADDR=$GATEWAY_IP "$script" start "$E2E_TMP/moto")"
+  FUNCTION_SSM_URL=$AWS_ENDPOINT_URL_SSM
+  [[ $FUNCTION_SSM_URL == "http://$GATEWAY_IP:"* ]] || die "moto listens on $FUNCTION_SSM_URL, not the bridge"
+}
+
 # The table and bucket prefix of this run, and the env-vars file giving the functions their
-# storage: locally the template's !Ref BlobBucket and !Ref MetadataTable are only logical ids,
-# and SAM does not evaluate the Fn::If that sets the endpoints from the S3EndpointUrl and
-# DynamoDbEndpointUrl parameters in AWS (it hands the functions "" for both).
+# storage and token keys: locally the template's !Ref BlobBucket and !Ref MetadataTable are
+# only logical ids, and SAM does not evaluate the Fn::If that sets the endpoints from the
+# S3EndpointUrl, DynamoDbEndpointUrl and SsmEndpointUrl parameters in AWS (it hands the
+# functions "" for all three), nor the one choosing BERTH_TOKEN_KEYS_SSM. `berth init` also
+# makes the token keys under KEYS_PATH and the first accounts: the admin (with the run's
+# password) and the public project library. The file's global `Parameters` go to every
+# function (SAM sets those a function declares: all of these are in the template's Globals).
 make_storage() {
   local blob_store="s3://$BERTH_TEST_S3_BUCKET/sam-$RUN_ID" table="berth-sam-$RUN_ID"
-  run "$BERTH" init --data-dir "$E2E_TMP/berth-data" --blob-store "$blob_store" \
-    --metadata "dynamodb://$table" --s3-path-style
+  BERTH_ADMIN_PASSWORD=$ADMIN_PASSWORD run "$BERTH" init --data-dir "$E2E_TMP/berth-data" \
+    --blob-store "$blob_store" --metadata "dynamodb://$table" --s3-path-style \
+    --token-keys-ssm "$KEYS_PATH"
   TABLE=$table
   ENV_VARS=$E2E_TMP/env-vars.json
   jq -n --arg blobs "$blob_store" --arg table "dynamodb://$table" \
-    --arg s3 "$FUNCTION_S3_URL" --arg dynamodb "$FUNCTION_DYNAMODB_URL" '{Parameters: {
+    --arg s3 "$FUNCTION_S3_URL" --arg dynamodb "$FUNCTION_DYNAMODB_URL" \
+    --arg ssm "$FUNCTION_SSM_URL" --arg keys "$KEYS_PATH" '{Parameters: {
       BERTH_BLOB_STORE: $blobs, BERTH_METADATA: $table, BERTH_S3_PATH_STYLE: "true",
-      AWS_ENDPOINT_URL_S3: $s3, AWS_ENDPOINT_URL_DYNAMODB: $dynamodb}}' >"$ENV_VARS"
+      AWS_ENDPOINT_URL_S3: $s3, AWS_ENDPOINT_URL_DYNAMODB: $dynamodb,
+      AWS_ENDPOINT_URL_SSM: $ssm, BERTH_TOKEN_KEYS_SSM: $keys}}' >"$ENV_VARS"
   local_options
   sam_environment
 }
@@ -299,13 +386,14 @@ start_api() {
   START_API_PID=$!
   on_exit stop_start_api
   deadline=$((SECONDS + START_API_TIMEOUT))
+  # Without a token the pull function answers 401: it runs, and has its keys.
   while ((SECONDS < deadline)); do
     status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$API_URL/v2/" || true)
-    [[ $status != 200 ]] || break
+    [[ $status != 401 ]] || break
     kill -0 "$START_API_PID" 2>/dev/null || setup_failed "sam local start-api exited"
     sleep 1
   done
-  [[ $status == 200 ]] || setup_failed "sam local start-api gave no 200 to GET /v2/ within ${START_API_TIMEOUT}s"
+  [[ $status == 401 ]] || setup_failed "sam local start-api gave no 401 to an anonymous GET /v2/ within ${START_API_TIMEOUT}s"
   log_info "sam local start-api pid $START_API_PID on $API_URL ($(docker ps -q | wc -l) warm containers)"
 }
 
@@ -332,7 +420,9 @@ invoke() {
     "${LOCAL_OPTIONS[@]}" >"$out.stdout" 2>"$out.log" || true
   # The answer is the last line of standard output.
   tail -n 1 "$out.stdout" >"$out.json"
-  jq -r '.statusCode // "none"' "$out.json" 2>/dev/null || echo none
+  local status
+  status=$(jq -r '.statusCode // "none"' "$out.json" 2>/dev/null || true)
+  echo "${status:-none}"
 }
 
 # The answer's header NAME (API Gateway's `headers`, case-insensitively), body (decoded).
@@ -345,13 +435,34 @@ answer_body() {
   fi
 }
 
+# with_token EVENT OUT [TOKEN]: the event with `authorization: Bearer TOKEN` among its headers
+# (default $EVENT_TOKEN), as a client sends it: the events of infra/events/ carry none.
+with_token() {
+  jq --arg auth "Bearer ${3:-$EVENT_TOKEN}" '.headers.authorization = $auth' "$1" >"$2"
+}
+
+# token_event OUT QUERY [CREDENTIALS]: an event of `GET /service/token?QUERY` for the token
+# function, made from pull-ping.json (same host, X-Forwarded-Proto and source address), with
+# Basic CREDENTIALS (user:password) unless empty.
+token_event() {
+  local out=$1 query=$2 credentials=${3:-} basic=""
+  [[ -z $credentials ]] || basic="Basic $(printf '%s' "$credentials" | base64 -w0)"
+  jq --arg query "$query" --arg auth "$basic" --arg id "token-$RANDOM$RANDOM" '
+      .routeKey = "GET /service/token" | .requestContext.routeKey = .routeKey
+      | .rawPath = "/service/token" | .requestContext.http.path = .rawPath
+      | .rawQueryString = $query | .requestContext.requestId = $id
+      | if $auth != "" then .headers.authorization = $auth else . end
+    ' "$EVENTS/pull-ping.json" >"$out"
+}
+
 # make_event OUT METHOD ROUTE_PATH QUERY [BODY_FILE [CONTENT_TYPE [CONTENT_RANGE]]]: an API
 # Gateway v2 event like those of infra/events/, the body base64-encoded as API Gateway sends
-# binary bodies.
+# binary bodies, with the bearer token $EVENT_TOKEN.
 make_event() {
   local out=$1 method=$2 path=$3 query=$4 body=${5:-} type=${6:-} range=${7:-} route
   route="$method /v2/{proxy+}"
   jq --arg method "$method" --arg path "$path" --arg query "$query" --arg route "$route" \
+    --arg auth "Bearer $EVENT_TOKEN" \
     --arg body "$([[ -z $body ]] || base64 -w0 "$body")" \
     --arg length "$(if [[ -z $body ]]; then echo 0; else size_of "$body"; fi)" \
     --arg type "$type" --arg range "$range" --arg id "seed-$RANDOM$RANDOM" '
@@ -360,10 +471,52 @@ make_event() {
       | .pathParameters.proxy = ($path | ltrimstr("/v2/"))
       | .rawQueryString = $query
       | .headers = (.headers | del(.["content-type"], .["content-range"]) | .["content-length"] = $length)
+      | .headers.authorization = $auth
       | if $type != "" then .headers["content-type"] = $type else . end
       | if $range != "" then .headers["content-range"] = $range else . end
       | if $body != "" then .body = $body | .isBase64Encoded = true else del(.body) | .isBase64Encoded = false end
     ' "$EVENTS/push-upload-chunk.json" >"$out"
+}
+
+# --- token auth through sam local invoke -------------------------------------------------
+# The events of infra/events/ carry no Authorization header. The token function gives the
+# admin a token for what they do (library/hello and the catalog), through an event made from
+# pull-ping.json; the seed and every event then carry it.
+
+EVENT_SCOPES="service=berth&scope=repository:library/hello:pull,push,delete&scope=registry:catalog:*"
+
+scenario_token_invoke() {
+  local dir=$E2E_TMP/token-invoke out status body token host challenge
+  mkdir -p "$dir"
+  out=$dir/answer
+
+  token_event "$dir/admin.json" "$EVENT_SCOPES" "$ADMIN:$ADMIN_PASSWORD"
+  status=$(invoke "$TOKEN_FUNCTION" "$dir/admin.json" "$out")
+  body=$(answer_body "$out")
+  assert_eq "GET /service/token with the admin's Basic credentials through sam local invoke (200)" 200 "$status"
+  token=$(jq -r '.token // empty' <<<"$body")
+  assert_match "... answers a token" '^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' "$token"
+  assert_eq "... also as access_token" "$token" "$(jq -r '.access_token // empty' <<<"$body")"
+  assert_match "... with expires_in and issued_at" '^[0-9]+ [0-9]{4}-' \
+    "$(jq -r '"\(.expires_in) \(.issued_at)"' <<<"$body")"
+  assert_eq "... granting pull, push and delete on library/hello and the catalog" \
+    "registry:catalog:* repository:library/hello:delete,pull,push" "$(jwt_access "$token" | paste -sd ' ')"
+  printf '%s' "$token" >"$E2E_TMP/event-token"
+
+  token_event "$dir/wrong.json" "$EVENT_SCOPES" "$ADMIN:wrong-$ADMIN_PASSWORD"
+  status=$(invoke "$TOKEN_FUNCTION" "$dir/wrong.json" "$out")
+  assert_eq "GET /service/token with a wrong password through sam local invoke (401)" 401 "$status"
+  assert_eq "... and no token" "" "$(answer_body "$out" | jq -r '.token // empty' 2>/dev/null || true)"
+
+  status=$(invoke "$PULL_FUNCTION" "$EVENTS/pull-ping.json" "$out")
+  assert_eq "pull-ping without a token (401)" 401 "$status"
+  host=$(jq -r .headers.host "$EVENTS/pull-ping.json")
+  challenge=$(answer_header "$out" www-authenticate)
+  assert_match "... with a Bearer challenge" '^Bearer ' "$challenge"
+  assert_eq "... whose realm is the token endpoint on the event's host, https (X-Forwarded-Proto)" \
+    "https://$host/service/token" "$(challenge_param "$challenge" realm)"
+  assert_eq "... for the service berth" berth "$(challenge_param "$challenge" service)"
+  assert_eq "... and an UNAUTHORIZED error body" UNAUTHORIZED "$(answer_body "$out" | jq -r '.errors[0].code')"
 }
 
 # --- the registry the events of infra/events/ refer to -----------------------------------
@@ -417,6 +570,9 @@ PY
 
 scenario_seed() {
   local dir=$E2E_TMP/seed out=$E2E_TMP/seed/answer status location id session
+  [[ -s $E2E_TMP/event-token ]] || fail "the token function gave a token for the events" "the token scenario did not finish"
+  EVENT_TOKEN=$(<"$E2E_TMP/event-token")
+  TOKEN=$EVENT_TOKEN
   mkdir -p "$dir"
   printf '%s' "$EV_CONFIG" >"$dir/config.json"
   pattern "$dir/layer.bin" 600 7 3
@@ -434,18 +590,18 @@ scenario_seed() {
   status=$(invoke "$PUSH_FUNCTION" "$dir/layer-event.json" "$out")
   assert_eq "seed: the layer, POST ?digest= with a base64 body through sam local invoke (201)" 201 "$status"
 
-  status=$(req POST "$API_URL/v2/$EV_REPO/blobs/uploads/?digest=$EV_CONFIG_DIGEST" "$out" \
+  status=$(areq POST "$API_URL/v2/$EV_REPO/blobs/uploads/?digest=$EV_CONFIG_DIGEST" "$out" \
     -H 'Content-Type: application/octet-stream' --data-binary "@$dir/config.json")
   assert_eq "seed: the config, POST ?digest= through start-api (201)" 201 "$status"
   for tag in v1 old; do
     local manifest=EV_${tag^^}
-    status=$(req PUT "$API_URL/v2/$EV_REPO/manifests/$tag" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
+    status=$(areq PUT "$API_URL/v2/$EV_REPO/manifests/$tag" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
       --data-binary "${!manifest}")
     assert_eq "seed: manifest $tag through start-api (201)" 201 "$status"
   done
 
   for session in $EV_SESSION_CHUNK $EV_SESSION_CLOSE $EV_SESSION_OVERSIZE; do
-    status=$(req POST "$API_URL/v2/$EV_REPO/blobs/uploads/" "$out")
+    status=$(areq POST "$API_URL/v2/$EV_REPO/blobs/uploads/" "$out")
     [[ $status == 202 ]] || fail "seed: POST opens a session" "status $status: $(cat "$out.body")"
     location=$(header "$out.headers" location)
     id=${location##*/}
@@ -461,10 +617,12 @@ scenario_seed() {
   : >"$E2E_TMP/seeded"
 }
 
-# check_event NAME FUNCTION: one event of infra/events/ through `sam local invoke`.
+# check_event NAME FUNCTION: one event of infra/events/ through `sam local invoke`, with the
+# bearer token $EVENT_TOKEN added to its headers.
 check_event() {
   local name=$1 function=$2 out=$E2E_TMP/events/$1 status body
-  status=$(invoke "$function" "$EVENTS/$name.json" "$out")
+  with_token "$EVENTS/$name.json" "$out.event.json"
+  status=$(invoke "$function" "$out.event.json" "$out")
   body=$(answer_body "$out")
   case $name in
     pull-ping)
@@ -541,6 +699,7 @@ check_event() {
 
 scenario_events() {
   [[ -e $E2E_TMP/seeded ]] || fail "the registry was seeded" "the seed scenario did not finish"
+  EVENT_TOKEN=$(<"$E2E_TMP/event-token")
   mkdir -p "$E2E_TMP/events"
   local files name started
   # Reads first, then writes, in the order of infra/events/README.md: one seeded registry
@@ -555,6 +714,59 @@ scenario_events() {
     log_info "$name: sam local invoke took $(($(now_ms) - started)) ms"
   done
   assert_eq "every file of infra/events/ went through sam local invoke" 14 "$(wc -l <<<"$files")"
+}
+
+# --- token auth through start-api ----------------------------------------------------------
+# start-api hands the functions the client's Host (127.0.0.1:PORT) and X-Forwarded-Proto
+# http: the realm is http://127.0.0.1:PORT/service/token, which docker reaches on the host.
+
+scenario_auth() {
+  local out=$E2E_TMP/auth status challenge body token
+  status=$(req GET "$API_URL/v2/" "$out")
+  assert_eq "an anonymous GET /v2/ through start-api answers 401" 401 "$status"
+  challenge=$(header "$out.headers" www-authenticate)
+  assert_match "... with a Bearer challenge" '^Bearer ' "$challenge"
+  assert_eq "... whose realm is start-api's token endpoint, http" \
+    "http://$API/service/token" "$(challenge_param "$challenge" realm)"
+  assert_eq "... for the service berth" berth "$(challenge_param "$challenge" service)"
+
+  status=$(req GET "$API_URL/v2/" "$out" -H 'Authorization: Bearer not.a.token')
+  assert_eq "GET /v2/ with a made-up token answers 401" 401 "$status"
+  assert_contains "... with error=\"invalid_token\" in the challenge" \
+    "$(header "$out.headers" www-authenticate)" 'error="invalid_token"'
+
+  status=$(req GET "$API_URL/service/token?service=berth" "$out" -u "$ADMIN:wrong-$ADMIN_PASSWORD")
+  assert_eq "GET /service/token with a wrong password through start-api answers 401" 401 "$status"
+  assert_eq "... and no token" "" "$(jq -r '.token // empty' "$out.body" 2>/dev/null || true)"
+
+  status=$(req GET "$API_URL/service/token?service=berth" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "GET /service/token with the admin's credentials through start-api answers 200" 200 "$status"
+  body=$(cat "$out.body")
+  token=$(jq -r '.token // empty' <<<"$body")
+  assert_ne "... with a token" "" "$token"
+  assert_eq "... also as access_token" "$token" "$(jq -r '.access_token // empty' <<<"$body")"
+  assert_match "... with expires_in and issued_at" '^[0-9]+ [0-9]{4}-' \
+    "$(jq -r '"\(.expires_in) \(.issued_at)"' <<<"$body")"
+  status=$(req GET "$API_URL/v2/" "$out" -H "Authorization: Bearer $token")
+  assert_eq "GET /v2/ with that token answers 200" 200 "$status"
+  assert_eq "... and {}" '{}' "$(jq -c . "$out.body")"
+
+  local log=$E2E_TMP/docker-login.log
+  printf '%s\n' "$ADMIN_PASSWORD" | run_to "$log" timeout "$CLIENT_TIMEOUT" \
+    docker login "$API" -u "$ADMIN" --password-stdin || true
+  assert_contains "docker login through start-api succeeds" "$(cat "$log")" "Login Succeeded"
+
+  # A private project for the image, made through the management API with Basic credentials.
+  status=$(req POST "$API_URL/api/v2.0/projects" "$out" -u "$ADMIN:$ADMIN_PASSWORD" \
+    -H 'Content-Type: application/json' \
+    --data-binary "{\"project_name\":\"$PROJECT\",\"metadata\":{\"public\":\"false\"}}")
+  assert_eq "POST /api/v2.0/projects through start-api creates the private project $PROJECT (201)" 201 "$status"
+  status=$(req GET "$API_URL/api/v2.0/projects/$PROJECT" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "GET /api/v2.0/projects/$PROJECT answers 200" 200 "$status"
+  assert_eq "... and it is not public" false "$(jq -r '.metadata.public' "$out.body")"
+  status=$(req GET "$API_URL/api/v2.0/projects/$PROJECT" "$out")
+  assert_ne "... and anonymous callers do not see it" 200 "$status"
+  : >"$E2E_TMP/project"
 }
 
 # --- the image pushed through start-api and pulled by docker ------------------------------
@@ -584,7 +796,7 @@ make_image() {
       config: {mediaType: $cmt, digest: $cd, size: $cs},
       layers: [{mediaType: $lmt, digest: $ld, size: $ls}]}' >"$dir/manifest.json"
   cat >"$dir/vars" <<EOF
-REPO=sam/app-$RUN_ID
+REPO=$PROJECT/app-$RUN_ID
 TAG=v1
 TAG2=v2
 LAYER_DIGEST=$(sha256_file "$dir/layer.tar")
@@ -603,8 +815,10 @@ scenario_push() {
   source "$IMAGE/vars"
   local out=$E2E_TMP/push status location min max offset len end chunks=0 got
   local layer=$IMAGE/layer.tar
+  [[ -e $E2E_TMP/project ]] || fail "the project $PROJECT exists" "the auth scenario did not finish"
+  TOKEN=$(admin_token "repository:$REPO:pull,push")
 
-  status=$(req POST "$API_URL/v2/$REPO/blobs/uploads/" "$out")
+  status=$(areq POST "$API_URL/v2/$REPO/blobs/uploads/" "$out")
   assert_eq "POST through start-api starts an upload session (202)" 202 "$status"
   location=$(header "$out.headers" location)
   min=$(header "$out.headers" oci-chunk-min-length)
@@ -618,7 +832,7 @@ scenario_push() {
     len=$((LAYER_SIZE - offset < max ? LAYER_SIZE - offset : max))
     end=$((offset + len - 1))
     status=$(dd if="$layer" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$len" status=none |
-      req PATCH "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
+      areq PATCH "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
         -H "Content-Range: $offset-$end" --data-binary @-)
     [[ $status == 202 ]] || fail "PATCH of bytes $offset-$end answers 202" "status $status: $(head -c 500 "$out.body")"
     got=$(header "$out.headers" range)
@@ -629,30 +843,30 @@ scenario_push() {
   done
   pass "the layer went through start-api in $chunks PATCH chunks of at most $max bytes"
 
-  status=$(req PUT "$(url "$(with_digest "$location" "$LAYER_DIGEST")")" "$out")
+  status=$(areq PUT "$(url "$(with_digest "$location" "$LAYER_DIGEST")")" "$out")
   assert_eq "PUT ?digest closes the chunked upload (201)" 201 "$status"
   assert_eq "... with Docker-Content-Digest of the layer" "$LAYER_DIGEST" "$(header "$out.headers" docker-content-digest)"
 
-  status=$(req POST "$API_URL/v2/$REPO/blobs/uploads/?digest=$CONFIG_DIGEST" "$out" \
+  status=$(areq POST "$API_URL/v2/$REPO/blobs/uploads/?digest=$CONFIG_DIGEST" "$out" \
     -H 'Content-Type: application/octet-stream' --data-binary "@$IMAGE/config.json")
   assert_eq "the config is pushed with POST ?digest= and a body (201)" 201 "$status"
 
-  status=$(req PUT "$API_URL/v2/$REPO/manifests/$TAG" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
+  status=$(areq PUT "$API_URL/v2/$REPO/manifests/$TAG" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
     --data-binary "@$IMAGE/manifest.json")
   assert_eq "the manifest PUT by tag answers 201" 201 "$status"
   assert_eq "... with the manifest's digest" "$MANIFEST_DIGEST" "$(header "$out.headers" docker-content-digest)"
 
-  status=$(req HEAD "$API_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
+  status=$(areq HEAD "$API_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
   assert_eq "HEAD of the layer through start-api answers 200" 200 "$status"
   assert_eq "... with the layer's size as Content-Length" "$LAYER_SIZE" "$(header "$out.headers" content-length)"
 
-  status=$(req HEAD "$API_URL/v2/$REPO/manifests/$TAG" "$out")
+  status=$(areq HEAD "$API_URL/v2/$REPO/manifests/$TAG" "$out")
   assert_eq "HEAD of the manifest through start-api answers 200" 200 "$status"
   assert_eq "... with the manifest's size as Content-Length" "$(size_of "$IMAGE/manifest.json")" \
     "$(header "$out.headers" content-length)"
   assert_eq "... and its digest" "$MANIFEST_DIGEST" "$(header "$out.headers" docker-content-digest)"
 
-  status=$(req GET "$API_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
+  status=$(areq GET "$API_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
   assert_eq "GET of the layer through start-api answers 307" 307 "$status"
   assert_contains "... to a presigned URL on Garage's bridge address" "$(header "$out.headers" location)" "$FUNCTION_S3_URL/"
   : >"$IMAGE/pushed"
@@ -664,11 +878,16 @@ pushed_image() {
   source "$IMAGE/vars"
 }
 
+# docker is logged in (scenario_auth): it takes its token from the challenge's realm.
 scenario_docker() {
   pushed_image
-  local ref=$API/$REPO:$TAG log=$E2E_TMP/docker-pull.log container
+  local ref=$API/$REPO:$TAG log=$E2E_TMP/docker-pull.log container before
+  before=$(wc -l <"$E2E_TMP/start-api.log")
   run_to "$log" timeout "$CLIENT_TIMEOUT" docker pull "$ref"
-  assert_contains "docker pull through start-api reports the manifest digest" "$(cat "$log")" "Digest: $MANIFEST_DIGEST"
+  assert_contains "docker pull (logged in) through start-api reports the manifest digest" "$(cat "$log")" "Digest: $MANIFEST_DIGEST"
+  # docker login kept a refresh token: docker pull trades it with a POST (OAuth2 grant).
+  assert_match "docker pull got its token from start-api's /service/token" \
+    '"(GET|POST) /service/token[^"]*" 200' "$(tail -n +"$((before + 1))" "$E2E_TMP/start-api.log")"
   assert_eq "the pulled image's id is the config digest" "$CONFIG_DIGEST" \
     "$(docker image inspect -f '{{.Id}}' "$ref")"
   container=$(docker create "$ref")
@@ -681,13 +900,54 @@ scenario_docker() {
     "$(grep -E "GET /v2/$REPO/blobs/sha256:[0-9a-f]+ HTTP/1.1[^\"]*\" 200" "$E2E_TMP/start-api.log" || true)"
 }
 
+# What anyone without credentials may do: nothing in the private project, pull in library.
+scenario_anonymous() {
+  pushed_image
+  [[ -e $E2E_TMP/seeded ]] || fail "the registry was seeded" "the seed scenario did not finish"
+  local out=$E2E_TMP/anonymous status challenge log=$E2E_TMP/docker-anonymous.log
+  status=$(req GET "$API_URL/v2/$REPO/manifests/$TAG" "$out")
+  assert_eq "an anonymous manifest GET of the image in the private project answers 401" 401 "$status"
+  challenge=$(header "$out.headers" www-authenticate)
+  assert_eq "... whose challenge asks for pull on the repository" "repository:$REPO:pull" \
+    "$(challenge_param "$challenge" scope)"
+  TOKEN=$(api_token "" "repository:$REPO:pull")
+  assert_ne "the token endpoint gives an anonymous caller a token" "" "$TOKEN"
+  assert_eq "... which grants nothing in the private project" "" "$(jwt_access "$TOKEN")"
+  status=$(areq GET "$API_URL/v2/$REPO/manifests/$TAG" "$out")
+  assert_eq "the manifest GET with that token answers 401" 401 "$status"
+  assert_contains "... with error=\"insufficient_scope\"" "$(header "$out.headers" www-authenticate)" \
+    'error="insufficient_scope"'
+  status=$(areq GET "$API_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out")
+  assert_eq "... and so does the layer GET (no redirect to Garage)" 401 "$status"
+
+  TOKEN=$(api_token "" "repository:$EV_REPO:pull,push")
+  assert_eq "an anonymous token for $EV_REPO (public project library) grants pull only" \
+    "repository:$EV_REPO:pull" "$(jwt_access "$TOKEN")"
+  status=$(areq GET "$API_URL/v2/$EV_REPO/manifests/v1" "$out" -H "Accept: $MT_OCI_MANIFEST")
+  assert_eq "an anonymous manifest GET in library answers 200" 200 "$status"
+  assert_eq "... with the manifest" "$EV_V1_DIGEST" "$(sha256_file "$out.body")"
+  status=$(areq GET "$API_URL/v2/$EV_REPO/blobs/$EV_LAYER_DIGEST" "$out")
+  assert_eq "an anonymous layer GET in library answers 307" 307 "$status"
+  status=$(areq POST "$API_URL/v2/$EV_REPO/blobs/uploads/" "$out")
+  assert_eq "an anonymous upload to library answers 401" 401 "$status"
+
+  run docker logout "$API"
+  if timeout "$CLIENT_TIMEOUT" docker pull "$API/$REPO:$TAG" >"$log" 2>&1; then
+    fail "an anonymous docker pull of the private image is refused" "it pulled: $(tail -n 3 "$log")"
+  fi
+  assert_match "an anonymous docker pull of the private image is refused" \
+    '(unauthorized|denied|authentication required)' "$(cat "$log")"
+}
+
+# skopeo with the admin's credentials (--creds), not docker's login.
 scenario_skopeo() {
   pushed_image
-  local inspect
-  inspect=$(timeout "$CLIENT_TIMEOUT" skopeo --tmpdir "$E2E_TMP" inspect --tls-verify=false "docker://$API/$REPO:$TAG")
+  local inspect creds=$ADMIN:$ADMIN_PASSWORD
+  inspect=$(timeout "$CLIENT_TIMEOUT" skopeo --tmpdir "$E2E_TMP" inspect --tls-verify=false --creds "$creds" \
+    "docker://$API/$REPO:$TAG")
   assert_eq "skopeo inspect through start-api gives the manifest digest" "$MANIFEST_DIGEST" "$(jq -r .Digest <<<"$inspect")"
   assert_eq "... and the layer" "$LAYER_DIGEST" "$(jq -r '.Layers | join(" ")' <<<"$inspect")"
-  timeout "$CLIENT_TIMEOUT" skopeo --tmpdir "$E2E_TMP" inspect --raw --tls-verify=false \
+  timeout "$CLIENT_TIMEOUT" skopeo --tmpdir "$E2E_TMP" inspect --raw --tls-verify=false --creds "$creds" \
     "docker://$API/$REPO:$TAG" >"$E2E_TMP/skopeo-raw.json"
   assert_eq "skopeo inspect --raw gives the pushed manifest bytes" "$MANIFEST_DIGEST" "$(sha256_file "$E2E_TMP/skopeo-raw.json")"
 }
@@ -695,47 +955,54 @@ scenario_skopeo() {
 scenario_tags() {
   pushed_image
   local out=$E2E_TMP/tags status next
-  status=$(req PUT "$API_URL/v2/$REPO/manifests/$TAG2" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
+  TOKEN=$(admin_token "repository:$REPO:pull,push")
+  status=$(areq PUT "$API_URL/v2/$REPO/manifests/$TAG2" "$out" -H "Content-Type: $MT_OCI_MANIFEST" \
     --data-binary "@$IMAGE/manifest.json")
   assert_eq "the manifest PUT under a second tag answers 201" 201 "$status"
-  status=$(req GET "$API_URL/v2/$REPO/tags/list" "$out")
+  status=$(areq GET "$API_URL/v2/$REPO/tags/list" "$out")
   assert_eq "GET tags/list through start-api answers 200" 200 "$status"
   assert_eq "... with both tags" "$TAG $TAG2" "$(jq -r '.tags | join(" ")' "$out.body")"
-  status=$(req GET "$API_URL/v2/$REPO/tags/list?n=1" "$out")
+  status=$(areq GET "$API_URL/v2/$REPO/tags/list?n=1" "$out")
   assert_eq "GET tags/list?n=1 gives the first tag" "$TAG" "$(jq -r '.tags | join(" ")' "$out.body")"
   next=$(header "$out.headers" link | sed -nE 's/^<([^>]*)>.*rel="?next"?.*/\1/p')
   assert_match "... and a Link to the next page" '^/v2/' "$next"
-  req GET "$(url "$next")" "$out" >/dev/null
+  areq GET "$(url "$next")" "$out" >/dev/null
   assert_eq "the next page gives the second tag" "$TAG2" "$(jq -r '.tags | join(" ")' "$out.body")"
   assert_eq "skopeo list-tags through start-api sees both tags" "$TAG $TAG2" \
-    "$(timeout "$CLIENT_TIMEOUT" skopeo list-tags --tls-verify=false "docker://$API/$REPO" | jq -r '.Tags | sort | join(" ")')"
+    "$(timeout "$CLIENT_TIMEOUT" skopeo list-tags --tls-verify=false --creds "$ADMIN:$ADMIN_PASSWORD" \
+      "docker://$API/$REPO" | jq -r '.Tags | sort | join(" ")')"
 }
 
 # What SAM's emulator does unlike API Gateway, seen rather than asserted.
 scenario_emulator() {
   pushed_image
   local out=$E2E_TMP/emulator status
+  TOKEN=$(admin_token "repository:$REPO:pull,push" "repository:$EV_REPO:pull")
+  EVENT_TOKEN=$TOKEN
   head -c 1024 /dev/urandom >"$E2E_TMP/binary.bin"
-  status=$(req POST "$API_URL/v2/$REPO/blobs/uploads/" "$out")
+  status=$(areq POST "$API_URL/v2/$REPO/blobs/uploads/" "$out")
   local location
   location=$(header "$out.headers" location)
-  status=$(req PATCH "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
+  status=$(areq PATCH "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
     -H 'Content-Range: 0-1023' --data-binary "@$E2E_TMP/binary.bin")
   log_info "a binary (non-UTF-8) chunk through start-api: $status $(head -c 200 "$out.body")"
   head -c $((7 * 1024 * 1024)) /dev/zero | tr '\0' a >"$E2E_TMP/seven-mib.txt"
-  status=$(req PATCH "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
+  status=$(areq PATCH "$(url "$location")" "$out" -H 'Content-Type: application/octet-stream' \
     -H "Content-Range: 0-$((7 * 1024 * 1024 - 1))" --data-binary "@$E2E_TMP/seven-mib.txt")
   log_info "a 7 MiB text chunk (over Lambda's 6 MB event) through start-api: $status $(head -c 200 "$out.body")"
   rm -f "$E2E_TMP/seven-mib.txt"
 
-  # The endpoints given only as template parameters, not in the env-vars file.
+  # The endpoints given only as template parameters, not in the env-vars file: all three,
+  # SSM's too (the same Fn::If), so the function cannot even read its token keys.
   local saved_options=("${LOCAL_OPTIONS[@]}")
-  jq '.Parameters |= del(.AWS_ENDPOINT_URL_S3, .AWS_ENDPOINT_URL_DYNAMODB)' "$ENV_VARS" >"$E2E_TMP/env-vars-no-endpoints.json"
+  jq '.Parameters |= del(.AWS_ENDPOINT_URL_S3, .AWS_ENDPOINT_URL_DYNAMODB, .AWS_ENDPOINT_URL_SSM)' "$ENV_VARS" \
+    >"$E2E_TMP/env-vars-no-endpoints.json"
   LOCAL_OPTIONS=(--template-file "$BUILT_TEMPLATE" --skip-pull-image --region "$S3_REGION"
     --container-host 127.0.0.1 --container-host-interface 127.0.0.1
-    --parameter-overrides "Architecture=$ARCH S3EndpointUrl=$FUNCTION_S3_URL DynamoDbEndpointUrl=$FUNCTION_DYNAMODB_URL"
+    --parameter-overrides "Architecture=$ARCH S3EndpointUrl=$FUNCTION_S3_URL DynamoDbEndpointUrl=$FUNCTION_DYNAMODB_URL SsmEndpointUrl=$FUNCTION_SSM_URL"
     --env-vars "$E2E_TMP/env-vars-no-endpoints.json")
-  status=$(invoke "$PULL_FUNCTION" "$EVENTS/pull-tags-list.json" "$out")
+  with_token "$EVENTS/pull-tags-list.json" "$E2E_TMP/tags-list-event.json"
+  status=$(invoke "$PULL_FUNCTION" "$E2E_TMP/tags-list-event.json" "$out")
   LOCAL_OPTIONS=("${saved_options[@]}")
   log_info "endpoints as template parameters only (SAM leaves Fn::If unevaluated): pull-tags-list answered $status: $(head -c 300 "$out.json")"
   log_info "... its log: $( (grep -E '"level":"(ERROR|WARN)"' "$out.log" || true) | grep -v 'root CA' | head -n 2 | cut -c 1-400)"
@@ -750,10 +1017,11 @@ MANIFEST_MEDIAN_MS=""
 
 measure() {
   pushed_image
-  local i times=()
+  local i times=() token
+  token=$(admin_token "repository:$REPO:pull")
   for i in $(seq 20); do
     times+=("$(curl -sS --max-time "$CURL_TIMEOUT" -o /dev/null -w '%{time_total}' \
-      -H "Accept: $MT_OCI_MANIFEST" "$API_URL/v2/$REPO/manifests/$TAG")")
+      -H "Authorization: Bearer $token" -H "Accept: $MT_OCI_MANIFEST" "$API_URL/v2/$REPO/manifests/$TAG")")
   done
   MANIFEST_MEDIAN_MS=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ t[NR] = $1 * 1000 } END { printf "%.0f", (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2 }')
   log_info "manifest GET through warm start-api: median $MANIFEST_MEDIAN_MS ms over 20; each, in s: ${times[*]}"
@@ -762,7 +1030,7 @@ measure() {
 # --- main --------------------------------------------------------------------------------
 
 [[ $(id -u) -eq 0 ]] || die "run as root: the test creates a network bridge and runs dockerd"
-require_cmds sam cargo curl jq python3 docker dockerd skopeo sha256sum tar dd timeout ip base64 iconv ldd
+require_cmds sam cargo curl jq python3 docker dockerd skopeo sha256sum tar dd timeout ip base64 iconv ldd paste
 python3 -c 'import boto3' 2>/dev/null || die "python3 cannot import boto3 (it comes with pip install aws-sam-cli)"
 BERTH=${BERTH_BIN:-}
 if [[ -z $BERTH ]]; then
@@ -784,20 +1052,24 @@ on_exit docker_cleanup
 ensure_base_image
 start_dynamodb
 start_garage
+start_moto
 make_storage
-log_info "functions use S3 at $FUNCTION_S3_URL and DynamoDB at $FUNCTION_DYNAMODB_URL"
+log_info "functions use S3 at $FUNCTION_S3_URL, DynamoDB at $FUNCTION_DYNAMODB_URL, SSM at $FUNCTION_SSM_URL ($KEYS_PATH)"
 
 log_step "sam local start-api --warm-containers EAGER"
 started=$SECONDS
 start_api
-log_info "start-api answered GET /v2/ $((SECONDS - started))s after it started"
+log_info "start-api answered an anonymous GET /v2/ (401) $((SECONDS - started))s after it started"
 
 start=$SECONDS
+run_scenario "token auth through start-api: challenge, token, docker login, a private project" scenario_auth
+run_scenario "the token function through sam local invoke" scenario_token_invoke
 run_scenario "seed the registry the events name" scenario_seed
-run_scenario "infra/events through sam local invoke" scenario_events
+run_scenario "infra/events through sam local invoke, with the token" scenario_events
 make_image
 run_scenario "chunked push through start-api" scenario_push
 run_scenario "docker pull through start-api" scenario_docker
+run_scenario "anonymous access through start-api" scenario_anonymous
 run_scenario "skopeo through start-api" scenario_skopeo
 run_scenario "tag listing through start-api" scenario_tags
 run_scenario "binary bodies: start-api and invoke" scenario_emulator
