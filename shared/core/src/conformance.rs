@@ -1,12 +1,14 @@
 //! The conformance suites of the storage ports: every adapter runs these same cases from its
-//! own tests, so that all of them honour the contracts written in [`crate::ports`] and
-//! [`crate::accounts`].
+//! own tests, so that all of them honour the contracts written in [`crate::ports`],
+//! [`crate::accounts`] and [`crate::replication`].
 //!
-//! Each case is a plain `async fn` over `&dyn BlobStore`, `&dyn MetadataStore` or
-//! `&dyn AccountStore` that panics with a message naming what broke. Cases create uniquely
-//! named repositories, uploads, blobs, users, projects and robots, so they may share one store
-//! (and one DynamoDB table or S3 bucket) and run in any order. Run everything with
-//! [`run_all_blob_store`], [`run_all_metadata_store`] and [`run_all_account_store`]:
+//! Each case is a plain `async fn` over `&dyn BlobStore`, `&dyn MetadataStore`,
+//! `&dyn AccountStore` or `&dyn ReplicationStore` that panics with a message naming what
+//! broke. Cases create uniquely named repositories, uploads, blobs, users, projects and robots,
+//! and replication records under freshly drawn ids, so they may share one store (and one
+//! DynamoDB table or S3 bucket) and run in any order. Run everything with
+//! [`run_all_blob_store`], [`run_all_metadata_store`], [`run_all_account_store`] and
+//! [`run_all_replication_store`]:
 //!
 //! ```ignore
 //! #[tokio::test(flavor = "multi_thread")]
@@ -29,8 +31,10 @@ use crate::digest::{Algorithm, Digest, DigestHasher};
 use crate::error::{ErrorCode, Result};
 use crate::names::{RepositoryName, Tag, UploadId};
 use crate::ports::{BlobStore, ByteStream, MetadataStore};
+use crate::replication::ReplicationStore;
 
 pub mod account_store;
+pub mod replication_store;
 
 /// Runs every blob store case, announcing each on stderr so a failure names its case.
 pub async fn run_all_blob_store(store: &dyn BlobStore) {
@@ -129,6 +133,27 @@ pub async fn run_all_account_store(store: &dyn AccountStore) {
     login_failure_keys_are_independent(store).await;
     announce("account_store::concurrent_login_failures_all_count");
     concurrent_login_failures_all_count(store).await;
+}
+
+/// Runs every replication store case, announcing each on stderr so a failure names its case.
+pub async fn run_all_replication_store(store: &dyn ReplicationStore) {
+    use replication_store::*;
+    announce("replication_store::ids_increase_and_are_unique_per_kind");
+    ids_increase_and_are_unique_per_kind(store).await;
+    announce("replication_store::registries_round_trip");
+    registries_round_trip(store).await;
+    announce("replication_store::policies_round_trip");
+    policies_round_trip(store).await;
+    announce("replication_store::executions_newest_first");
+    executions_newest_first(store).await;
+    announce("replication_store::tasks_of_an_execution");
+    tasks_of_an_execution(store).await;
+    announce("replication_store::update_task_is_conditional");
+    update_task_is_conditional(store).await;
+    announce("replication_store::racing_claims_have_one_winner");
+    racing_claims_have_one_winner(store).await;
+    announce("replication_store::claim_schedule_once_per_tick");
+    claim_schedule_once_per_tick(store).await;
 }
 
 fn announce(case: &str) {

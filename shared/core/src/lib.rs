@@ -11,9 +11,11 @@ pub mod names;
 pub mod ports;
 pub mod range;
 pub mod registry;
+pub mod replication;
 
 pub use accounts::AccountStore;
 pub use digest::{Algorithm, Digest};
 pub use error::{ErrorCode, ErrorHint, RegistryError, Result};
 pub use names::{Reference, RepositoryName, Tag, UploadId};
-pub use registry::Registry;
+pub use registry::{EventSink, Registry, RegistryEvent};
+pub use replication::ReplicationStore;

@@ -14,7 +14,7 @@ use futures_util::{Stream, StreamExt};
 use crate::digest::{Algorithm, Digest, DigestHasher};
 use crate::error::{ErrorCode, ErrorHint, RegistryError, Result};
 use crate::manifest::{ReferrerDescriptor, parse_manifest};
-use crate::names::{Reference, RepositoryName, UploadId};
+use crate::names::{Reference, RepositoryName, Tag, UploadId};
 use crate::ports::{
     BlobStore, ByteStream, ManifestRecord, MetadataStore, StagedUpload, UploadSession,
 };
@@ -30,6 +30,35 @@ pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     meta: Arc<dyn MetadataStore>,
     busy_uploads: Arc<Mutex<HashSet<UploadId>>>,
+    events: Option<Arc<dyn EventSink>>,
+}
+
+/// Something that happened to a repository's artifacts, for those who follow it
+/// (replication).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryEvent {
+    /// A manifest was stored, under `tag` when pushed by tag.
+    Pushed {
+        repository: RepositoryName,
+        digest: Digest,
+        tag: Option<Tag>,
+    },
+    /// A manifest (with every tag pointing at it) was deleted.
+    ManifestDeleted {
+        repository: RepositoryName,
+        digest: Digest,
+    },
+    /// One tag was deleted; its manifest stays.
+    TagDeleted {
+        repository: RepositoryName,
+        tag: Tag,
+    },
+}
+
+/// Receives the registry's events once they are durable. Publishing must not block: a slow
+/// follower queues, it never holds up a push.
+pub trait EventSink: Send + Sync + 'static {
+    fn publish(&self, event: RegistryEvent);
 }
 
 impl std::fmt::Debug for Registry {
@@ -89,6 +118,20 @@ impl Registry {
             blobs,
             meta,
             busy_uploads: Arc::default(),
+            events: None,
+        }
+    }
+
+    /// Publishes pushes and deletions to `events` (in a Lambda deployment the table's stream
+    /// carries them instead).
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    fn publish(&self, event: RegistryEvent) {
+        if let Some(events) = &self.events {
+            events.publish(event);
         }
     }
 
@@ -180,6 +223,11 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         self.meta.put_manifest(repository, &record, tag).await?;
+        self.publish(RegistryEvent::Pushed {
+            repository: repository.clone(),
+            digest: record.digest.clone(),
+            tag: tag.cloned(),
+        });
         Ok(record)
     }
 
@@ -193,11 +241,20 @@ impl Registry {
             Reference::Digest(digest) => self.meta.delete_manifest(repository, digest).await?,
             Reference::Tag(tag) => self.meta.delete_tag(repository, tag).await?,
         };
-        if existed {
-            Ok(())
-        } else {
-            Err(manifest_unknown(reference))
+        if !existed {
+            return Err(manifest_unknown(reference));
         }
+        self.publish(match reference {
+            Reference::Digest(digest) => RegistryEvent::ManifestDeleted {
+                repository: repository.clone(),
+                digest: digest.clone(),
+            },
+            Reference::Tag(tag) => RegistryEvent::TagDeleted {
+                repository: repository.clone(),
+                tag: tag.clone(),
+            },
+        });
+        Ok(())
     }
 
     // ----- blobs -----
@@ -233,6 +290,16 @@ impl Registry {
             range,
             body: StreamBody(body),
         })
+    }
+
+    /// The whole blob as a stream, never a redirect: for copying it elsewhere.
+    pub async fn blob_stream(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(u64, ByteStream)> {
+        let size = self.blob_size(repository, digest).await?;
+        Ok((size, self.blobs.read(digest, None).await?))
     }
 
     /// Removes the repository's link to a blob. The bytes stay until garbage collection.
