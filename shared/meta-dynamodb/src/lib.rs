@@ -1,6 +1,6 @@
-//! Berth's registry metadata and accounts in one DynamoDB table: [`DynamoMetadataStore`]
-//! implements the `MetadataStore` and `AccountStore` ports, and [`create_table`] creates the
-//! table for `berth init` and tests.
+//! Berth's registry metadata, accounts and replication records in one DynamoDB table:
+//! [`DynamoMetadataStore`] implements the `MetadataStore`, `AccountStore` and
+//! `ReplicationStore` ports, and [`create_table`] creates the table for `berth init` and tests.
 //!
 //! The items are those of the embedded redb store (`berth-store-local`, whose semantics this
 //! adapter mirrors), and every adapter passes the same conformance suite.
@@ -26,6 +26,15 @@
 //! | member               | `PROJECT#<name>` | `MEMBER#<user>`                      | `project`, `user`, `role`, `created_at`                               |
 //! | robot account        | `PROJECT#<project>` | `ROBOT#robot$<project>+<name>`    | `record` (JSON)                                                       |
 //! | failed-login counter | `LOGIN#<key>`  | `META`                                 | `failures`, `first_failure`, `expires_at`                             |
+//! | replication id counter | `REPL#COUNTER` | `<kind>` (`registry`, `policy`, `execution`, `task`) | `last_id`                         |
+//! | replication endpoint | `REPL#REGISTRY` | `<id>`                                | `record` (JSON)                                                       |
+//! | replication policy   | `REPL#POLICY`  | `<id>`                                 | `record` (JSON)                                                       |
+//! | replication execution | `REPL#EXECUTION` | `<id>`                              | `policy` (its policy id), `record` (JSON)                             |
+//! | replication task     | `REPL#EXECUTION#<execution id>` | `TASK#<id>`           | `status`, `record` (JSON)                                             |
+//! | schedule claim       | `REPL#SCHEDULE` | `<policy id>`                         | `fired` (the last fire time claimed)                                  |
+//!
+//! Replication ids (`<id>`, `<kind>` aside) are written as 20 zero-padded digits, so that key
+//! order is numeric order.
 //!
 //! A global `BLOB#<digest>` partition is left for garbage collection.
 //!
@@ -97,6 +106,21 @@
 //!   adds again). `expires_at` is the end of the window, so DynamoDB's time to live removes
 //!   counters that count nothing any more; reads check the window themselves, since the time
 //!   to live deletes late.
+//! - **Replication keeps to partitions of its own**, all starting with `REPL#`
+//!   ([`REPLICATION_PREFIX`]): a reader of the table's stream, which watches for pushes and
+//!   deletes, tells replication's writes apart by the partition key alone, and IAM policies
+//!   can grant them by leading key. Endpoints, policies and executions are one partition each
+//!   (there are few of them, and listings read them whole or newest first with
+//!   `ScanIndexForward=false`); listing one policy's executions filters the executions
+//!   partition on `policy`, following pages until enough matched. An execution's tasks are a
+//!   partition of their own, in id order. Ids come from one counter item per kind, an
+//!   `UpdateItem` that adds 1 and returns the new value, so concurrent callers in any number
+//!   of processes never get the same id. `update_task` is a `PutItem` on the condition that
+//!   the stored `status` is the expected one (a missing task fails it too): exactly one of
+//!   workers racing to claim a pending task wins. `claim_schedule` is an `UpdateItem` of the
+//!   policy's schedule item on the condition that no fire time at or after this one was
+//!   recorded. An execution keeps no counters (its state is computed from its tasks), so
+//!   tasks finishing in different invocations never write the same item.
 //!
 //! Reads are strongly consistent (a pull right after a push must find the manifest), except
 //! the catalog, which reads an index.
@@ -125,6 +149,12 @@
 //! | `users`, `projects` | 1 `Query` of the index and 1 `BatchGetItem` per page                           |
 //! | `delete_user`, `delete_project` | 1+ `Query` of the partition, 1 `TransactWriteItems` per 100 items  |
 //! | `record_login_failure` | 1 `UpdateItem`; 2 when a window starts                                      |
+//! | `next_id`, `claim_schedule` | 1 (conditional) `UpdateItem`                                         |
+//! | `put_registry`, `put_policy`, `put_execution`, `put_task`, `update_task` | 1 (conditional) `PutItem` |
+//! | `registry`, `policy`, `execution`, `task` | 1 `GetItem`                                            |
+//! | `delete_registry`, `delete_policy` | 1 conditional `DeleteItem`                                     |
+//! | `registries`, `policies`, `tasks` | 1 `Query` per MB                                                |
+//! | `executions`        | 1 `Query` per page: `limit` items, or 1 MB read when filtered by policy        |
 //!
 //! Transactions cancelled by a conflicting transaction or throttling are tried again with
 //! back-off; writes that lose a race (a condition failed) start over, both up to a bound
@@ -138,9 +168,11 @@
 
 mod accounts;
 mod error;
+mod replication;
 mod schema;
 mod store;
 
+pub use replication::REPLICATION_PREFIX;
 pub use schema::{
     CATALOG_INDEX, CATALOG_PARTITION_KEY, CATALOG_SORT_KEY, CLOUDFORMATION_TABLE, PARTITION_KEY,
     SORT_KEY, TTL_ATTRIBUTE, create_table,

@@ -1,5 +1,5 @@
-//! The metadata store conformance suite and the adapter's own cases, against a real DynamoDB
-//! Local. Each test creates a fresh table with `create_table`.
+//! The metadata, account and replication store conformance suites and the adapter's own
+//! cases, against a real DynamoDB Local. Each test creates a fresh table with `create_table`.
 //!
 //! ```text
 //! eval "$(scripts/services/dynamodb-local.sh start)"
@@ -20,8 +20,11 @@ use aws_sdk_dynamodb::types::{
 use berth_core::accounts::{AccountStore, Member, Project, ProjectRole, Robot, User};
 use berth_core::manifest::{ReferrerDescriptor, media_type};
 use berth_core::ports::{ManifestRecord, MetadataStore, StagedUpload, UploadSession};
+use berth_core::replication::{Execution, ReplicationStore, TriggerKind};
 use berth_core::{Algorithm, Digest, ErrorCode, RepositoryName, Tag, UploadId};
-use berth_meta_dynamodb::{DynamoMetadataStore, INLINE_LIMIT, PART_BYTES, create_table};
+use berth_meta_dynamodb::{
+    DynamoMetadataStore, INLINE_LIMIT, PART_BYTES, REPLICATION_PREFIX, create_table,
+};
 use bytes::Bytes;
 
 fn env(name: &str, default: &str) -> String {
@@ -841,4 +844,92 @@ async fn a_user_deleted_while_joining_projects_leaves_no_membership() {
             );
         }
     }
+}
+
+// --- replication ---------------------------------------------------------------------------
+
+/// The replication suite, twice over one table as other runs would share it; everything it
+/// wrote lives under the replication prefix, apart from what the table's stream reports as
+/// pushes and deletes.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn replication_store_conforms() {
+    let (client, table, store) = fresh_store().await;
+    for _ in 0..2 {
+        berth_core::conformance::run_all_replication_store(&store).await;
+    }
+    let mut partitions = std::collections::BTreeSet::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(&table)
+            .projection_expression("PK")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("a raw scan");
+        for item in page.items() {
+            if let Some(AttributeValue::S(pk)) = item.get("PK") {
+                partitions.insert(pk.clone());
+            }
+        }
+        match page.last_evaluated_key {
+            Some(next) => start = Some(next),
+            None => break,
+        }
+    }
+    assert!(!partitions.is_empty(), "the suite wrote items");
+    for pk in &partitions {
+        assert!(pk.starts_with(REPLICATION_PREFIX), "{pk}");
+    }
+}
+
+/// Listings of executions follow DynamoDB's 1 MB pages: one policy's executions behind a
+/// page of another's are found, and so are all executions beyond the first page.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn execution_listings_follow_pages() {
+    let (_client, _table, store) = fresh_store().await;
+    let execution = |id: u64, policy_id: u64, error: Option<String>| Execution {
+        id,
+        policy_id,
+        trigger: TriggerKind::Manual,
+        start_time: id,
+        planned: true,
+        error,
+        stop_requested: false,
+    };
+    let mine = [execution(1, 1, None), execution(2, 1, None)];
+    for record in &mine {
+        store.put_execution(record).await.expect("put");
+    }
+    // 14 executions of about 100 KB each, newer than the first two: more than one page.
+    let big = "x".repeat(100 * 1024);
+    let theirs: Vec<Execution> = (3..17)
+        .map(|id| execution(id, 2, Some(big.clone())))
+        .collect();
+    for record in &theirs {
+        store.put_execution(record).await.expect("put");
+    }
+    assert_eq!(
+        store.executions(Some(1), 10).await.expect("list"),
+        [mine[1].clone(), mine[0].clone()],
+        "one policy's executions behind a page of another's"
+    );
+    assert_eq!(
+        store.executions(Some(1), 1).await.expect("list"),
+        [mine[1].clone()]
+    );
+    let all = store.executions(None, 100).await.expect("list");
+    let ids: Vec<u64> = all.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..17).rev().collect::<Vec<u64>>(), "every execution");
+    let ids: Vec<u64> = store
+        .executions(Some(2), 13)
+        .await
+        .expect("list")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, (4..17).rev().collect::<Vec<u64>>(), "limited");
 }

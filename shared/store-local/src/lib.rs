@@ -1,7 +1,7 @@
 //! Berth's local storage, for `berth serve` without any cloud account: blob bytes in a
-//! directory ([`FsBlobStore`]) and registry metadata, accounts and projects in an embedded
-//! redb database ([`RedbMetadataStore`], which implements both `MetadataStore` and
-//! `AccountStore`).
+//! directory ([`FsBlobStore`]) and registry metadata, accounts, projects and replication in
+//! an embedded redb database ([`RedbMetadataStore`], which implements `MetadataStore`,
+//! `AccountStore` and `ReplicationStore`).
 //!
 //! A data directory holds both:
 //!
@@ -9,12 +9,14 @@
 //! <data-dir>/blobs/...        published blobs, by content address
 //! <data-dir>/uploads/...      bytes staged by uploads in progress
 //! <data-dir>/metadata.redb    repositories, manifests, tags, links, referrers, sessions,
-//!                             users, projects, members, robot accounts, login failures
+//!                             users, projects, members, robot accounts, login failures,
+//!                             replication endpoints, policies, executions and tasks
 //! ```
 
 mod accounts;
 mod blobs;
 mod metadata;
+mod replication;
 
 use std::path::Path;
 

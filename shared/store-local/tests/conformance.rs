@@ -1,6 +1,8 @@
 //! The storage ports' conformance suites, run against the local adapters.
 
-use berth_core::conformance::{run_all_account_store, run_all_blob_store, run_all_metadata_store};
+use berth_core::conformance::{
+    run_all_account_store, run_all_blob_store, run_all_metadata_store, run_all_replication_store,
+};
 use berth_store_local::{FsBlobStore, RedbMetadataStore, open_data_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,6 +26,13 @@ async fn redb_account_store_conforms() {
     run_all_account_store(&store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_replication_store_conforms() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = RedbMetadataStore::open(dir.path().join("metadata.redb")).expect("opening");
+    run_all_replication_store(&store).await;
+}
+
 /// Cases are written to share a store, as adapters over a shared bucket or table must:
 /// running every case twice over one data directory proves they do here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,5 +43,6 @@ async fn suites_share_one_data_directory() {
         run_all_blob_store(&blobs).await;
         run_all_metadata_store(&metadata).await;
         run_all_account_store(&metadata).await;
+        run_all_replication_store(&metadata).await;
     }
 }
