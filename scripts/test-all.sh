@@ -18,7 +18,8 @@ df -h "$root" | awk 'NR == 2 { print "disk: " $4 " free on " $6 " at the start" 
 
 # --- prerequisites -------------------------------------------------------------------------
 need_packages=()
-for tool in dockerd:docker.io podman:podman skopeo:skopeo jq:jq curl:curl busybox:busybox-static ip:iproute2; do
+for tool in dockerd:docker.io podman:podman skopeo:skopeo jq:jq curl:curl busybox:busybox-static ip:iproute2 \
+    docker-registry:docker-registry; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_packages+=("${tool#*:}")
 done
 if ((${#need_packages[@]})); then

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_runtime::auth::{
-    Auth, AuthConfig, bootstrap, full_router, local_keys, rotate_local_keys,
+    Auth, AuthConfig, bootstrap, full_router_with_replication, local_keys, rotate_local_keys,
 };
 use berth_runtime::token_keys::{KEPT_PREVIOUS_KEYS, SsmKeys};
 use berth_runtime::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
@@ -134,6 +134,10 @@ impl AuthArgs {
         }
     }
 }
+
+/// The key that seals remote registries' credentials (base64 of 32 bytes), from the
+/// environment only. Without it, a key made on first start in the data directory.
+const SECRET_KEY_VAR: &str = "BERTH_SECRET_KEY";
 
 /// The password of the first administrator, from the environment only (never a flag, which
 /// would show in the process list).
@@ -393,12 +397,17 @@ async fn serve(
         first_accounts(&*stores.accounts, auth.tokens.password_hasher()).await?;
         Some(auth)
     };
-    let router = full_router(
-        stores.registry(),
+    let secret_key = std::env::var(SECRET_KEY_VAR).ok();
+    let secrets =
+        berth_runtime::replication::local_secrets(&storage.data_dir, secret_key.as_deref())
+            .map_err(|e| format!("cannot set up the replication secret key: {e}"))?;
+    let replication = berth_runtime::replication::start_local(&stores, secrets, |r| r);
+    let router = full_router_with_replication(
         stores.metadata.clone(),
         stores.accounts.clone(),
         auth.as_ref(),
         berth_runtime::Settings::default(),
+        &replication,
     )
     .layer(axum::middleware::from_fn(berth_runtime::remember_peer));
     let listener = TcpListener::bind(listen)

@@ -24,7 +24,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod authed;
 pub mod aws;
+pub mod distribution;
 
 /// Media types the tests push and expect back.
 pub mod media {

@@ -9,14 +9,14 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_auth::{Action, KeyRing, ResourceAccess, TokenIssuer, generate_es256_pem, unix_now};
-use berth_runtime::auth::{Auth, AuthConfig, PasswordHasher, bootstrap, full_router, local_keys};
-use berth_runtime::{AccountStore, StorageConfig};
+use berth_runtime::AccountStore;
+use berth_runtime::auth::{PasswordHasher, bootstrap, full_router};
+use berth_tests::authed::{ADMIN_PASSWORD, AuthedParts, authed_parts, serve_on_loopback};
 use berth_tests::{media, sha256};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-const ADMIN_PASSWORD: &str = "Admin-password-1";
 const SERVICE: &str = "berth";
 
 struct Registry {
@@ -29,39 +29,20 @@ struct Registry {
 
 impl Registry {
     async fn start() -> Self {
-        let data_dir = tempfile::tempdir().expect("a data directory");
-        let storage = StorageConfig::local(data_dir.path());
-        let stores = storage.open_stores().await.expect("storage opens");
-        let ring = local_keys(data_dir.path()).expect("token keys");
-        let auth = Auth::new(AuthConfig::default(), &ring, stores.accounts.clone())
-            .expect("auth is set up");
-        bootstrap(
-            &*stores.accounts,
-            &PasswordHasher::new(),
-            Some(ADMIN_PASSWORD),
-        )
-        .await
-        .expect("the first accounts");
+        let AuthedParts {
+            stores,
+            auth,
+            ring,
+            data_dir,
+        } = authed_parts().await;
         let router = full_router(
             stores.registry(),
             stores.metadata.clone(),
             stores.accounts.clone(),
             Some(&auth),
             berth_runtime::Settings::default(),
-        )
-        .layer(axum::middleware::from_fn(berth_runtime::remember_peer));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let addr = listener.local_addr().expect("an address");
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .expect("the server runs");
-        });
+        );
+        let (addr, _) = serve_on_loopback(router).await;
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))

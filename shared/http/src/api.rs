@@ -52,7 +52,7 @@ pub const API_PREFIX: &str = "/api/v2.0";
 /// The largest request body of the management API.
 const MAX_JSON_BYTES: usize = 64 * 1024;
 /// The most items one listing answers.
-const MAX_PAGE_SIZE: usize = 100;
+pub(crate) const MAX_PAGE_SIZE: usize = 100;
 
 /// Who may create projects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,10 +109,16 @@ impl ManagementApi {
 }
 
 type Api = State<Arc<ManagementApi>>;
-type Reply = std::result::Result<Response, ApiError>;
+pub(crate) type Reply = std::result::Result<Response, ApiError>;
 
 /// The management API's routes, under [`API_PREFIX`].
 pub fn api_router(api: Arc<ManagementApi>) -> Router {
+    api_router_with(api, Router::new())
+}
+
+/// The management API's routes and `extra` routes (relative to [`API_PREFIX`], such as the
+/// replication API's), under [`API_PREFIX`].
+pub fn api_router_with(api: Arc<ManagementApi>, extra: Router) -> Router {
     let routes = Router::new()
         .route("/users", get(list_users).post(create_user))
         .route("/users/current", get(current_user))
@@ -144,15 +150,16 @@ pub fn api_router(api: Arc<ManagementApi>) -> Router {
                 .patch(refresh_robot_secret)
                 .delete(delete_robot),
         )
+        .with_state(api)
+        .merge(extra)
         .fallback(unknown_endpoint)
-        .method_not_allowed_fallback(crate::token::method_not_allowed)
-        .with_state(api);
+        .method_not_allowed_fallback(crate::token::method_not_allowed);
     Router::new()
         .nest(API_PREFIX, routes)
         .layer(axum::middleware::from_fn(crate::access_log))
 }
 
-async fn unknown_endpoint(method: Method, uri: http::Uri) -> ApiError {
+pub(crate) async fn unknown_endpoint(method: Method, uri: http::Uri) -> ApiError {
     ApiError(RegistryError::new(
         ErrorCode::NotFound,
         format!("no management endpoint {method} {}", uri.path()),
@@ -186,7 +193,7 @@ async fn user_caller(api: &ManagementApi, parts: &Parts) -> Result<(String, bool
     }
 }
 
-async fn admin_caller(api: &ManagementApi, parts: &Parts) -> Result<String> {
+pub(crate) async fn admin_caller(api: &ManagementApi, parts: &Parts) -> Result<String> {
     match user_caller(api, parts).await? {
         (name, true) => Ok(name),
         _ => Err(forbidden("only system administrators may do this")),
@@ -204,11 +211,11 @@ fn forbidden(message: &str) -> RegistryError {
     RegistryError::new(ErrorCode::Denied, message.to_owned())
 }
 
-fn not_found(what: &str) -> RegistryError {
+pub(crate) fn not_found(what: &str) -> RegistryError {
     RegistryError::new(ErrorCode::NotFound, format!("{what} not found"))
 }
 
-fn bad_request(message: impl Into<String>) -> RegistryError {
+pub(crate) fn bad_request(message: impl Into<String>) -> RegistryError {
     RegistryError::new(ErrorCode::BadRequest, message.into())
 }
 
@@ -267,11 +274,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
 
-async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T> {
+pub(crate) async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T> {
     parse_json(&read_body(body).await?)
 }
 
-fn json_reply(status: StatusCode, value: &Value) -> Reply {
+pub(crate) fn json_reply(status: StatusCode, value: &Value) -> Reply {
     let body = value.to_string();
     Response::builder()
         .status(status)
@@ -280,7 +287,7 @@ fn json_reply(status: StatusCode, value: &Value) -> Reply {
         .map_err(|e| ApiError(RegistryError::internal(format!("building an answer: {e}"))))
 }
 
-fn created(location: &str, value: Option<&Value>) -> Reply {
+pub(crate) fn created(location: &str, value: Option<&Value>) -> Reply {
     let body = value.map(Value::to_string).unwrap_or_default();
     Response::builder()
         .status(StatusCode::CREATED)
@@ -290,12 +297,12 @@ fn created(location: &str, value: Option<&Value>) -> Reply {
         .map_err(|e| ApiError(RegistryError::internal(format!("building an answer: {e}"))))
 }
 
-fn ok() -> Reply {
+pub(crate) fn ok() -> Reply {
     Ok(StatusCode::OK.into_response())
 }
 
 /// `page` (from 1) and `page_size` (at most [`MAX_PAGE_SIZE`], default 10), as Harbor pages.
-fn page(headers_query: Option<&str>) -> Result<(usize, usize)> {
+pub(crate) fn page(headers_query: Option<&str>) -> Result<(usize, usize)> {
     let (mut page, mut size) = (1usize, 10usize);
     for (key, value) in form_urlencoded::parse(headers_query.unwrap_or("").as_bytes()) {
         let number = || {
@@ -314,7 +321,7 @@ fn page(headers_query: Option<&str>) -> Result<(usize, usize)> {
     Ok((page, size))
 }
 
-fn query_value(parts: &Parts, name: &str) -> Option<String> {
+pub(crate) fn query_value(parts: &Parts, name: &str) -> Option<String> {
     form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())

@@ -5,6 +5,8 @@ pub mod api;
 pub mod auth;
 pub mod endpoint;
 mod handlers;
+#[cfg(feature = "replication")]
+pub mod replication;
 pub mod response;
 pub mod token;
 
@@ -25,7 +27,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 pub use axum::Router;
 
-pub use crate::api::{AccountSettings, ManagementApi, ProjectCreation, api_router};
+pub use crate::api::{
+    AccountSettings, ManagementApi, ProjectCreation, api_router, api_router_with,
+};
 pub use crate::auth::{KEY_MAX_AGE, KEY_RELOAD_INTERVAL, KeyRefresh, KeySource, RegistryAuth};
 pub use crate::endpoint::{Endpoint, Role};
 use crate::response::{ApiError, Failure, header_value};

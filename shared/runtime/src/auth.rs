@@ -247,6 +247,57 @@ pub fn full_router(
     account_router(auth, accounts, metadata).merge(berth_http::router(registry, settings))
 }
 
+/// [`full_router`] over the registry of `replication`, with the replication API next to the
+/// management API.
+#[cfg(feature = "replication")]
+pub fn full_router_with_replication(
+    metadata: Arc<dyn MetadataStore>,
+    accounts: Arc<dyn AccountStore>,
+    auth: Option<&Auth>,
+    settings: Settings,
+    replication: &crate::replication::LocalReplication,
+) -> Router {
+    use berth_http::replication::{ReplicationApi, replication_router, replication_routes};
+    let api = |management| {
+        Arc::new(
+            ReplicationApi::new(replication.replicator.clone(), management)
+                .with_dead_letters(replication.dead_letters.clone()),
+        )
+    };
+    let registry = replication.registry.clone();
+    let Some(auth) = auth else {
+        return berth_http::router(registry, settings).merge(replication_router(api(None)));
+    };
+    let settings = Settings {
+        auth: Some(auth.registry.clone()),
+        ..settings
+    };
+    let management = Arc::new(management_api(auth, accounts, metadata));
+    let replication = api(Some(management.clone()));
+    token_router(Arc::new(TokenEndpoint::new(
+        auth.tokens.clone(),
+        &auth.config.service,
+    )))
+    .merge(berth_http::api_router_with(
+        management,
+        replication_routes(replication),
+    ))
+    .merge(berth_http::router(registry, settings))
+}
+
+fn management_api(
+    auth: &Auth,
+    accounts: Arc<dyn AccountStore>,
+    metadata: Arc<dyn MetadataStore>,
+) -> ManagementApi {
+    ManagementApi::new(
+        accounts,
+        metadata,
+        auth.tokens.clone(),
+        auth.config.accounts,
+    )
+}
+
 /// The token endpoint and the management API: what the token function serves, and what
 /// `berth serve` serves next to the registry.
 pub fn account_router(
@@ -254,12 +305,7 @@ pub fn account_router(
     accounts: Arc<dyn AccountStore>,
     metadata: Arc<dyn MetadataStore>,
 ) -> Router {
-    let api = ManagementApi::new(
-        accounts,
-        metadata,
-        auth.tokens.clone(),
-        auth.config.accounts,
-    );
+    let api = management_api(auth, accounts, metadata);
     token_router(Arc::new(TokenEndpoint::new(
         auth.tokens.clone(),
         &auth.config.service,

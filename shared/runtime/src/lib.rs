@@ -10,6 +10,8 @@ pub mod auth;
 mod aws;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+#[cfg(feature = "replication")]
+pub mod replication;
 mod storage;
 #[cfg(feature = "aws")]
 pub mod token_keys;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::ports::{BlobStore, MetadataStore};
-use berth_core::{AccountStore, Registry, RegistryError, Result};
+use berth_core::{AccountStore, Registry, RegistryError, ReplicationStore, Result};
 
 #[cfg(feature = "aws")]
 use crate::aws::AwsConfig;
@@ -104,7 +104,11 @@ type LocalParts = (Option<Arc<dyn BlobStore>>, Option<MetadataParts>);
 
 /// One metadata adapter seen through both of its ports: registry metadata and accounts live
 /// together (one redb database, or one DynamoDB table).
-type MetadataParts = (Arc<dyn MetadataStore>, Arc<dyn AccountStore>);
+type MetadataParts = (
+    Arc<dyn MetadataStore>,
+    Arc<dyn AccountStore>,
+    Arc<dyn ReplicationStore>,
+);
 
 /// The storage of one registry process.
 #[derive(Debug, Clone)]
@@ -121,6 +125,7 @@ pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     pub metadata: Arc<dyn MetadataStore>,
     pub accounts: Arc<dyn AccountStore>,
+    pub replication: Arc<dyn ReplicationStore>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -160,7 +165,7 @@ impl StorageConfig {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
             BlobLocation::S3 { bucket, prefix } => self.open_s3(&aws, bucket, prefix).await?,
         };
-        let (metadata, accounts) = match &self.metadata {
+        let (metadata, accounts, replication) = match &self.metadata {
             MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
             MetadataLocation::DynamoDb { table } => open_dynamodb(&aws, table).await?,
         };
@@ -169,6 +174,7 @@ impl StorageConfig {
             blobs,
             metadata,
             accounts,
+            replication,
         })
     }
 
@@ -212,7 +218,8 @@ impl StorageConfig {
                 let m = Arc::new(m);
                 (
                     m.clone() as Arc<dyn MetadataStore>,
-                    m as Arc<dyn AccountStore>,
+                    m.clone() as Arc<dyn AccountStore>,
+                    m as Arc<dyn ReplicationStore>,
                 )
             }),
         ))
@@ -263,7 +270,8 @@ async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
     ));
     Ok((
         store.clone() as Arc<dyn MetadataStore>,
-        store as Arc<dyn AccountStore>,
+        store.clone() as Arc<dyn AccountStore>,
+        store as Arc<dyn ReplicationStore>,
     ))
 }
 
