@@ -565,10 +565,11 @@ async fn a_remote_that_is_down_fails_clearly_and_a_later_run_succeeds_without_du
     // And again: the remote has it all.
     let execution = berth.run(policy).await;
     berth.finished(execution, Duration::from_secs(30)).await;
-    assert_eq!(
-        berth.tasks(execution).await[0]["bytes"],
-        0,
-        "nothing sent twice"
+    let task = &berth.tasks(execution).await[0];
+    assert_eq!(task["bytes"], 0, "nothing sent twice");
+    assert!(
+        task["note"].as_str().is_some_and(|n| n.contains("already had")),
+        "{task}"
     );
     let peer = RemoteRegistry::new(RemoteConfig {
         url: distribution.url.clone(),

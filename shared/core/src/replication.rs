@@ -203,6 +203,10 @@ pub struct Task {
     /// Bytes sent to the destination (blobs it already had are not counted).
     #[serde(default)]
     pub bytes: u64,
+    /// What a person should know of a task that succeeded without copying (the destination
+    /// had it already, or keeps its own tag because the policy does not overwrite).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// Which counter [`ReplicationStore::next_id`] draws from.

@@ -828,6 +828,7 @@ fn task_json(task: &Task) -> Value {
         "status": task_status(task.status),
         "attempts": task.attempts,
         "error": task.error,
+        "note": task.note,
         "bytes": task.bytes,
         "start_time": task.start_time.map(rfc3339),
         "end_time": task.end_time.map(rfc3339),
@@ -951,6 +952,9 @@ async fn task_log(
     );
     if task.status == TaskStatus::Succeeded {
         log.push_str(&format!("bytes sent: {}\n", task.bytes));
+    }
+    if let Some(note) = &task.note {
+        log.push_str(&format!("note: {note}\n"));
     }
     if let Some(error) = &task.error {
         log.push_str(&format!("error: {error}\n"));

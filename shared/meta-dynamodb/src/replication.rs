@@ -377,6 +377,7 @@ mod tests {
             end_time: None,
             error: None,
             bytes: 0,
+            note: None,
         };
         let item = task_item(&task).expect("an item");
         assert_eq!(

@@ -14,6 +14,8 @@ use crate::remote::RemoteManifest;
 
 /// How deep indexes may nest (an index of indexes of images is two).
 const MAX_DEPTH: usize = 4;
+/// How many blob locations [`MountHints`] remembers.
+const MAX_HINTS: usize = 10_000;
 
 /// What a copy did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,8 +32,8 @@ pub struct CopyOutcome {
     pub digest: Option<Digest>,
 }
 
-/// Which destination repository holds which blob, learned during one execution: a later
-/// artifact's copy mounts from there instead of sending the bytes again.
+/// Which destination repository holds which blob, learned from earlier copies to the same
+/// destination: a later artifact's copy mounts from there instead of sending the bytes.
 #[derive(Debug, Default)]
 pub struct MountHints {
     known: Mutex<HashMap<Digest, String>>,
@@ -47,9 +49,16 @@ impl MountHints {
     }
 
     fn note(&self, digest: &Digest, repo: &str) {
-        self.known
+        let mut known = self
+            .known
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A hint is only a first guess (a failed mount falls back to sending the bytes):
+        // forgetting them all now and then keeps the map small.
+        if known.len() >= MAX_HINTS {
+            known.clear();
+        }
+        known
             .entry(digest.clone())
             .or_insert_with(|| repo.to_owned());
     }

@@ -141,6 +141,8 @@ pub struct Replicator {
     retry_base: Duration,
     /// A chunk size to force on remote uploads (tests; remotes behind a payload limit).
     chunk_size: Option<u64>,
+    /// Per endpoint, where blobs were seen in it: later copies mount instead of sending.
+    hints: std::sync::Mutex<std::collections::HashMap<u64, Arc<MountHints>>>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -173,7 +175,17 @@ impl Replicator {
             dispatch,
             retry_base: Duration::from_secs(5),
             chunk_size: None,
+            hints: std::sync::Mutex::default(),
         }
+    }
+
+    fn mount_hints(&self, endpoint: u64) -> Arc<MountHints> {
+        self.hints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(endpoint)
+            .or_default()
+            .clone()
     }
 
     /// Waits `base` before the second attempt of a failed task (then 4×, 16×...).
@@ -419,6 +431,7 @@ impl Replicator {
             end_time: None,
             error: None,
             bytes: 0,
+            note: None,
         })
     }
 
@@ -517,9 +530,10 @@ impl Replicator {
             Some(policy) => self.carry_out(&policy, &task).await,
         };
         match result {
-            Ok(bytes) => {
+            Ok((bytes, note)) => {
                 task.status = TaskStatus::Succeeded;
                 task.bytes = bytes;
+                task.note = note;
                 task.error = None;
                 task.end_time = Some(unix_now());
                 self.store.update_task(&task, TaskStatus::Running).await?;
@@ -566,8 +580,13 @@ impl Replicator {
         }
     }
 
-    /// Copies or deletes the task's artifact; returns the bytes sent.
-    async fn carry_out(&self, policy: &Policy, task: &Task) -> std::result::Result<u64, CopyError> {
+    /// Copies or deletes the task's artifact; returns the bytes sent and, when nothing was
+    /// done, why.
+    async fn carry_out(
+        &self,
+        policy: &Policy,
+        task: &Task,
+    ) -> std::result::Result<(u64, Option<String>), CopyError> {
         let endpoint = self.endpoint(policy.remote).await?;
         let remote = self.remote(&endpoint).await?;
         let (source, destination): (&dyn End, &dyn End) = match policy.direction {
@@ -585,16 +604,42 @@ impl Replicator {
                         destination_repo: &task.destination_repository,
                         overwrite: policy.overwrite,
                     },
-                    &MountHints::default(),
+                    &self.mount_hints(endpoint.id),
                 )
                 .await?;
-                Ok(outcome.bytes)
+                let note = if outcome.unchanged {
+                    Some(format!(
+                        "{} already had {}:{} at {}",
+                        destination.describe(),
+                        task.destination_repository,
+                        task.reference,
+                        outcome.digest.map(|d| d.to_string()).unwrap_or_default()
+                    ))
+                } else if outcome.kept_existing {
+                    Some(format!(
+                        "{} has {}:{} at another digest; the policy does not overwrite",
+                        destination.describe(),
+                        task.destination_repository,
+                        task.reference
+                    ))
+                } else {
+                    None
+                };
+                Ok((outcome.bytes, note))
             }
             Operation::Deletion => {
-                destination
+                let deleted = destination
                     .delete_manifest(&task.destination_repository, &task.reference)
                     .await?;
-                Ok(0)
+                let note = (!deleted).then(|| {
+                    format!(
+                        "{} did not have {}:{}",
+                        destination.describe(),
+                        task.destination_repository,
+                        task.reference
+                    )
+                });
+                Ok((0, note))
             }
         }
     }

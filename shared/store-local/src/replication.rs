@@ -373,6 +373,7 @@ mod tests {
             end_time: None,
             error: None,
             bytes: 0,
+            note: None,
         };
         {
             let store = open_store(&dir);

@@ -105,6 +105,7 @@ fn task(id: u64, execution_id: u64, status: TaskStatus) -> Task {
         end_time: None,
         error: None,
         bytes: 0,
+        note: None,
     }
 }
 
