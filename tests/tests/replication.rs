@@ -452,15 +452,8 @@ async fn manual_push_to_distribution_and_scheduled_pull_from_it() {
         .expect("there");
     assert_eq!(digest.to_string(), index_digest);
 
-    // Pull back from Distribution into another project, on a schedule (every minute).
-    let (status, project) = berth
-        .api(
-            Method::POST,
-            "/projects",
-            Some(json!({"project_name": "pulled", "metadata": {"public": "false"}})),
-        )
-        .await;
-    assert!(status.is_success(), "{project}");
+    // Pull back from Distribution into a project that does not exist yet (replication makes
+    // it, private), on a schedule (every minute).
     let pull = berth
         .create(
             "/replication/policies",
@@ -495,6 +488,9 @@ async fn manual_push_to_distribution_and_scheduled_pull_from_it() {
         .expect("answers")
         .expect("pulled/web:v2 is here");
     assert_eq!(digest.to_string(), index_digest, "the same image came back");
+    let (status, project) = berth.api(Method::GET, "/projects/pulled", None).await;
+    assert_eq!(status, StatusCode::OK, "{project}");
+    assert_eq!(project["metadata"]["public"], "false", "{project}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -568,7 +564,9 @@ async fn a_remote_that_is_down_fails_clearly_and_a_later_run_succeeds_without_du
     let task = &berth.tasks(execution).await[0];
     assert_eq!(task["bytes"], 0, "nothing sent twice");
     assert!(
-        task["note"].as_str().is_some_and(|n| n.contains("already had")),
+        task["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("already had")),
         "{task}"
     );
     let peer = RemoteRegistry::new(RemoteConfig {

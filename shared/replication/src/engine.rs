@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use berth_core::accounts::{Project, validate_project_name};
 use berth_core::replication::{
     Direction, Execution, IdKind, Operation, Policy, RegistryEndpoint, ReplicationStore, Task,
     TaskStatus, Trigger, TriggerKind,
 };
-use berth_core::{ErrorCode, Registry, RegistryError, RegistryEvent, Result};
+use berth_core::{AccountStore, ErrorCode, Registry, RegistryError, RegistryEvent, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::copy::{CopyJob, MountHints, copy_artifact};
@@ -141,6 +142,8 @@ pub struct Replicator {
     retry_base: Duration,
     /// A chunk size to force on remote uploads (tests; remotes behind a payload limit).
     chunk_size: Option<u64>,
+    /// Where pull replication makes the projects it copies into (none: it does not).
+    accounts: Option<Arc<dyn AccountStore>>,
     /// Per endpoint, where blobs were seen in it: later copies mount instead of sending.
     hints: std::sync::Mutex<std::collections::HashMap<u64, Arc<MountHints>>>,
 }
@@ -176,7 +179,37 @@ impl Replicator {
             retry_base: Duration::from_secs(5),
             chunk_size: None,
             hints: std::sync::Mutex::default(),
+            accounts: None,
         }
+    }
+
+    /// Pull replication makes the destination project (private, owned by `admin`) when it
+    /// does not exist, as Harbor does; without accounts (a registry without auth) there are
+    /// no projects to make.
+    pub fn with_accounts(mut self, accounts: Arc<dyn AccountStore>) -> Self {
+        self.accounts = Some(accounts);
+        self
+    }
+
+    async fn ensure_project(&self, repository: &str) -> Result<()> {
+        let Some(accounts) = &self.accounts else {
+            return Ok(());
+        };
+        let name = repository.split('/').next().unwrap_or(repository);
+        if accounts.project(name).await?.is_some() {
+            return Ok(());
+        }
+        validate_project_name(name)?;
+        let project = Project {
+            name: name.to_owned(),
+            public: false,
+            owner: "admin".to_owned(),
+            created_at: unix_now(),
+        };
+        if accounts.create_project(&project).await? {
+            tracing::info!(project = name, "project made for pull replication");
+        }
+        Ok(())
     }
 
     fn mount_hints(&self, endpoint: u64) -> Arc<MountHints> {
@@ -595,6 +628,9 @@ impl Replicator {
         };
         match task.operation {
             Operation::Copy => {
+                if policy.direction == Direction::Pull {
+                    self.ensure_project(&task.destination_repository).await?;
+                }
                 let outcome = copy_artifact(
                     source,
                     destination,

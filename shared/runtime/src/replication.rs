@@ -47,12 +47,15 @@ pub fn start_local(
         Registry::new(stores.blobs.clone(), stores.metadata.clone())
             .with_events(Arc::new(queue.clone())),
     );
-    let replicator = Arc::new(configure(Replicator::new(
-        stores.replication.clone(),
-        registry.clone(),
-        secrets,
-        Arc::new(queue.clone()),
-    )));
+    let replicator = Arc::new(configure(
+        Replicator::new(
+            stores.replication.clone(),
+            registry.clone(),
+            secrets,
+            Arc::new(queue.clone()),
+        )
+        .with_accounts(stores.accounts.clone()),
+    ));
     let dead_letters = Arc::new(LocalDeadLetters::default());
     tokio::spawn(run_workers(
         replicator.clone(),
