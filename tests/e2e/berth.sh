@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run a Berth binary (`berth serve --listen 127.0.0.1:PORT --data-dir DIR`) on a
 # free loopback port with a fresh data dir and auth on (the admin password chosen here),
-# then run the e2e suite against it, logged in, and the auth suite.
+# then run the e2e suite against it, logged in, the auth suite and the replication suite.
 #
 # Usage (same modes as distribution.sh):
-#   tests/e2e/berth.sh                     run tests/e2e/run.sh, then tests/e2e/auth.sh
+#   tests/e2e/berth.sh                     run tests/e2e/run.sh, tests/e2e/auth.sh, then
+#                                          tests/e2e/replication.sh
 #   tests/e2e/berth.sh serve               start it and wait (Ctrl-C stops it)
 #   tests/e2e/berth.sh CMD [ARGS]          run CMD with REGISTRY=host:port, E2E_USERNAME and
 #                                          E2E_PASSWORD (the admin's)
@@ -43,6 +44,8 @@ if (($# == 0)); then
   rc=0
   with_registry "$BERTH_ADDR" "$BERTH_PID" || rc=1
   "$E2E_DIR/auth.sh" "$BERTH_ADDR" "$BERTH_ADMIN_PASSWORD" || rc=1
+  # Replication from this Berth to a second one (embedded storage) and to Distribution.
+  "$E2E_DIR/replication.sh" "$BERTH_ADDR" "$BERTH_ADMIN_PASSWORD" "$bin" || rc=1
   exit "$rc"
 fi
 with_registry "$BERTH_ADDR" "$BERTH_PID" "$@"

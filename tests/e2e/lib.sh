@@ -191,12 +191,16 @@ DISTRIBUTION_PID=""
 DISTRIBUTION_ADDR=""
 DISTRIBUTION_LOG=""
 
-# Start /usr/bin/docker-registry on a free loopback port with filesystem
-# storage in the scratch dir; sets DISTRIBUTION_ADDR (host:port).
+# start_distribution [PORT [NAME]]: start /usr/bin/docker-registry on 127.0.0.1:PORT (default:
+# a free port) with filesystem storage in $E2E_TMP/NAME (default: distribution); sets
+# DISTRIBUTION_ADDR (host:port) and DISTRIBUTION_PID. Only the default instance is stopped
+# by stop_distribution; another NAME is stopped by PID at exit.
+# shellcheck disable=SC2120 # the arguments are optional
 start_distribution() {
-  local dir=$E2E_TMP/distribution port
+  local port=${1:-} name=${2:-distribution}
+  local dir=$E2E_TMP/$name
   mkdir -p "$dir/data"
-  port=$(free_port)
+  [[ -n $port ]] || port=$(free_port)
   DISTRIBUTION_ADDR=127.0.0.1:$port
   DISTRIBUTION_LOG=$dir/registry.log
   cat >"$dir/config.yml" <<EOF
@@ -220,7 +224,11 @@ EOF
     exec /usr/bin/docker-registry serve "$dir/config.yml"
   ) >"$DISTRIBUTION_LOG" 2>&1 &
   DISTRIBUTION_PID=$!
-  on_exit stop_distribution
+  if [[ $name == distribution ]]; then
+    on_exit stop_distribution
+  else
+    on_exit "stop_pid $DISTRIBUTION_PID docker-registry"
+  fi
   wait_for_http "http://$DISTRIBUTION_ADDR/v2/" 30 "$DISTRIBUTION_PID" ||
     die "distribution did not start; log:$(printf '\n'; tail -n 20 "$DISTRIBUTION_LOG")"
   log_info "distribution pid $DISTRIBUTION_PID on $DISTRIBUTION_ADDR"
