@@ -31,6 +31,12 @@ use tokio::task::JoinHandle;
 /// Size of the chunks a read yields and of the batches an append hands its writer. Large
 /// enough that per-chunk overheads (a syscall, a task hand-off) vanish next to the copying.
 const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How much of a blob one mapping covers while it is read. Each window is unmapped once its
+/// chunks are sent, so a reader holds at most a window or two of file pages whatever the
+/// blob's size (a whole-blob mapping would keep every page read so far resident, and count
+/// in the process's RSS, until the last chunk is gone).
+const WINDOW_BYTES: usize = 8 * CHUNK_BYTES;
 /// Batches an append may queue for its writer: what the body can run ahead of the disk.
 const QUEUED_BATCHES: usize = 4;
 /// Most chunks in one batch: Linux's `IOV_MAX`, so that a batch of tiny chunks is still
@@ -95,16 +101,19 @@ impl BlobStore for FsBlobStore {
     ) -> Result<ByteStream> {
         let path = self.blob_path(digest);
         let unknown = blob_unknown(digest);
-        let map = blocking(move || {
+        let (file, size) = blocking(move || {
             let file = match File::open(&path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown),
                 Err(e) => return Err(internal("opening a blob", e)),
             };
-            map_blob(&file).map_err(|e| internal("mapping a blob", e))
+            let size = file
+                .metadata()
+                .map_err(|e| internal("reading a blob's size", e))?
+                .len();
+            Ok((file, size))
         })
         .await?;
-        let size = map.len() as u64;
         let range = range.unwrap_or(0..size);
         if range.end > size {
             return Err(internal(
@@ -112,7 +121,7 @@ impl BlobStore for FsBlobStore {
                 "blob file is shorter than its size",
             ));
         }
-        Ok(mapped_chunks(map, range))
+        Ok(mapped_chunks(file, range))
     }
 
     async fn redirect_url(&self, _digest: &Digest) -> Result<Option<String>> {
@@ -356,39 +365,54 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Maps a published blob read-only.
+/// Maps `len` bytes of a published blob from `offset`, read-only, to be read once in order.
 #[allow(unsafe_code)]
-fn map_blob(file: &File) -> io::Result<memmap2::Mmap> {
+fn map_window(file: &File, offset: usize, len: usize) -> io::Result<memmap2::Mmap> {
     // SAFETY: a published blob is never written or truncated in place: it appears by rename
-    // of a complete file and disappears by unlink, which keeps the mapped inode alive. The
-    // mapping therefore never changes under the reader, and is only ever read.
-    let map = unsafe { memmap2::Mmap::map(file)? };
+    // of a complete file and disappears by unlink, which keeps the mapped inode alive (the
+    // stream holds the open file). The mapping therefore never changes under the reader, and
+    // is only ever read.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset as u64)
+            .len(len)
+            .map(file)?
+    };
     map.advise(memmap2::Advice::Sequential).ok();
+    map.advise(memmap2::Advice::WillNeed).ok();
     Ok(map)
 }
 
-/// Streams `range` of a mapped blob in chunks of [`CHUNK_BYTES`] without copying: each chunk
-/// is a slice of the mapping, copied once, by the kernel, into the socket. The next chunk is
-/// read ahead (`WILLNEED`) while the current one is sent.
-fn mapped_chunks(map: memmap2::Mmap, range: std::ops::Range<u64>) -> ByteStream {
-    let map = Arc::new(map);
-    let bytes = Bytes::from_owner(MappedBlob(Arc::clone(&map)));
+/// Streams `range` of a blob in chunks of [`CHUNK_BYTES`] without copying: each chunk is a
+/// slice of a mapping, copied once, by the kernel, into the socket. The blob is mapped a
+/// window of [`WINDOW_BYTES`] at a time, read ahead (`WILLNEED`) as it is mapped; a window is
+/// unmapped when its last chunk is dropped.
+fn mapped_chunks(file: File, range: std::ops::Range<u64>) -> ByteStream {
     let (start, end) = (range.start as usize, range.end as usize);
+    // The window being read: where it starts and ends in the blob, and its bytes.
+    let mut window: Option<(usize, usize, Bytes)> = None;
     let chunks = (start..end).step_by(CHUNK_BYTES).map(move |offset| {
         let upto = (offset + CHUNK_BYTES).min(end);
-        let ahead = (upto + CHUNK_BYTES).min(end);
-        if ahead > upto {
-            map.advise_range(memmap2::Advice::WillNeed, upto, ahead - upto)
-                .ok();
-        }
-        Ok(bytes.slice(offset..upto))
+        let current = match window.take() {
+            Some(window) if window.1 >= upto => window,
+            // Windows start at chunk boundaries and hold whole chunks, so a chunk is never
+            // split between two.
+            _ => {
+                let window_end = (offset + WINDOW_BYTES).min(end);
+                let map = map_window(&file, offset, window_end - offset)?;
+                (offset, window_end, Bytes::from_owner(MappedWindow(map)))
+            }
+        };
+        let chunk = current.2.slice(offset - current.0..upto - current.0);
+        window = Some(current);
+        Ok(chunk)
     });
     Box::pin(futures_util::stream::iter(chunks))
 }
 
-struct MappedBlob(Arc<memmap2::Mmap>);
+struct MappedWindow(memmap2::Mmap);
 
-impl AsRef<[u8]> for MappedBlob {
+impl AsRef<[u8]> for MappedWindow {
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
@@ -726,7 +750,8 @@ mod tests {
     #[tokio::test]
     async fn reads_stream_in_bounded_chunks() {
         let (_dir, store) = store();
-        let bytes: Vec<u8> = (0..3 * CHUNK_BYTES + 100)
+        // Over two mapping windows, read from an offset that is not a chunk boundary.
+        let bytes: Vec<u8> = (0..2 * WINDOW_BYTES + 3 * CHUNK_BYTES + 100)
             .map(|i| (i % 199) as u8)
             .collect();
         let digest = Digest::of(Algorithm::Sha256, &bytes);
