@@ -1,6 +1,7 @@
 //! Berth's registry metadata, accounts and replication records in one DynamoDB table:
 //! [`DynamoMetadataStore`] implements the `MetadataStore`, `AccountStore` and
 //! `ReplicationStore` ports, and [`create_table`] creates the table for `berth init` and tests.
+//! [`stream_change`] reads the table's stream back as registry pushes and deletions.
 //!
 //! The items are those of the embedded redb store (`berth-store-local`, whose semantics this
 //! adapter mirrors), and every adapter passes the same conformance suite.
@@ -171,6 +172,7 @@ mod error;
 mod replication;
 mod schema;
 mod store;
+mod stream;
 
 pub use replication::REPLICATION_PREFIX;
 pub use schema::{
@@ -178,3 +180,4 @@ pub use schema::{
     SORT_KEY, TTL_ATTRIBUTE, create_table,
 };
 pub use store::{DynamoMetadataStore, INLINE_LIMIT, PART_BYTES};
+pub use stream::{StreamChange, stream_change, stream_changes};

@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableDescription,
+    TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use berth_core::error::{RegistryError, Result};
 
@@ -150,7 +150,8 @@ pub(crate) fn login_pk(key: &str) -> String {
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Creates the metadata table `name` as [`CLOUDFORMATION_TABLE`] declares it: on-demand
-/// billing, the catalog index, and time to live on [`TTL_ATTRIBUTE`]. For `berth init` and
+/// billing, the catalog index, and time to live on [`TTL_ATTRIBUTE`], with a stream of new
+/// and old images as the template adds. For `berth init` and
 /// tests; the registry itself never creates tables.
 ///
 /// Idempotent: an existing table with this key schema and index is accepted as it is (its
@@ -177,6 +178,15 @@ pub async fn create_table(client: &Client, name: &str) -> Result<()> {
                         .projection_type(ProjectionType::KeysOnly)
                         .build(),
                 )
+                .build()
+                .map_err(build_error)?,
+        )
+        // The events function reads pushes and deletions from the stream (`crate::stream`),
+        // as the template's table has it; an existing table keeps its own.
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
                 .build()
                 .map_err(build_error)?,
         )

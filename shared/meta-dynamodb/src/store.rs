@@ -51,7 +51,7 @@ pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const UPLOAD_IDLE_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Attribute names, besides the keys in [`crate::schema`].
-mod attr {
+pub(crate) mod attr {
     pub const DIGEST: &str = "digest";
     pub const MEDIA_TYPE: &str = "media_type";
     pub const SIZE: &str = "size";
