@@ -313,6 +313,28 @@ pub fn account_router(
     .merge(api_router(Arc::new(api)))
 }
 
+/// [`account_router`] with the replication API next to the management API, sharing its
+/// callers' authentication: what the token function serves in a deployment with replication.
+/// `replication` makes the API given the management API.
+#[cfg(feature = "replication")]
+pub fn account_router_with_replication(
+    auth: &Auth,
+    accounts: Arc<dyn AccountStore>,
+    metadata: Arc<dyn MetadataStore>,
+    replication: impl FnOnce(Arc<ManagementApi>) -> berth_http::replication::ReplicationApi,
+) -> Router {
+    let management = Arc::new(management_api(auth, accounts, metadata));
+    let replication = Arc::new(replication(management.clone()));
+    token_router(Arc::new(TokenEndpoint::new(
+        auth.tokens.clone(),
+        &auth.config.service,
+    )))
+    .merge(berth_http::api_router_with(
+        management,
+        berth_http::replication::replication_routes(replication),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

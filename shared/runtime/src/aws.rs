@@ -31,6 +31,24 @@ impl AwsConfig {
         aws_sdk_ssm::Client::from_conf(settings.build())
     }
 
+    #[cfg(feature = "aws-replication")]
+    pub(crate) async fn sqs(&self) -> aws_sdk_sqs::Client {
+        let mut settings = aws_sdk_sqs::config::Builder::from(self.shared().await);
+        if let Some(endpoint) = endpoint_for_empty_variables("AWS_ENDPOINT_URL_SQS") {
+            settings.set_endpoint_url(endpoint);
+        }
+        aws_sdk_sqs::Client::from_conf(settings.build())
+    }
+
+    #[cfg(feature = "aws-replication")]
+    pub(crate) async fn kms(&self) -> aws_sdk_kms::Client {
+        let mut settings = aws_sdk_kms::config::Builder::from(self.shared().await);
+        if let Some(endpoint) = endpoint_for_empty_variables("AWS_ENDPOINT_URL_KMS") {
+            settings.set_endpoint_url(endpoint);
+        }
+        aws_sdk_kms::Client::from_conf(settings.build())
+    }
+
     pub(crate) async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         let mut settings = aws_sdk_dynamodb::config::Builder::from(self.shared().await);
         if let Some(endpoint) = endpoint_for_empty_variables("AWS_ENDPOINT_URL_DYNAMODB") {

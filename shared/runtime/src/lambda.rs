@@ -16,9 +16,15 @@
 //! | `BERTH_TOKEN_LIFETIME` | access token lifetime (token function) | `1800s` |
 //! | `BERTH_SELF_REGISTRATION` | anyone may create a user (token function) | `false` |
 //! | `BERTH_PROJECT_CREATION` | who may create projects: `everyone` or `admins` (token function) | `everyone` |
+//! | `BERTH_REPLICATION_QUEUE_URL` | the SQS queue replication jobs travel on (events and token functions) | required by the events function; without it and the key the token function serves no replication API |
+//! | `BERTH_REPLICATION_DLQ_URL` | its dead-letter queue, shown by `GET /api/v2.0/replication/deadletters` (token function) | none: the listing is empty |
+//! | `BERTH_REPLICATION_KMS_KEY` | the KMS key sealing remote registries' credentials: id, ARN or alias (events and token functions) | as the queue URL |
 //!
 //! plus the standard `AWS_*` variables, including `AWS_ENDPOINT_URL_S3`,
-//! `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_SSM`, which the SDK reads itself.
+//! `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_SSM`, `AWS_ENDPOINT_URL_SQS` and
+//! `AWS_ENDPOINT_URL_KMS`, which the SDK reads itself.
+//!
+//! The events function ([`start_events`]) needs only the storage and replication variables.
 //!
 //! Auth is always on: the registry functions check every request's bearer token with the
 //! public keys (`<path>/public`), and the token function, which serves `/service/token` and
@@ -46,6 +52,8 @@ use berth_http::{
 use lambda_http::request::RequestContext;
 
 use crate::auth::{Auth, AuthConfig, VERIFIED_TOKEN_CACHE, account_router, service_keys};
+#[cfg(feature = "aws-replication")]
+use crate::aws::AwsConfig;
 use crate::token_keys::{PublicKeys, SsmKeys, check_keys_path};
 use crate::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
 
@@ -129,14 +137,19 @@ impl std::error::Error for StartError {}
 /// One variable's value: `None` when unset or empty.
 type Lookup<'a> = &'a dyn Fn(&'static str) -> Result<Option<String>, ConfigError>;
 
+/// One variable of the process environment.
+fn env_var(name: &'static str) -> Result<Option<String>, ConfigError> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(VarError::NotPresent) => Ok(None),
+        Err(VarError::NotUnicode(_)) => Err(ConfigError::new(name, "is not valid UTF-8")),
+    }
+}
+
 impl FunctionConfig {
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(|name| match std::env::var(name) {
-            Ok(value) => Ok(Some(value)),
-            Err(VarError::NotPresent) => Ok(None),
-            Err(VarError::NotUnicode(_)) => Err(ConfigError::new(name, "is not valid UTF-8")),
-        })
+        Self::from_vars(env_var)
     }
 
     /// Reads the configuration through `var`, which answers one variable's value.
@@ -144,42 +157,7 @@ impl FunctionConfig {
         var: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
     ) -> Result<Self, ConfigError> {
         let var: Lookup<'_> = &|name| Ok(var(name)?.filter(|value| !value.is_empty()));
-        let blobs = match required(var, "BERTH_BLOB_STORE")?.parse() {
-            Ok(s3 @ BlobLocation::S3 { .. }) => s3,
-            Ok(BlobLocation::Local) => {
-                return Err(ConfigError::new(
-                    "BERTH_BLOB_STORE",
-                    "must be s3://bucket[/prefix]: a function keeps nothing on its own disk",
-                ));
-            }
-            Err(problem) => return Err(ConfigError::new("BERTH_BLOB_STORE", problem)),
-        };
-        let metadata = match required(var, "BERTH_METADATA")?.parse() {
-            Ok(table @ MetadataLocation::DynamoDb { .. }) => table,
-            Ok(MetadataLocation::Local) => {
-                return Err(ConfigError::new(
-                    "BERTH_METADATA",
-                    "must be dynamodb://table: a function keeps nothing on its own disk",
-                ));
-            }
-            Err(problem) => return Err(ConfigError::new("BERTH_METADATA", problem)),
-        };
-        if var("BERTH_S3_REDIRECT")?.is_some() && !flag(var, "BERTH_S3_REDIRECT", true)? {
-            return Err(ConfigError::new(
-                "BERTH_S3_REDIRECT",
-                "cannot be false in a function: blob GETs always answer 307 to S3, \
-                 since blob bytes never cross Lambda",
-            ));
-        }
-        let s3 = S3Options {
-            force_path_style: flag(var, "BERTH_S3_PATH_STYLE", false)?,
-            redirect: true,
-            presign_expiry: match var("BERTH_S3_PRESIGN_EXPIRY")? {
-                Some(text) => parse_seconds(&text)
-                    .map_err(|problem| ConfigError::new("BERTH_S3_PRESIGN_EXPIRY", problem))?,
-                None => DEFAULT_PRESIGN_EXPIRY,
-            },
-        };
+        let storage = storage_from_vars(var)?;
         let chunk_min_length = bytes(var, "BERTH_CHUNK_MIN_LENGTH", DEFAULT_CHUNK_MIN_LENGTH)?;
         let chunk_max_length = bytes(var, "BERTH_CHUNK_MAX_LENGTH", MAX_BODY_LIMIT)?;
         if chunk_max_length > MAX_BODY_LIMIT {
@@ -244,13 +222,7 @@ impl FunctionConfig {
             },
         };
         Ok(Self {
-            storage: StorageConfig {
-                // Unused: both stores are remote.
-                data_dir: PathBuf::new(),
-                blobs,
-                metadata,
-                s3,
-            },
+            storage,
             chunk_min_length,
             chunk_max_length,
             token_keys,
@@ -332,6 +304,28 @@ pub async fn start(role: Role) -> Result<Router, StartError> {
 /// the signing key, the router of the token endpoint and the management API.
 pub async fn start_token() -> Result<Router, StartError> {
     let config = FunctionConfig::from_env().map_err(StartError::Config)?;
+    #[cfg(feature = "aws-replication")]
+    let (stores, replication) = match ReplicationConfig::from_env_if_set()
+        .map_err(StartError::Config)?
+    {
+        Some(replication) => {
+            let (stores, replication) = AwsReplication::open(&config.storage, &replication).await?;
+            (stores, Some(replication))
+        }
+        None => {
+            tracing::info!(
+                "BERTH_REPLICATION_QUEUE_URL and BERTH_REPLICATION_KMS_KEY are not set: \
+                     no replication API"
+            );
+            let stores = config
+                .storage
+                .open_stores()
+                .await
+                .map_err(StartError::Storage)?;
+            (stores, None)
+        }
+    };
+    #[cfg(not(feature = "aws-replication"))]
     let stores = config
         .storage
         .open_stores()
@@ -348,12 +342,158 @@ pub async fn start_token() -> Result<Router, StartError> {
         auth: auth.clone(),
         refresh: KeyRefresh::default(),
     });
-    Ok(config
-        .token_router(&auth, &stores)
-        .layer(axum::middleware::from_fn_with_state(
-            signing,
-            reload_signing_keys,
-        )))
+    #[cfg(feature = "aws-replication")]
+    let router = match replication {
+        Some(replication) => gateway_layers(crate::auth::account_router_with_replication(
+            &auth,
+            stores.accounts.clone(),
+            stores.metadata.clone(),
+            |management| replication.api(Some(management)),
+        )),
+        None => config.token_router(&auth, &stores),
+    };
+    #[cfg(not(feature = "aws-replication"))]
+    let router = config.token_router(&auth, &stores);
+    Ok(router.layer(axum::middleware::from_fn_with_state(
+        signing,
+        reload_signing_keys,
+    )))
+}
+
+/// Replication's AWS resources, for the events function and the token function's
+/// replication API.
+#[cfg(feature = "aws-replication")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// The queue jobs are sent to (`BERTH_REPLICATION_QUEUE_URL`).
+    pub queue_url: String,
+    /// Its dead-letter queue (`BERTH_REPLICATION_DLQ_URL`), read by the replication API.
+    pub dead_letter_queue_url: Option<String>,
+    /// The key sealing remote credentials (`BERTH_REPLICATION_KMS_KEY`): id, ARN or alias.
+    pub kms_key: String,
+}
+
+#[cfg(feature = "aws-replication")]
+impl ReplicationConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(env_var)
+    }
+
+    /// The configuration when either of the required variables is set, `None` when neither
+    /// is: the token function serves the replication API only where replication was
+    /// deployed.
+    pub fn from_env_if_set() -> Result<Option<Self>, ConfigError> {
+        Self::from_vars_if_set(env_var)
+    }
+
+    pub fn from_vars_if_set(
+        var: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let set = |name| Ok::<_, ConfigError>(var(name)?.is_some_and(|value| !value.is_empty()));
+        if !set("BERTH_REPLICATION_QUEUE_URL")? && !set("BERTH_REPLICATION_KMS_KEY")? {
+            return Ok(None);
+        }
+        Self::from_vars(var).map(Some)
+    }
+
+    pub fn from_vars(
+        var: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let var: Lookup<'_> = &|name| Ok(var(name)?.filter(|value| !value.is_empty()));
+        let url = |name: &'static str, value: String| {
+            if value.starts_with("https://") || value.starts_with("http://") {
+                Ok(value)
+            } else {
+                Err(ConfigError::new(
+                    name,
+                    format!(
+                        "is {value:?}, not a queue URL like https://sqs.<region>.amazonaws.com/<account>/<queue>"
+                    ),
+                ))
+            }
+        };
+        Ok(Self {
+            queue_url: url(
+                "BERTH_REPLICATION_QUEUE_URL",
+                required(var, "BERTH_REPLICATION_QUEUE_URL")?,
+            )?,
+            dead_letter_queue_url: var("BERTH_REPLICATION_DLQ_URL")?
+                .map(|value| url("BERTH_REPLICATION_DLQ_URL", value))
+                .transpose()?,
+            kms_key: required(var, "BERTH_REPLICATION_KMS_KEY")?,
+        })
+    }
+}
+
+/// Replication over the stores of a function: the replicator (sending its jobs to SQS,
+/// sealing with KMS) and, when configured, the dead-letter queue's reader.
+#[cfg(feature = "aws-replication")]
+#[derive(Debug, Clone)]
+pub struct AwsReplication {
+    pub replicator: Arc<berth_replication::engine::Replicator>,
+    pub dead_letters: Option<Arc<crate::replication_aws::SqsDeadLetters>>,
+}
+
+#[cfg(feature = "aws-replication")]
+impl AwsReplication {
+    /// Builds the replicator over `stores` with the clients of `aws`; makes no request. The
+    /// registry it copies into and out of publishes no events: in AWS the table's stream
+    /// carries them.
+    async fn new(aws: &AwsConfig, stores: &crate::Stores, config: &ReplicationConfig) -> Self {
+        use crate::replication_aws::{KmsSecretBox, SqsDeadLetters, SqsDispatch};
+        let replicator = berth_replication::engine::Replicator::new(
+            stores.replication.clone(),
+            stores.registry(),
+            Arc::new(KmsSecretBox::new(aws, config.kms_key.clone()).await),
+            Arc::new(SqsDispatch::new(aws, config.queue_url.clone()).await),
+        );
+        let dead_letters = match &config.dead_letter_queue_url {
+            Some(url) => Some(Arc::new(SqsDeadLetters::new(aws, url.clone()).await)),
+            None => None,
+        };
+        Self {
+            replicator: Arc::new(replicator),
+            dead_letters,
+        }
+    }
+
+    /// Replication over `storage`, opened with the process's AWS configuration (the
+    /// standard `AWS_*` variables).
+    pub async fn open(
+        storage: &StorageConfig,
+        config: &ReplicationConfig,
+    ) -> Result<(crate::Stores, Self), StartError> {
+        let aws = AwsConfig::default();
+        let stores = storage
+            .open_stores_with(&aws)
+            .await
+            .map_err(StartError::Storage)?;
+        let replication = Self::new(&aws, &stores, config).await;
+        Ok((stores, replication))
+    }
+
+    /// The replication API over this replicator, its callers checked by `management`.
+    pub fn api(
+        &self,
+        management: Option<Arc<berth_http::ManagementApi>>,
+    ) -> berth_http::replication::ReplicationApi {
+        let api = berth_http::replication::ReplicationApi::new(self.replicator.clone(), management);
+        match &self.dead_letters {
+            Some(dead_letters) => api.with_dead_letters(dead_letters.clone()),
+            None => api,
+        }
+    }
+}
+
+/// Everything the events function does once per cold start: the storage and replication
+/// configuration, the AWS clients, the replicator.
+#[cfg(feature = "aws-replication")]
+pub async fn start_events() -> Result<crate::events::EventsHandler, StartError> {
+    let var: Lookup<'_> = &|name| Ok(env_var(name)?.filter(|value| !value.is_empty()));
+    let storage = storage_from_vars(var).map_err(StartError::Config)?;
+    let config = ReplicationConfig::from_env().map_err(StartError::Config)?;
+    let (_, replication) = AwsReplication::open(&storage, &config).await?;
+    Ok(crate::events::EventsHandler::new(replication.replicator))
 }
 
 /// The token function's keys, loaded again from Parameter Store every
@@ -482,6 +622,53 @@ async fn gateway_source_ip(mut request: Request) -> Request {
 async fn without_connection_header(mut response: Response) -> Response {
     response.headers_mut().remove(CONNECTION);
     response
+}
+
+/// The storage of a function: S3 and DynamoDB, never the function's own disk.
+fn storage_from_vars(var: Lookup<'_>) -> Result<StorageConfig, ConfigError> {
+    let blobs = match required(var, "BERTH_BLOB_STORE")?.parse() {
+        Ok(s3 @ BlobLocation::S3 { .. }) => s3,
+        Ok(BlobLocation::Local) => {
+            return Err(ConfigError::new(
+                "BERTH_BLOB_STORE",
+                "must be s3://bucket[/prefix]: a function keeps nothing on its own disk",
+            ));
+        }
+        Err(problem) => return Err(ConfigError::new("BERTH_BLOB_STORE", problem)),
+    };
+    let metadata = match required(var, "BERTH_METADATA")?.parse() {
+        Ok(table @ MetadataLocation::DynamoDb { .. }) => table,
+        Ok(MetadataLocation::Local) => {
+            return Err(ConfigError::new(
+                "BERTH_METADATA",
+                "must be dynamodb://table: a function keeps nothing on its own disk",
+            ));
+        }
+        Err(problem) => return Err(ConfigError::new("BERTH_METADATA", problem)),
+    };
+    if var("BERTH_S3_REDIRECT")?.is_some() && !flag(var, "BERTH_S3_REDIRECT", true)? {
+        return Err(ConfigError::new(
+            "BERTH_S3_REDIRECT",
+            "cannot be false in a function: blob GETs always answer 307 to S3, \
+             since blob bytes never cross Lambda",
+        ));
+    }
+    let s3 = S3Options {
+        force_path_style: flag(var, "BERTH_S3_PATH_STYLE", false)?,
+        redirect: true,
+        presign_expiry: match var("BERTH_S3_PRESIGN_EXPIRY")? {
+            Some(text) => parse_seconds(&text)
+                .map_err(|problem| ConfigError::new("BERTH_S3_PRESIGN_EXPIRY", problem))?,
+            None => DEFAULT_PRESIGN_EXPIRY,
+        },
+    };
+    Ok(StorageConfig {
+        // Unused: both stores are remote.
+        data_dir: PathBuf::new(),
+        blobs,
+        metadata,
+        s3,
+    })
 }
 
 fn required(var: Lookup<'_>, name: &'static str) -> Result<String, ConfigError> {
@@ -690,6 +877,66 @@ mod tests {
         ]))
         .expect_err("a minimum above the maximum");
         assert_eq!(error.variable, "BERTH_CHUNK_MIN_LENGTH");
+    }
+
+    #[cfg(feature = "aws-replication")]
+    #[test]
+    fn replication_variables() {
+        let lookup = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &'static str| {
+                Ok(vars
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned()))
+            }
+        };
+        assert_eq!(ReplicationConfig::from_vars_if_set(lookup(&[])), Ok(None));
+        assert_eq!(
+            ReplicationConfig::from_vars_if_set(lookup(&[
+                ("BERTH_REPLICATION_QUEUE_URL", ""),
+                ("BERTH_REPLICATION_KMS_KEY", "")
+            ])),
+            Ok(None)
+        );
+        let full = ReplicationConfig::from_vars(lookup(&[
+            (
+                "BERTH_REPLICATION_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/berth-replication",
+            ),
+            (
+                "BERTH_REPLICATION_DLQ_URL",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/berth-replication-dlq",
+            ),
+            ("BERTH_REPLICATION_KMS_KEY", "alias/berth-replication"),
+        ]))
+        .expect("a valid configuration");
+        assert_eq!(full.kms_key, "alias/berth-replication");
+        assert!(full.dead_letter_queue_url.is_some());
+        let wrong: [(&[(&str, &str)], &str); 3] = [
+            (
+                &[("BERTH_REPLICATION_KMS_KEY", "alias/k")],
+                "BERTH_REPLICATION_QUEUE_URL",
+            ),
+            (
+                &[("BERTH_REPLICATION_QUEUE_URL", "http://localhost:5000/q")],
+                "BERTH_REPLICATION_KMS_KEY",
+            ),
+            (
+                &[
+                    ("BERTH_REPLICATION_QUEUE_URL", "berth-replication"),
+                    ("BERTH_REPLICATION_KMS_KEY", "alias/k"),
+                ],
+                "BERTH_REPLICATION_QUEUE_URL",
+            ),
+        ];
+        for (vars, variable) in wrong {
+            let vars: HashMap<&str, &str> = vars.iter().copied().collect();
+            let error = ReplicationConfig::from_vars_if_set(|name| {
+                Ok(vars.get(name).map(|v| (*v).to_owned()))
+            })
+            .expect_err("a wrong configuration");
+            assert_eq!(error.variable, variable, "{error}");
+        }
     }
 
     #[test]

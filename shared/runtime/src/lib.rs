@@ -3,15 +3,20 @@
 //!
 //! Engines are cargo features, so that a Lambda binary never links the embedded store:
 //! `local` (filesystem + redb), `aws` (S3 + DynamoDB), and `lambda`, the functions' own
-//! composition root.
+//! composition root; `replication` adds replication, and `aws-replication` its AWS carriers
+//! (SQS, KMS) and the events function's handler.
 
 pub mod auth;
 #[cfg(feature = "aws")]
 mod aws;
+#[cfg(feature = "aws-replication")]
+pub mod events;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 #[cfg(feature = "replication")]
 pub mod replication;
+#[cfg(feature = "aws-replication")]
+pub mod replication_aws;
 mod storage;
 #[cfg(feature = "aws")]
 pub mod token_keys;

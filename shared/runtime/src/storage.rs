@@ -15,7 +15,7 @@ use crate::aws::AwsConfig;
 /// Stands in for the AWS configuration in a binary built without AWS engines.
 #[cfg(not(feature = "aws"))]
 #[derive(Debug, Default)]
-struct AwsConfig;
+pub(crate) struct AwsConfig {}
 
 /// Where blob bytes live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,15 +159,20 @@ impl StorageConfig {
 
     /// Opens the configured stores, making no request to a cloud service.
     pub async fn open_stores(&self) -> Result<Stores> {
+        self.open_stores_with(&AwsConfig::default()).await
+    }
+
+    /// [`Self::open_stores`] with the process's AWS configuration, which other clients of
+    /// the process (queues, keys) are built from too.
+    pub(crate) async fn open_stores_with(&self, aws: &AwsConfig) -> Result<Stores> {
         let (local_blobs, local_meta) = self.open_local_parts()?;
-        let aws = AwsConfig::default();
         let blobs: Arc<dyn BlobStore> = match &self.blobs {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
-            BlobLocation::S3 { bucket, prefix } => self.open_s3(&aws, bucket, prefix).await?,
+            BlobLocation::S3 { bucket, prefix } => self.open_s3(aws, bucket, prefix).await?,
         };
         let (metadata, accounts, replication) = match &self.metadata {
             MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
-            MetadataLocation::DynamoDb { table } => open_dynamodb(&aws, table).await?,
+            MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
         };
         tracing::info!(blobs = ?self.blobs, metadata = ?self.metadata, "storage opened");
         Ok(Stores {

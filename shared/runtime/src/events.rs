@@ -1,0 +1,340 @@
+//! The events function's handler: it tells its three event sources apart by the event's
+//! shape and hands each to the replicator.
+//!
+//! | event | what it does | answer |
+//! |---|---|---|
+//! | DynamoDB stream batch (`Records[].eventSource` = `aws:dynamodb`) | each push or deletion ([`berth_meta_dynamodb::stream_changes`]) starts the event-based policies it matches | `batchItemFailures`: the first record whose policies could not be started, so Lambda retries from it |
+//! | SQS batch (`Records[].eventSource` = `aws:sqs`) | runs each message's [`Job`] | `batchItemFailures`: the messages whose job failed, which SQS delivers again and, after the queue's `maxReceiveCount`, moves to the dead-letter queue |
+//! | EventBridge schedule (`source` = `aws.events`, `detail-type` = `Scheduled Event`) | starts the scheduled policies due in the last [`SCHEDULE_WINDOW`] | the executions started |
+//!
+//! A task that failed and was dispatched again after a delay ([`Outcome::Retrying`]) is a
+//! success for SQS: the next attempt is a new message.
+
+use std::sync::Arc;
+
+use berth_meta_dynamodb::{StreamChange, stream_changes};
+use berth_replication::engine::{Event, Job, Outcome, Replicator, unix_now};
+use lambda_runtime::LambdaEvent;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+/// How far back a scheduled event looks for due schedules, in seconds. Two minutes for a
+/// schedule of one minute: an invocation that comes late, or not at all, leaves no fire time
+/// behind, and the store's schedule claim starts each fire time once however many
+/// invocations see it.
+pub const SCHEDULE_WINDOW: i64 = 120;
+
+/// Which of its event sources an event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventShape {
+    /// A batch of records of the metadata table's stream.
+    TableStream,
+    /// A batch of messages of the replication queue.
+    Queue,
+    /// An EventBridge scheduled event.
+    Schedule,
+    Unknown,
+}
+
+/// The source of `event`, by its shape.
+pub fn event_shape(event: &Value) -> EventShape {
+    if let Some(records) = event.get("Records").and_then(Value::as_array) {
+        // Lambda never mixes sources in one batch: the first record tells.
+        return match records
+            .first()
+            .and_then(|record| {
+                record
+                    .get("eventSource")
+                    .or_else(|| record.get("EventSource"))
+            })
+            .and_then(Value::as_str)
+        {
+            Some("aws:dynamodb") => EventShape::TableStream,
+            Some("aws:sqs") => EventShape::Queue,
+            _ => EventShape::Unknown,
+        };
+    }
+    let field = |name| event.get(name).and_then(Value::as_str);
+    if field("source") == Some("aws.events") && field("detail-type") == Some("Scheduled Event") {
+        return EventShape::Schedule;
+    }
+    EventShape::Unknown
+}
+
+/// A registry change as replication's event.
+pub fn replication_event(change: StreamChange) -> Event {
+    match change {
+        StreamChange::Pushed {
+            repository,
+            digest,
+            tag,
+        } => Event::Pushed {
+            repository,
+            digest,
+            tag,
+        },
+        StreamChange::ManifestDeleted { repository, digest } => {
+            Event::ManifestDeleted { repository, digest }
+        }
+        StreamChange::TagDeleted {
+            repository, tag, ..
+        } => Event::TagDeleted { repository, tag },
+    }
+}
+
+/// The events function's handler, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct EventsHandler {
+    replicator: Arc<Replicator>,
+}
+
+impl EventsHandler {
+    pub fn new(replicator: Arc<Replicator>) -> Self {
+        Self { replicator }
+    }
+
+    /// The Lambda entry point.
+    pub async fn call(&self, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+        let span = tracing::info_span!("event", request_id = %event.context.request_id);
+        self.handle(&event.payload)
+            .instrument(span)
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Handles one event of any of the function's sources. An error is an event the
+    /// function cannot take at all (an unknown shape), or a schedule that could not be
+    /// read; failures of single records and messages are in the answer's
+    /// `batchItemFailures`.
+    pub async fn handle(&self, event: &Value) -> Result<Value, String> {
+        match event_shape(event) {
+            EventShape::TableStream => Ok(self.table_stream(records(event)).await),
+            EventShape::Queue => Ok(self.queue(records(event)).await),
+            EventShape::Schedule => self.schedule().await,
+            EventShape::Unknown => {
+                let problem = "the event is none of a DynamoDB stream batch, an SQS batch or an \
+                               EventBridge scheduled event";
+                tracing::error!(
+                    keys = ?event.as_object().map(|o| o.keys().collect::<Vec<_>>()),
+                    "{problem}"
+                );
+                Err(problem.to_owned())
+            }
+        }
+    }
+
+    async fn table_stream(&self, records: &[Value]) -> Value {
+        for (index, change) in stream_changes(records) {
+            let change = match change {
+                Ok(change) => change,
+                Err(problem) => {
+                    // Retrying a record that is not a stream record would not help.
+                    tracing::error!(%problem, "skipped a record of the table's stream");
+                    continue;
+                }
+            };
+            let event = replication_event(change);
+            if let Err(error) = self.replicator.on_event(event.clone()).await {
+                // Lambda retries the batch from this record on (the earlier ones have
+                // started their executions), and sends it to the on-failure destination
+                // when its retries are used up.
+                let sequence = records[index]
+                    .pointer("/dynamodb/SequenceNumber")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                tracing::error!(%error, ?event, sequence, "could not start replication for a registry change");
+                return batch_item_failures([sequence]);
+            }
+        }
+        batch_item_failures([])
+    }
+
+    async fn queue(&self, records: &[Value]) -> Value {
+        let mut failed = Vec::new();
+        for record in records {
+            let id = record
+                .get("messageId")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let body = record
+                .get("body")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let job: Job = match serde_json::from_str(body) {
+                Ok(job) => job,
+                Err(error) => {
+                    // Not a job: it fails every attempt and ends in the dead-letter queue,
+                    // where operators see it.
+                    tracing::error!(message = id, %error, "a message of the replication queue is not a job");
+                    failed.push(id);
+                    continue;
+                }
+            };
+            match self.replicator.handle(job.clone()).await {
+                Ok(Outcome::Done) => {}
+                Ok(Outcome::Retrying(delay)) => {
+                    tracing::info!(
+                        message = id,
+                        ?job,
+                        ?delay,
+                        "replication task failed; dispatched again"
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(message = id, ?job, %error, "a replication job failed; SQS will deliver it again");
+                    failed.push(id);
+                }
+            }
+        }
+        batch_item_failures(failed)
+    }
+
+    async fn schedule(&self) -> Result<Value, String> {
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        match self.replicator.tick(now - SCHEDULE_WINDOW, now).await {
+            Ok(started) => {
+                let ids: Vec<u64> = started.iter().map(|execution| execution.id).collect();
+                if !ids.is_empty() {
+                    tracing::info!(executions = ?ids, "scheduled replication started");
+                }
+                Ok(json!({ "started": ids }))
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not start the scheduled replication policies");
+                Err(format!("scheduled replication: {error}"))
+            }
+        }
+    }
+}
+
+fn records(event: &Value) -> &[Value] {
+    event
+        .get("Records")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The partial batch response of SQS and stream event sources.
+fn batch_item_failures<'a>(ids: impl IntoIterator<Item = &'a str>) -> Value {
+    let failures: Vec<Value> = ids
+        .into_iter()
+        .map(|id| json!({ "itemIdentifier": id }))
+        .collect();
+    json!({ "batchItemFailures": failures })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let stream =
+            json!({ "Records": [{ "eventSource": "aws:dynamodb", "eventName": "INSERT" }] });
+        let queue =
+            json!({ "Records": [{ "eventSource": "aws:sqs", "messageId": "1", "body": "{}" }] });
+        let schedule = json!({
+            "version": "0",
+            "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": "2026-11-26T06:00:00Z",
+            "region": "eu-west-1",
+            "resources": ["arn:aws:events:eu-west-1:123456789012:rule/berth-schedule"],
+            "detail": {}
+        });
+        assert_eq!(event_shape(&stream), EventShape::TableStream);
+        assert_eq!(event_shape(&queue), EventShape::Queue);
+        assert_eq!(event_shape(&schedule), EventShape::Schedule);
+        for unknown in [
+            json!({}),
+            json!({ "Records": [] }),
+            json!({ "Records": [{ "eventSource": "aws:s3" }] }),
+            json!({ "Records": [{ "EventSource": "aws:sns" }] }),
+            json!({ "source": "aws.events", "detail-type": "EC2 Instance State-change Notification" }),
+            json!({ "source": "berth", "detail-type": "Scheduled Event" }),
+            json!({ "rawPath": "/v2/", "requestContext": {} }),
+        ] {
+            assert_eq!(event_shape(&unknown), EventShape::Unknown, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn changes_become_replication_events() {
+        assert_eq!(
+            replication_event(StreamChange::TagDeleted {
+                repository: "app".into(),
+                tag: "v1".into(),
+                digest: Some("sha256:00".into()),
+            }),
+            Event::TagDeleted {
+                repository: "app".into(),
+                tag: "v1".into()
+            }
+        );
+        assert_eq!(
+            replication_event(StreamChange::Pushed {
+                repository: "app".into(),
+                digest: "sha256:00".into(),
+                tag: Some("v1".into()),
+            }),
+            Event::Pushed {
+                repository: "app".into(),
+                digest: "sha256:00".into(),
+                tag: Some("v1".into()),
+            }
+        );
+        assert_eq!(
+            replication_event(StreamChange::ManifestDeleted {
+                repository: "app".into(),
+                digest: "sha256:00".into(),
+            }),
+            Event::ManifestDeleted {
+                repository: "app".into(),
+                digest: "sha256:00".into(),
+            }
+        );
+    }
+
+    /// The sample events of `infra/events/replication/` (for `sam local invoke` and
+    /// `cargo lambda invoke`) are the shapes the handler takes.
+    #[test]
+    fn sample_events() {
+        let sample = |text: &str| -> Value { serde_json::from_str(text).expect("JSON") };
+        let stream = sample(include_str!(
+            "../../../infra/events/replication/stream-tag-pushed.json"
+        ));
+        assert_eq!(event_shape(&stream), EventShape::TableStream);
+        let changes = stream_changes(records(&stream));
+        assert!(
+            matches!(
+                changes.as_slice(),
+                [(0, Ok(StreamChange::Pushed { tag: Some(tag), .. }))] if tag == "v1"
+            ),
+            "{changes:?}"
+        );
+        let queue = sample(include_str!(
+            "../../../infra/events/replication/queue-plan.json"
+        ));
+        assert_eq!(event_shape(&queue), EventShape::Queue);
+        let body = records(&queue)[0]["body"].as_str().expect("a body");
+        assert_eq!(
+            serde_json::from_str::<Job>(body).expect("a job"),
+            Job::Plan { execution: 1 }
+        );
+        let schedule = sample(include_str!(
+            "../../../infra/events/replication/schedule.json"
+        ));
+        assert_eq!(event_shape(&schedule), EventShape::Schedule);
+    }
+
+    #[test]
+    fn partial_batch_responses() {
+        assert_eq!(
+            batch_item_failures(["a", "b"]),
+            json!({ "batchItemFailures": [{ "itemIdentifier": "a" }, { "itemIdentifier": "b" }] })
+        );
+        assert_eq!(batch_item_failures([]), json!({ "batchItemFailures": [] }));
+    }
+}
