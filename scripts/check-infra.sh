@@ -7,8 +7,13 @@
 # token function's: it gets the reads and exactly the writes the account store makes,
 # limited to the account partitions by a dynamodb:LeadingKeys condition. The registry
 # functions may read the public token keys' parameter only, the token function the private
-# one only. Installs cfn-lint and the SAM CLI with pip when missing. Exits non-zero on any
-# finding, warnings included.
+# one only. The replication store (replication.rs) is the token and events functions': they
+# get exactly its actions, their writes limited to the REPL# partitions (the events function
+# also writes what a push writes, in repository and upload partitions). The events function
+# has the push function's S3 rights, runs its jobs from ReplicationQueue (whose visibility
+# timeout covers six of its timeouts, with a dead-letter queue), and only it and the token
+# function use the replication KMS key, with its encryption context. Installs cfn-lint and
+# the SAM CLI with pip when missing. Exits non-zero on any finding, warnings included.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,6 +71,13 @@ DYNAMODB_ADAPTER = pathlib.Path("shared/meta-dynamodb/src")
 # The AccountStore adapter (users, projects, robots, login failures): the registry functions
 # never call it, so its actions are no part of theirs. Its calls must still be mapped.
 DYNAMODB_ACCOUNTS = DYNAMODB_ADAPTER / "accounts.rs"
+# The ReplicationStore adapter: the token function's replication API and the events function
+# call it, the registry functions never do.
+DYNAMODB_REPLICATION = DYNAMODB_ADAPTER / "replication.rs"
+# Reads the stream's records; makes no request.
+DYNAMODB_STREAM = DYNAMODB_ADAPTER / "stream.rs"
+# The replication adapters of the runtime: SQS and KMS calls.
+AWS_REPLICATION = pathlib.Path("shared/runtime/src/replication_aws.rs")
 
 # Table properties the template may add: none changes the schema the code relies on.
 TABLE_EXTRAS = {
@@ -120,6 +132,7 @@ DYNAMODB_TRANSACTION_ITEMS = {
 }
 # The table helpers of shared/meta-dynamodb/src/store.rs -> the IAM actions they need.
 STORE_HELPERS = {
+    "get": {"dynamodb:GetItem"},
     "put_item": {"dynamodb:PutItem"},
     "delete_item": {"dynamodb:DeleteItem"},
     "query_all": {"dynamodb:Query"},
@@ -134,6 +147,31 @@ DYNAMODB_ADMINISTRATION = {
 }
 # Client methods that are not requests.
 CLIENT_ACCESSORS = {"config", "clone"}
+# The SQS and KMS calls of the replication adapters.
+AWS_REPLICATION_OPERATIONS = {
+    "send_message": {"sqs:SendMessage"},
+    "receive_message": {"sqs:ReceiveMessage"},
+    "encrypt": {"kms:Encrypt"},
+    "decrypt": {"kms:Decrypt"},
+}
+# What Lambda's event source mappings call with the function's role.
+STREAM_READ = {
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+}
+QUEUE_CONSUMER = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
+}
+# The partitions of replication records, and of what a push writes.
+REPLICATION_PARTITIONS = {"REPL#*"}
+REGISTRY_PARTITIONS = {"REPO#*", "UPLOAD#*"}
+# The encryption context replication credentials are sealed with (replication_aws.rs).
+CREDENTIAL_CONTEXT = {"kms:EncryptionContext:berth": "replication-credential"}
 READ_ONLY = {
     "s3:GetObject",
     "s3:ListBucket",
@@ -217,7 +255,7 @@ def check_iam(template):
     known = load_resource(AdditionalSpecs, "Policies.json")
     s3 = calls(S3_ADAPTER, S3_OPERATIONS, CLIENT_ACCESSORS)
     ignored = CLIENT_ACCESSORS | DYNAMODB_ADMINISTRATION
-    excluded = {DYNAMODB_ACCOUNTS}
+    excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM}
     dynamodb = calls(DYNAMODB_ADAPTER, DYNAMODB_OPERATIONS, ignored, excluded)
     for path, text in sources(DYNAMODB_ADAPTER, excluded):
         for item in re.findall(r"\b([A-Z][A-Za-z]*)::builder\s*\(", text):
@@ -235,6 +273,14 @@ def check_iam(template):
     if re.search(r"\bItem\s*=\s*Delete\b", account_text):
         accounts |= {"dynamodb:DeleteItem"}
     needed = s3 | dynamodb
+    # The replication store calls the SDK directly and through the table helpers.
+    replication = calls(DYNAMODB_REPLICATION, DYNAMODB_OPERATIONS, ignored)
+    replication_text = DYNAMODB_REPLICATION.read_text()
+    for helper in re.findall(r"\.\s*([a-z_]+)\s*\(", replication_text):
+        replication |= STORE_HELPERS.get(helper, set())
+    if re.search(r"::builder\s*\(", replication_text) and "transact" in replication_text:
+        findings.append(f"{DYNAMODB_REPLICATION}: map its transactions in scripts/check-infra.sh")
+    carriers = calls(AWS_REPLICATION, AWS_REPLICATION_OPERATIONS, CLIENT_ACCESSORS)
 
     functions = {}
     for name, resource in template.get("Resources", {}).items():
@@ -274,34 +320,142 @@ def check_iam(template):
     else:
         name, actions = functions["token"]
         # Reads of accounts and repositories, the account adapter's writes, the signing key.
+        # The replication API: the store, queueing jobs, reading dead letters, sealing.
+        api = replication | carriers
         allowed = (
-            READ_ONLY - {"dynamodb:Scan"} - S3_ACTIONS | accounts | {"ssm:GetParameter", "kms:Decrypt"}
+            READ_ONLY - {"dynamodb:Scan"} - S3_ACTIONS
+            | accounts
+            | api
+            | {"ssm:GetParameter", "kms:Decrypt"}
         )
         for action in sorted(actions - allowed):
             findings.append(f"{name}: {action} is not what the token function needs")
         for action in sorted((accounts | {"ssm:GetParameter"}) - actions):
             findings.append(f"{name}: lacks {action}, which the account adapter needs")
-        check_account_writes(name, template["Resources"][name])
-        check_decrypt(name, template["Resources"][name])
+        for action in sorted(api - actions):
+            findings.append(f"{name}: lacks {action}, which the replication API needs")
+        check_writes(name, template["Resources"][name], [ACCOUNT_PARTITIONS, REPLICATION_PARTITIONS])
+        check_decrypt(name, template["Resources"][name], {"kms:Encrypt", "kms:Decrypt"})
+        check_queues(name, template["Resources"][name],
+                     {"ReplicationQueue": {"sqs:SendMessage"},
+                      "ReplicationDeadLetterQueue": {"sqs:ReceiveMessage"}})
+    if "events" not in functions:
+        findings.append(f"{TEMPLATE}: no function builds the binary events")
+    else:
+        name, actions = functions["events"]
+        resource = template["Resources"][name]
+        # A push's rights (pull replication stores what it copies), the replication store,
+        # the stream, its queue, and opening credentials.
+        required = needed | replication | STREAM_READ | QUEUE_CONSUMER | {"sqs:SendMessage", "kms:Decrypt"}
+        for action in sorted(actions - required):
+            findings.append(f"{name}: {action} is not what the events function needs")
+        for action in sorted(required - actions):
+            findings.append(f"{name}: lacks {action}, which replication needs")
+        if any(a.startswith("ssm:") for a in actions):
+            findings.append(f"{name}: must not read the token keys")
+        check_writes(name, resource, [REGISTRY_PARTITIONS | REPLICATION_PARTITIONS])
+        check_decrypt(name, resource, {"kms:Decrypt"})
+        check_queues(name, resource,
+                     {"ReplicationQueue": QUEUE_CONSUMER | {"sqs:SendMessage"},
+                      "ReplicationDeadLetterQueue": {"sqs:SendMessage"}})
+        check_events_function(name, resource, template)
     for binary in ("registry-pull", "registry-push"):
-        if binary in functions and any(a.startswith("kms:") for a in functions[binary][1]):
-            findings.append(f"{functions[binary][0]}: must not decrypt anything")
+        if binary in functions and any(a.startswith(("kms:", "sqs:")) for a in functions[binary][1]):
+            findings.append(f"{functions[binary][0]}: must not decrypt anything nor use queues")
 
 
-def check_decrypt(name, resource):
-    """The token function decrypts with the token keys' KMS key only, through SSM only."""
+def check_decrypt(name, resource, replication_actions):
+    """The token function decrypts with the token keys' KMS key only, through SSM only; it
+    and the events function use the replication key (`replication_actions` on it) only with
+    the credentials' encryption context."""
     for statement in statements(resource):
         action = statement.get("Action", [])
         actions = {action} if isinstance(action, str) else set(action)
         if not any(a.startswith("kms:") for a in actions):
             continue
-        service = statement.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
-        if actions != {"kms:Decrypt"} \
+        condition = statement.get("Condition", {})
+        if statement.get("Resource") == {"Fn::GetAtt": ["ReplicationKmsKey", "Arn"]}:
+            if actions != replication_actions or condition != {"StringEquals": CREDENTIAL_CONTEXT}:
+                findings.append(
+                    f"{name}: may only {sorted(replication_actions)} with ReplicationKmsKey under "
+                    f"the encryption context {show(CREDENTIAL_CONTEXT)}, not {show(statement)}"
+                )
+            continue
+        service = condition.get("StringEquals", {}).get("kms:ViaService")
+        if name != "TokenFunction" or actions != {"kms:Decrypt"} \
                 or statement.get("Resource") != {"Fn::GetAtt": ["TokenKeysKmsKey", "Arn"]} \
                 or service != {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}:
             findings.append(
                 f"{name}: may only kms:Decrypt with TokenKeysKmsKey through SSM, not {show(statement)}"
             )
+
+
+def check_queues(name, resource, wanted):
+    """A function's SQS actions, per queue, are exactly `wanted` ({queue: actions})."""
+    granted = {}
+    for statement in statements(resource):
+        action = statement.get("Action", [])
+        actions = {action} if isinstance(action, str) else set(action)
+        if not any(a.startswith("sqs:") for a in actions):
+            continue
+        target = statement.get("Resource")
+        queue = target.get("Fn::GetAtt", [None])[0] if isinstance(target, dict) else None
+        if queue not in wanted or any(not a.startswith("sqs:") for a in actions):
+            findings.append(f"{name}: SQS actions only on {sorted(wanted)}, not {show(statement)}")
+            continue
+        granted.setdefault(queue, set()).update(actions)
+    for queue, actions in sorted(wanted.items()):
+        if granted.get(queue, set()) != actions:
+            findings.append(
+                f"{name}: on {queue} needs exactly {sorted(actions)}, has {sorted(granted.get(queue, set()))}"
+            )
+
+
+def check_events_function(name, resource, template):
+    """The events function's sources: the table's stream of manifests and tags with per-item
+    failures and a dead-letter destination, one job per invocation from a queue whose
+    visibility timeout covers six timeouts and that has a dead-letter queue, a schedule."""
+    properties = resource.get("Properties", {})
+    timeout = properties.get("Timeout")
+    events = properties.get("Events", {})
+    by_type = {}
+    for event in events.values():
+        by_type.setdefault(event.get("Type"), []).append(event.get("Properties", {}))
+    streams = by_type.get("DynamoDB", [])
+    if len(streams) != 1 or streams[0].get("Stream") != {"Fn::GetAtt": ["MetadataTable", "StreamArn"]}:
+        findings.append(f"{name}: needs one DynamoDB event on MetadataTable's stream")
+    else:
+        stream = streams[0]
+        if stream.get("FunctionResponseTypes") != ["ReportBatchItemFailures"]:
+            findings.append(f"{name}: its stream event must report batch item failures")
+        if stream.get("BisectBatchOnFunctionError") is not True:
+            findings.append(f"{name}: its stream event must bisect failed batches")
+        on_failure = stream.get("DestinationConfig", {}).get("OnFailure", {})
+        if on_failure.get("Destination") != {"Fn::GetAtt": ["ReplicationDeadLetterQueue", "Arn"]}:
+            findings.append(f"{name}: failed stream batches must go to ReplicationDeadLetterQueue")
+        if not isinstance(stream.get("MaximumRetryAttempts"), int):
+            findings.append(f"{name}: its stream event must bound its retries")
+    queues = by_type.get("SQS", [])
+    if len(queues) != 1 or queues[0].get("Queue") != {"Fn::GetAtt": ["ReplicationQueue", "Arn"]}:
+        findings.append(f"{name}: needs one SQS event on ReplicationQueue")
+    elif queues[0].get("BatchSize") != 1 or queues[0].get("FunctionResponseTypes") != ["ReportBatchItemFailures"]:
+        findings.append(f"{name}: takes one job per invocation and reports failed ones")
+    if not by_type.get("Schedule") and not by_type.get("ScheduleV2"):
+        findings.append(f"{name}: needs a schedule for scheduled policies")
+    queue = template.get("Resources", {}).get("ReplicationQueue", {}).get("Properties", {})
+    if not isinstance(timeout, int) or queue.get("VisibilityTimeout", 30) < 6 * timeout:
+        findings.append(
+            f"ReplicationQueue: VisibilityTimeout {queue.get('VisibilityTimeout', 30)} is under six "
+            f"times {name}'s timeout {timeout}"
+        )
+    redrive = queue.get("RedrivePolicy", {})
+    if redrive.get("deadLetterTargetArn") != {"Fn::GetAtt": ["ReplicationDeadLetterQueue", "Arn"]} \
+            or not isinstance(redrive.get("maxReceiveCount"), int):
+        findings.append("ReplicationQueue: needs a RedrivePolicy to ReplicationDeadLetterQueue")
+    for queue_name in ("ReplicationQueue", "ReplicationDeadLetterQueue"):
+        queue = template.get("Resources", {}).get(queue_name, {}).get("Properties", {})
+        if queue.get("SqsManagedSseEnabled") is not True and "KmsMasterKeyId" not in queue:
+            findings.append(f"{queue_name}: must be encrypted at rest")
 
 
 S3_ACTIONS = {"s3:GetObject", "s3:ListBucket"}
@@ -315,22 +469,25 @@ def statements(resource):
             yield from policy.get("Statement", [])
 
 
-def check_account_writes(name, resource):
-    """The token function writes account partitions only."""
+def check_writes(name, resource, partition_sets):
+    """Each of a function's DynamoDB write statements is limited, by a dynamodb:LeadingKeys
+    condition, to exactly one of `partition_sets`."""
     for statement in statements(resource):
         action = statement.get("Action", [])
         actions = {action} if isinstance(action, str) else set(action)
-        if not any(a.split(":")[1].startswith(("Put", "Update", "Delete")) for a in actions):
+        if not any(a.startswith("dynamodb:") and a.split(":")[1].startswith(("Put", "Update", "Delete", "BatchWrite"))
+                   for a in actions):
             continue
         keys = (
             statement.get("Condition", {})
             .get("ForAllValues:StringLike", {})
             .get("dynamodb:LeadingKeys")
         )
-        if set(keys or []) != ACCOUNT_PARTITIONS:
+        if set(keys or []) not in partition_sets:
             findings.append(
                 f"{name}: its writes must be limited to the partitions "
-                f"{sorted(ACCOUNT_PARTITIONS)} by a dynamodb:LeadingKeys condition, not {show(keys)}"
+                f"{' or '.join(str(sorted(p)) for p in partition_sets)} by a "
+                f"dynamodb:LeadingKeys condition, not {show(keys)}"
             )
 
 

@@ -41,7 +41,7 @@ if ! command -v cargo-lambda >/dev/null 2>&1 || ! command -v sam >/dev/null 2>&1
     hash -r
 fi
 
-# --- services: Garage (S3), DynamoDB Local and moto (SSM), on 127.0.0.1 --------------------
+# --- services: Garage (S3), DynamoDB Local and moto (SSM, SQS, KMS), on 127.0.0.1 ----------
 services=$(mktemp -d /tmp/berth-services.XXXXXX)
 cleanup() {
     scripts/services/garage.sh stop "$services/garage" >/dev/null 2>&1 || true
@@ -61,8 +61,9 @@ eval "$(scripts/services/dynamodb-local.sh start)"
 eval "$(scripts/services/garage.sh start "$services/garage")"
 # The S3 outage test stops and restarts this node.
 export BERTH_TEST_GARAGE_DIR="$services/garage"
-# moto stands in for SSM Parameter Store (the token signing keys); it exports only
-# AWS_ENDPOINT_URL_SSM and accepts Garage's credentials and region.
+# moto stands in for SSM Parameter Store (the token signing keys), and for SQS and KMS
+# (replication's queues and credential key); it exports only AWS_ENDPOINT_URL_SSM,
+# AWS_ENDPOINT_URL_SQS and AWS_ENDPOINT_URL_KMS and accepts Garage's credentials and region.
 eval "$(scripts/services/moto.sh start "$services/moto")"
 
 # --- infrastructure: the SAM template, offline ---------------------------------------------

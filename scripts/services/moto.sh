@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and runs moto's server (an AWS mock) on the loopback interface, as the AWS SSM
-# Parameter Store of Berth's tests: Berth keeps its token signing keys in SSM.
+# Parameter Store of Berth's tests (Berth keeps its token signing keys in SSM), and as the SQS
+# queues and KMS keys of replication's AWS tests.
 #
 #   moto.sh install     pip-installs moto[server] 5.2, unless moto's server already imports
 #   moto.sh start DIR   installs if needed, starts a server keeping its log, PID and exports in
@@ -9,7 +10,8 @@
 #                       Starting a server that runs prints the same line again.
 #   moto.sh stop DIR    stops the server started in DIR (by its PID) and waits for it to exit
 #
-# Everything but the `export` line goes to stderr. Only AWS_ENDPOINT_URL_SSM is exported: moto
+# Everything but the `export` line goes to stderr. Only AWS_ENDPOINT_URL_SSM,
+# AWS_ENDPOINT_URL_SQS and AWS_ENDPOINT_URL_KMS are exported (one server serves all three): moto
 # accepts any credentials, and is told to accept any region too (Garage's is "garage"), so
 # those of Garage and DynamoDB Local stay in force. Each region has its own parameters. The
 # server listens on 127.0.0.1, unless MOTO_BIND_ADDR names another IPv4 address of this host,
@@ -124,9 +126,9 @@ start() {
         sleep 0.2
     done
 
-    echo "export AWS_ENDPOINT_URL_SSM=$endpoint" >"$dir/env.tmp"
+    echo "export AWS_ENDPOINT_URL_SSM=$endpoint AWS_ENDPOINT_URL_SQS=$endpoint AWS_ENDPOINT_URL_KMS=$endpoint" >"$dir/env.tmp"
     mv "$dir/env.tmp" "$dir/env"
-    log "moto is ready (PID $pid): SSM on $endpoint"
+    log "moto is ready (PID $pid): SSM, SQS and KMS on $endpoint"
     cat "$dir/env"
 }
 

@@ -8,14 +8,19 @@
 # API, a chunked push of an image with a 50 MiB layer (curl, every chunk within the
 # advertised OCI-Chunk-Max-Length), then `docker pull` and `skopeo copy` of it (blob GETs
 # answered 307 and followed to Garage), the tag listing, and a key rotation: the restarted
-# token function signs with the new key and the warm registry functions accept it.
+# token function signs with the new key and the warm registry functions accept it. Then
+# replication as AWS runs it: the events function (invoked with `cargo lambda invoke`, as
+# Lambda's event sources would) on a queue, dead-letter queue and KMS key in moto, policies
+# made through the token function's replication API, and the pushed image copied to CNCF
+# Distribution (/usr/bin/docker-registry) from a stream record of its tag and the queued job.
 #
 # Usage: tests/lambda/run.sh
 #
 # Environment, as scripts/test-all.sh exports it from scripts/services/{garage,dynamodb-local}.sh:
 #   AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL_S3
-#   AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SSM BERTH_TEST_S3_BUCKET
-# (AWS_ENDPOINT_URL_SSM from scripts/services/moto.sh)
+#   AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SSM AWS_ENDPOINT_URL_SQS AWS_ENDPOINT_URL_KMS
+#   BERTH_TEST_S3_BUCKET
+# (AWS_ENDPOINT_URL_SSM, _SQS and _KMS from scripts/services/moto.sh)
 # Knobs:
 #   LAMBDA_LAYER_MIB   size of the random file in the image's layer, MiB (default 50)
 #   LAMBDA_SKIP_BUILD=1  use the function binaries and gateway already built
@@ -35,6 +40,9 @@ ROOT=$(cd "$E2E_DIR/../.." && pwd)
 LAYER_MIB=${LAMBDA_LAYER_MIB:-50}
 RUN_ID=$(date +%s)-$$-$RANDOM
 FUNCTIONS=(registry-pull registry-push token)
+# No route: started apart from FUNCTIONS and invoked through the emulator's Invoke API.
+EVENTS_FUNCTION=events
+DISTRIBUTION=/usr/bin/docker-registry
 ADMIN="admin"
 # Made up for the run: upper, lower case and digits, as the password policy wants.
 ADMIN_PASSWORD="Lambda-$RANDOM$RANDOM-Test"
@@ -93,7 +101,7 @@ show_logs() {
   local fn
   show_log emulator "$E2E_TMP/emulator.log"
   show_log gateway "$E2E_TMP/gateway.log"
-  for fn in "${FUNCTIONS[@]}"; do show_log "$fn" "$E2E_TMP/$fn.log"; done
+  for fn in "${FUNCTIONS[@]}" "$EVENTS_FUNCTION"; do show_log "$fn" "$E2E_TMP/$fn.log"; done
 }
 
 setup_failed() {
@@ -112,6 +120,7 @@ build() {
     run cargo lambda build --release --bin registry-pull
     run cargo lambda build --release --bin registry-push
     run cargo lambda build --release --bin token
+    run cargo lambda build --release --bin "$EVENTS_FUNCTION"
     run cargo build -p berth-tests --bin lambda-gateway
   )
 }
@@ -150,29 +159,35 @@ start_gateway() {
   log_info "lambda-gateway pid $GATEWAY_PID on $GATEWAY_URL"
 }
 
+# exec_function NAME: NAME's bootstrap in place of the (background) shell that calls it, with
+# the environment Lambda would give it.
+exec_function() {
+  local name=$1 blob_store="s3://$BERTH_TEST_S3_BUCKET/$PREFIX"
+  # Only the function environment contract, whatever the caller has exported.
+  while read -r var; do unset "$var"; done < <(compgen -e | grep '^BERTH_' || true)
+  export BERTH_BLOB_STORE=$blob_store
+  export BERTH_METADATA="dynamodb://$TABLE"
+  export BERTH_S3_PATH_STYLE=true
+  export BERTH_S3_PRESIGN_EXPIRY=1200s
+  export BERTH_CHUNK_MIN_LENGTH=1048576
+  export BERTH_CHUNK_MAX_LENGTH=4194304
+  export BERTH_LOG=info
+  export BERTH_TOKEN_KEYS_SSM=$KEYS_PATH
+  replication_environment "$name"
+  export AWS_LAMBDA_RUNTIME_API="$EMULATOR_URL/.rt/$name"
+  export AWS_LAMBDA_FUNCTION_NAME=$name
+  export AWS_LAMBDA_FUNCTION_VERSION="\$LATEST"
+  export AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512
+  exec "$TARGET_DIR/lambda/$name/bootstrap"
+}
+
 # start_function NAME PROBE_METHOD PROBE_PATH: starts NAME's bootstrap with the environment
 # Lambda would give it, sends it its first request through the gateway right away (the
 # emulator holds it until the function polls) and records how long the answer took.
 start_function() {
-  local name=$1 method=$2 path=$3 blob_store="s3://$BERTH_TEST_S3_BUCKET/$PREFIX" pid started status
+  local name=$1 method=$2 path=$3 pid started status
   started=$(now_ms)
-  (
-    # Only the function environment contract, whatever the caller has exported.
-    while read -r var; do unset "$var"; done < <(compgen -e | grep '^BERTH_' || true)
-    export BERTH_BLOB_STORE=$blob_store
-    export BERTH_METADATA="dynamodb://$TABLE"
-    export BERTH_S3_PATH_STYLE=true
-    export BERTH_S3_PRESIGN_EXPIRY=1200s
-    export BERTH_CHUNK_MIN_LENGTH=1048576
-    export BERTH_CHUNK_MAX_LENGTH=4194304
-    export BERTH_LOG=info
-    export BERTH_TOKEN_KEYS_SSM=$KEYS_PATH
-    export AWS_LAMBDA_RUNTIME_API="$EMULATOR_URL/.rt/$name"
-    export AWS_LAMBDA_FUNCTION_NAME=$name
-    export AWS_LAMBDA_FUNCTION_VERSION="\$LATEST"
-    export AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512
-    exec "$TARGET_DIR/lambda/$name/bootstrap"
-  ) >"$E2E_TMP/$name.log" 2>&1 &
+  exec_function "$name" >"$E2E_TMP/$name.log" 2>&1 &
   pid=$!
   FUNCTION_PID[$name]=$pid
   on_exit "stop_pid $pid $name"
@@ -182,6 +197,61 @@ start_function() {
   [[ $status =~ ^[2-4][0-9][0-9]$ && $status != 413 ]] ||
     setup_failed "$name gave no answer to its first request ($method $path: ${status:-none})"
   log_info "$name pid $pid: first answer ($method $path, $status) ${FIRST_ANSWER_MS[$name]} ms after start"
+}
+
+# replication_environment NAME: the replication variables the template gives NAME (the token
+# and events functions), in a function's subshell.
+replication_environment() {
+  [[ $1 == token || $1 == "$EVENTS_FUNCTION" ]] || return 0
+  export BERTH_REPLICATION_QUEUE_URL=$QUEUE_URL
+  export BERTH_REPLICATION_KMS_KEY=$KMS_KEY
+  [[ $1 != token ]] || export BERTH_REPLICATION_DLQ_URL=$DLQ_URL
+}
+
+# A replication queue with its dead-letter queue (redrive after 5 receives, as the template
+# has it) and a KMS key, in moto, through boto3 (which moto's server brings along).
+make_replication_resources() {
+  local made
+  made=$(python3 - "$RUN_ID" <<'PY'
+import json, os, sys
+
+import boto3
+
+run = sys.argv[1]
+# boto3 reads AWS_DEFAULT_REGION only; the functions use AWS_REGION (Garage's).
+region = os.environ.get("AWS_REGION", "us-east-1")
+sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"], region_name=region)
+kms = boto3.client("kms", endpoint_url=os.environ["AWS_ENDPOINT_URL_KMS"], region_name=region)
+dlq = sqs.create_queue(QueueName=f"berth-lambda-{run}-dlq")["QueueUrl"]
+arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+redrive = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "5"})
+queue = sqs.create_queue(QueueName=f"berth-lambda-{run}", Attributes={"RedrivePolicy": redrive})["QueueUrl"]
+key = kms.create_key(Description="berth lambda test replication credentials")["KeyMetadata"]["KeyId"]
+print(queue, dlq, key)
+PY
+  ) || setup_failed "could not make the replication queues and key in moto"
+  read -r QUEUE_URL DLQ_URL KMS_KEY <<<"$made"
+  log_info "replication queue $QUEUE_URL, dead letters $DLQ_URL, KMS key $KMS_KEY"
+}
+
+# The events function's bootstrap, polling the emulator like the others; it has no route, so
+# its first invocation is the scenario's.
+start_events_function() {
+  local name=$EVENTS_FUNCTION pid
+  exec_function "$name" >"$E2E_TMP/$name.log" 2>&1 &
+  pid=$!
+  FUNCTION_PID[$name]=$pid
+  on_exit "stop_pid $pid $name"
+  sleep 1
+  kill -0 "$pid" 2>/dev/null || setup_failed "$name exited at start"
+  log_info "$name pid $pid"
+}
+
+# invoke_events EVENT_FILE: the events function's answer to the event, as Lambda's event
+# sources invoke it (`cargo lambda invoke` through the emulator's Invoke API).
+invoke_events() {
+  (cd "$ROOT" && timeout "$CLIENT_TIMEOUT" cargo lambda invoke "$EVENTS_FUNCTION" \
+    --invoke-address 127.0.0.1 --invoke-port "${EMULATOR_URL##*:}" --data-file "$1" --output-format json)
 }
 
 # --- the image ---------------------------------------------------------------------
@@ -466,6 +536,87 @@ scenario_rotation() {
   assert_eq "the old key's token still verifies (200)" 200 "$status"
 }
 
+# Replication of the pushed image to CNCF Distribution, the way the deployed stack runs it:
+# endpoint and policy through the token function's replication API (the credential sealed
+# with KMS), the tag's stream record to the events function, which queues a task on SQS, the
+# queued message back to the events function, which copies the image.
+scenario_replication() {
+  pushed_image
+  local out=$E2E_TMP/replication status port endpoint policy answer event dist_dir dist_pid
+  [[ -x $DISTRIBUTION ]] || fail "docker-registry is installed" "no $DISTRIBUTION (apt-get install docker-registry)"
+  port=$(free_port)
+  dist_dir=$E2E_TMP/distribution
+  mkdir -p "$dist_dir"
+  printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$dist_dir/storage" "$port" >"$dist_dir/config.yml"
+  "$DISTRIBUTION" serve "$dist_dir/config.yml" >"$dist_dir/log" 2>&1 &
+  dist_pid=$!
+  on_exit "stop_pid $dist_pid docker-registry"
+  wait_for_port "$port" 30 "$dist_pid" || fail "docker-registry starts" "$(cat "$dist_dir/log")"
+
+  status=$(req POST "$GATEWAY_URL/api/v2.0/registries" "$out" -u "$ADMIN:$ADMIN_PASSWORD" \
+    -H 'Content-Type: application/json' -d "{\"name\":\"distribution\",\"url\":\"http://127.0.0.1:$port\",
+      \"type\":\"docker-registry\",\"credential\":{\"type\":\"basic\",\"access_key\":\"robot\",\"access_secret\":\"sealed-by-kms\"}}")
+  assert_eq "the token function's replication API makes an endpoint (201)" 201 "$status"
+  endpoint=$(header "$out.headers" location)
+  endpoint=${endpoint##*/}
+  status=$(req POST "$GATEWAY_URL/api/v2.0/replication/policies" "$out" -u "$ADMIN:$ADMIN_PASSWORD" \
+    -H 'Content-Type: application/json' -d "{\"name\":\"to-distribution\",\"dest_registry\":{\"id\":$endpoint},
+      \"filters\":[{\"type\":\"name\",\"value\":\"lambda/**\"}],\"trigger\":{\"type\":\"event_based\"},\"enabled\":true}")
+  assert_eq "... and an event-based policy (201)" 201 "$status"
+  policy=$(header "$out.headers" location)
+  policy=${policy##*/}
+
+  event=$E2E_TMP/stream-event.json
+  jq --arg pk "REPO#$REPO" --arg sk "TAG#$TAG" --arg digest "$MANIFEST_DIGEST" '
+      .Records[0].dynamodb.Keys = {PK: {S: $pk}, SK: {S: $sk}}
+      | .Records[0].dynamodb.NewImage.PK.S = $pk | .Records[0].dynamodb.NewImage.SK.S = $sk
+      | .Records[0].dynamodb.NewImage.digest.S = $digest' \
+    "$ROOT/infra/events/replication/stream-tag-pushed.json" >"$event"
+  answer=$(invoke_events "$event") || fail "the events function takes a stream batch" "$answer"
+  assert_eq "the stream record of the pushed tag is handled" '{"batchItemFailures":[]}' "$(jq -c . <<<"$answer")"
+
+  # The queued job, as Lambda's SQS event source would receive and hand it over.
+  event=$E2E_TMP/queue-event.json
+  python3 - "$QUEUE_URL" "$ROOT/infra/events/replication/queue-plan.json" >"$event" <<'PY' ||
+import json, os, sys
+
+import boto3
+
+region = os.environ.get("AWS_REGION", "us-east-1")
+sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"], region_name=region)
+messages = sqs.receive_message(QueueUrl=sys.argv[1], MaxNumberOfMessages=10, WaitTimeSeconds=5).get("Messages", [])
+if len(messages) != 1:
+    sys.exit(f"expected one queued job, found {len(messages)}")
+with open(sys.argv[2]) as sample:
+    event = json.load(sample)
+event["Records"][0].update(messageId=messages[0]["MessageId"], body=messages[0]["Body"],
+                           receiptHandle=messages[0]["ReceiptHandle"])
+print(json.dumps(event))
+PY
+    fail "one replication task was queued" "$(cat "$event")"
+  assert_eq "the queued job is a task" task "$(jq -r '.Records[0].body | fromjson | .job' "$event")"
+  answer=$(invoke_events "$event") || fail "the events function takes an SQS batch" "$answer"
+  assert_eq "the task ran" '{"batchItemFailures":[]}' "$(jq -c . <<<"$answer")"
+  status=$(req HEAD "http://127.0.0.1:$port/v2/$REPO/manifests/$TAG" "$out" -H "Accept: $MT_OCI_MANIFEST")
+  assert_eq "the image is on Distribution (200)" 200 "$status"
+  assert_eq "... with the pushed digest" "$MANIFEST_DIGEST" "$(header "$out.headers" docker-content-digest)"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/replication/executions?policy_id=$policy" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the execution is listed (200)" 200 "$status"
+  assert_eq "... and succeeded (Harbor's \"Succeed\")" Succeed "$(jq -r '.[0].status' "$out.body")"
+
+  answer=$(invoke_events "$ROOT/infra/events/replication/schedule.json") || fail "the events function takes a schedule" "$answer"
+  assert_eq "a schedule with no scheduled policy starts nothing" '{"started":[]}' "$(jq -c . <<<"$answer")"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/replication/deadletters" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the dead letters are read from the dead-letter queue (200)" 200 "$status"
+  assert_eq "... and there are none" 0 "$(jq 'length' "$out.body")"
+  if answer=$(invoke_events "$ROOT/infra/events/pull-ping.json" 2>&1); then
+    fail "an API Gateway event is refused by the events function" "$answer"
+  else
+    pass "an API Gateway event is refused by the events function"
+  fi
+}
+
 # --- measurements --------------------------------------------------------------
 
 # Memory of each function process: VmRSS now, VmHWM (peak) so far.
@@ -480,7 +631,7 @@ memory_line() {
 # --- main --------------------------------------------------------------------------
 
 require_cmds cargo curl jq python3 docker dockerd skopeo sha256sum tar gzip dd timeout
-for var in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SSM BERTH_TEST_S3_BUCKET; do
+for var in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SSM AWS_ENDPOINT_URL_SQS AWS_ENDPOINT_URL_KMS BERTH_TEST_S3_BUCKET; do
   [[ -n ${!var:-} ]] || die "$var is not set: start Garage, DynamoDB Local and moto (scripts/services/) and export what they print"
 done
 cargo lambda --version >/dev/null 2>&1 || die "cargo lambda is missing (pip install cargo-lambda)"
@@ -492,7 +643,7 @@ fi
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 
 [[ ${LAMBDA_SKIP_BUILD:-0} == 1 ]] || build
-for fn in "${FUNCTIONS[@]}"; do
+for fn in "${FUNCTIONS[@]}" "$EVENTS_FUNCTION"; do
   [[ -x $TARGET_DIR/lambda/$fn/bootstrap ]] || die "no $TARGET_DIR/lambda/$fn/bootstrap (cargo lambda build)"
 done
 [[ -x $TARGET_DIR/debug/lambda-gateway ]] || die "no $TARGET_DIR/debug/lambda-gateway (cargo build -p berth-tests)"
@@ -508,6 +659,7 @@ log_step "Lambda functions under cargo lambda watch (run $RUN_ID, scratch $E2E_T
 BERTH_ADMIN_PASSWORD=$ADMIN_PASSWORD run "$BERTH" init --data-dir "$E2E_TMP/berth-data" \
   --blob-store "s3://$BERTH_TEST_S3_BUCKET/$PREFIX" --metadata "dynamodb://$TABLE" --s3-path-style \
   --token-keys-ssm "$KEYS_PATH" --token-keys-kms-key alias/berth-lambda-test
+make_replication_resources
 start_emulator
 start_gateway
 start_function token GET "/service/token?service=berth"
@@ -538,6 +690,8 @@ run_scenario "skopeo copy" scenario_skopeo
 run_scenario "tag listing" scenario_tags
 rotate_keys
 run_scenario "key rotation" scenario_rotation
+start_events_function
+run_scenario "replication through the events function" scenario_replication
 log_step "finished in $((SECONDS - start))s"
 
 log_step "measurements (release builds, not asserted)"

@@ -8,7 +8,8 @@
 # 401 for a wrong password, 401 and a Bearer challenge with the event's https realm for
 # pull-ping without a token), and every event of infra/events/ through `sam local invoke`,
 # the admin's token added to its headers, with the status and body infra/events/README.md
-# gives. Then, through start-api: a chunked push of an image into the private project (curl,
+# gives, and the events function with the events of infra/events/replication/ (a queue and a
+# KMS key of its own in moto). Then, through start-api: a chunked push of an image into the private project (curl,
 # every chunk within the advertised OCI-Chunk-Max-Length), `docker pull` of it logged in
 # (blob GETs answered 307 and followed to Garage), anonymous access (refused in the private
 # project, by curl and by a logged-out `docker pull`; pull only in the public `library`),
@@ -58,6 +59,7 @@ IMAGE_MIB=${SAM_IMAGE_MIB:-10}
 PULL_FUNCTION=RegistryPullFunction
 PUSH_FUNCTION=RegistryPushFunction
 TOKEN_FUNCTION=TokenFunction
+EVENTS_FUNCTION=EventsFunction
 # The first system administrator `berth init` creates, with a password made up for the run
 # (upper and lower case and digits, as the password policy wants).
 ADMIN="admin"
@@ -149,7 +151,8 @@ setup_failed() {
 sam_environment() {
   local var
   SAM_ENV=(-u AWS_SESSION_TOKEN -u AWS_PROFILE -u AWS_ENDPOINT_URL -u AWS_ENDPOINT_URL_S3
-    -u AWS_ENDPOINT_URL_DYNAMODB -u AWS_ENDPOINT_URL_SSM)
+    -u AWS_ENDPOINT_URL_DYNAMODB -u AWS_ENDPOINT_URL_SSM -u AWS_ENDPOINT_URL_SQS
+    -u AWS_ENDPOINT_URL_KMS)
   for var in $(compgen -e | grep '^BERTH_' || true); do SAM_ENV+=(-u "$var"); done
   SAM_ENV+=(AWS_ACCESS_KEY_ID="$S3_KEY_ID" AWS_SECRET_ACCESS_KEY="$S3_SECRET" SAM_CLI_TELEMETRY=0)
 }
@@ -355,6 +358,9 @@ start_moto() {
 # makes the token keys under KEYS_PATH and the first accounts: the admin (with the run's
 # password) and the public project library. The file's global `Parameters` go to every
 # function (SAM sets those a function declares: all of these are in the template's Globals).
+# The replication variables are given empty: locally the template's !Ref ReplicationQueue and
+# !GetAtt ReplicationKmsKey.Arn are no queue URL nor key, and the token function serves no
+# replication API without them.
 make_storage() {
   local blob_store="s3://$BERTH_TEST_S3_BUCKET/sam-$RUN_ID" table="berth-sam-$RUN_ID"
   BERTH_ADMIN_PASSWORD=$ADMIN_PASSWORD run "$BERTH" init --data-dir "$E2E_TMP/berth-data" \
@@ -367,7 +373,9 @@ make_storage() {
     --arg ssm "$FUNCTION_SSM_URL" --arg keys "$KEYS_PATH" '{Parameters: {
       BERTH_BLOB_STORE: $blobs, BERTH_METADATA: $table, BERTH_S3_PATH_STYLE: "true",
       AWS_ENDPOINT_URL_S3: $s3, AWS_ENDPOINT_URL_DYNAMODB: $dynamodb,
-      AWS_ENDPOINT_URL_SSM: $ssm, BERTH_TOKEN_KEYS_SSM: $keys}}' >"$ENV_VARS"
+      AWS_ENDPOINT_URL_SSM: $ssm, BERTH_TOKEN_KEYS_SSM: $keys,
+      BERTH_REPLICATION_QUEUE_URL: "", BERTH_REPLICATION_DLQ_URL: "",
+      BERTH_REPLICATION_KMS_KEY: ""}}' >"$ENV_VARS"
   local_options
   sam_environment
 }
@@ -1013,6 +1021,47 @@ scenario_emulator() {
   assert_eq "... acknowledged as Range 0-1023" 0-1023 "$(answer_header "$out" range)"
 }
 
+# The events function through `sam local invoke`, with a replication queue and a KMS key of
+# its own in the run's moto (on the bridge, which its container reaches): the events of
+# infra/events/replication/ as Lambda's event sources would hand them over, on the seeded
+# registry with no replication policy.
+scenario_events_function() {
+  local out=$E2E_TMP/events-function made queue key env_vars=$E2E_TMP/env-vars-events.json
+  made=$(python3 - "$FUNCTION_SSM_URL" "$RUN_ID" <<'PY'
+import os
+import sys
+
+import boto3
+
+moto, run = sys.argv[1], sys.argv[2]
+# boto3 reads AWS_DEFAULT_REGION only; the functions use SAM's --region (Garage's).
+region = os.environ.get("AWS_REGION", "us-east-1")
+sqs = boto3.client("sqs", endpoint_url=moto, region_name=region)
+kms = boto3.client("kms", endpoint_url=moto, region_name=region)
+queue = sqs.create_queue(QueueName=f"berth-sam-{run}")["QueueUrl"]
+key = kms.create_key(Description="berth sam test replication credentials")["KeyMetadata"]["KeyId"]
+print(queue, key)
+PY
+  ) || fail "the replication queue and key are made in moto" "$made"
+  read -r queue key <<<"$made"
+  # A function's own entry in the env-vars file goes over the global Parameters.
+  jq --arg queue "$queue" --arg key "$key" --arg moto "$FUNCTION_SSM_URL" \
+    '. + {EventsFunction: {BERTH_REPLICATION_QUEUE_URL: $queue, BERTH_REPLICATION_KMS_KEY: $key,
+      AWS_ENDPOINT_URL_SQS: $moto, AWS_ENDPOINT_URL_KMS: $moto}}' "$ENV_VARS" >"$env_vars"
+  local saved_options=("${LOCAL_OPTIONS[@]}")
+  LOCAL_OPTIONS=("${LOCAL_OPTIONS[@]:0:${#LOCAL_OPTIONS[@]}-2}" --env-vars "$env_vars")
+  invoke "$EVENTS_FUNCTION" "$EVENTS/replication/schedule.json" "$out" >/dev/null
+  assert_eq "a scheduled event with no scheduled policy starts nothing" '{"started":[]}' \
+    "$(jq -c . "$out.json" 2>/dev/null || cat "$out.json")"
+  invoke "$EVENTS_FUNCTION" "$EVENTS/replication/stream-tag-pushed.json" "$out" >/dev/null
+  assert_eq "a stream record of a pushed tag is handled" '{"batchItemFailures":[]}' \
+    "$(jq -c . "$out.json" 2>/dev/null || cat "$out.json")"
+  invoke "$EVENTS_FUNCTION" "$EVENTS/replication/queue-plan.json" "$out" >/dev/null
+  assert_eq "a queued plan of an execution that does not exist is done" '{"batchItemFailures":[]}' \
+    "$(jq -c . "$out.json" 2>/dev/null || cat "$out.json")"
+  LOCAL_OPTIONS=("${saved_options[@]}")
+}
+
 MANIFEST_MEDIAN_MS=""
 
 measure() {
@@ -1066,6 +1115,7 @@ run_scenario "token auth through start-api: challenge, token, docker login, a pr
 run_scenario "the token function through sam local invoke" scenario_token_invoke
 run_scenario "seed the registry the events name" scenario_seed
 run_scenario "infra/events through sam local invoke, with the token" scenario_events
+run_scenario "the events function through sam local invoke" scenario_events_function
 make_image
 run_scenario "chunked push through start-api" scenario_push
 run_scenario "docker pull through start-api" scenario_docker

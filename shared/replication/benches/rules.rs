@@ -42,7 +42,13 @@ fn filters(c: &mut Criterion) {
     group.finish();
 
     let repositories: Vec<String> = (0..10_000)
-        .map(|i| format!("{}/team-{}/app-{i}", ["library", "ops", "ml"][i % 3], i % 50))
+        .map(|i| {
+            format!(
+                "{}/team-{}/app-{i}",
+                ["library", "ops", "ml"][i % 3],
+                i % 50
+            )
+        })
         .collect();
     c.bench_function("select_and_rename_10k_repositories", |b| {
         let policy = Policy {
