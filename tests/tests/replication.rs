@@ -22,6 +22,7 @@ use tempfile::TempDir;
 struct Berth {
     addr: SocketAddr,
     client: reqwest::Client,
+    replication: berth_runtime::replication::LocalReplication,
     _data_dir: TempDir,
 }
 
@@ -49,6 +50,7 @@ impl Berth {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("a client"),
+            replication,
             _data_dir: data_dir,
         }
     }
@@ -766,5 +768,100 @@ async fn a_stopped_execution_starts_no_more_tasks() {
             .iter()
             .all(|t| t["status"] == "Stopped" || t["status"] == "Failed"),
         "{tasks:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_whose_worker_stopped_mid_attempt_is_taken_over_by_a_redelivered_job() {
+    use berth_core::replication::{Execution, IdKind, Operation, Task, TaskStatus, TriggerKind};
+    use berth_replication::engine::{Job, TASK_LEASE_SECONDS, unix_now};
+
+    let berth = Berth::start().await;
+    let distribution = Distribution::start().await;
+    push_image(&berth.client(), "library/lease", "v1", &Image::oci("lease")).await;
+    let endpoint = berth
+        .add_endpoint("lease-target", &distribution.url, None)
+        .await;
+    let policy = berth
+        .create(
+            "/replication/policies",
+            json!({"name": "lease", "dest_registry": {"id": endpoint}}),
+        )
+        .await;
+    // As a Lambda invocation that timed out would leave them: tasks marked running.
+    let replicator = &berth.replication.replicator;
+    let store = replicator.store();
+    let execution = Execution {
+        id: store.next_id(IdKind::Execution).await.expect("an id"),
+        policy_id: policy,
+        trigger: TriggerKind::Manual,
+        start_time: unix_now(),
+        planned: true,
+        error: None,
+        stop_requested: false,
+    };
+    store.put_execution(&execution).await.expect("stored");
+    let now = unix_now();
+    let running = |id: u64, attempts: u32, started: u64| Task {
+        id,
+        execution_id: execution.id,
+        operation: Operation::Copy,
+        source_repository: "library/lease".into(),
+        destination_repository: "library/lease".into(),
+        reference: "v1".into(),
+        status: TaskStatus::Running,
+        attempts,
+        start_time: Some(started),
+        end_time: None,
+        error: None,
+        bytes: 0,
+        note: None,
+        attempt_started: Some(started),
+    };
+    let stale = running(
+        store.next_id(IdKind::Task).await.expect("id"),
+        1,
+        now - TASK_LEASE_SECONDS - 60,
+    );
+    let busy = running(store.next_id(IdKind::Task).await.expect("id"), 1, now - 60);
+    let hopeless = running(
+        store.next_id(IdKind::Task).await.expect("id"),
+        3,
+        now - TASK_LEASE_SECONDS - 60,
+    );
+    for task in [&stale, &busy, &hopeless] {
+        store.put_task(task).await.expect("stored");
+        replicator
+            .handle(Job::Task {
+                execution: execution.id,
+                task: task.id,
+            })
+            .await
+            .expect("handled");
+    }
+    let after = |id| async move {
+        store
+            .task(execution.id, id)
+            .await
+            .expect("read")
+            .expect("there")
+    };
+    let taken = after(stale.id).await;
+    assert_eq!(taken.status, TaskStatus::Succeeded, "{taken:?}");
+    assert_eq!(taken.attempts, 2);
+    assert!(taken.bytes > 0);
+    assert_eq!(
+        after(busy.id).await.status,
+        TaskStatus::Running,
+        "a task within its lease is left to its worker"
+    );
+    let failed = after(hopeless.id).await;
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("stopped")),
+        "{failed:?}"
     );
 }

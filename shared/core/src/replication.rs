@@ -207,6 +207,10 @@ pub struct Task {
     /// had it already, or keeps its own tag because the policy does not overwrite).
     #[serde(default)]
     pub note: Option<String>,
+    /// When the running attempt was claimed (unix seconds): a task still running long after
+    /// (its worker timed out or crashed) may be claimed again.
+    #[serde(default)]
+    pub attempt_started: Option<u64>,
 }
 
 /// Which counter [`ReplicationStore::next_id`] draws from.

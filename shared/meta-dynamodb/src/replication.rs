@@ -378,6 +378,7 @@ mod tests {
             error: None,
             bytes: 0,
             note: None,
+            attempt_started: None,
         };
         let item = task_item(&task).expect("an item");
         assert_eq!(

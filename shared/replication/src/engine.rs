@@ -24,6 +24,10 @@ use crate::secrets::SecretBox;
 
 /// How many times a task is tried when the remote is unreachable or overloaded.
 pub const MAX_ATTEMPTS: u32 = 3;
+/// How long an attempt may run before a redelivered job may take the task over: longer than
+/// a Lambda invocation may last (15 minutes). A job for a task still running after that is
+/// a redelivery after its worker timed out or crashed.
+pub const TASK_LEASE_SECONDS: u64 = 20 * 60;
 
 /// One unit of replication work, as a queue carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -465,6 +469,7 @@ impl Replicator {
             error: None,
             bytes: 0,
             note: None,
+            attempt_started: None,
         })
     }
 
@@ -539,20 +544,45 @@ impl Replicator {
         let Some(mut task) = self.store.task(execution_id, task_id).await? else {
             return Ok(Outcome::Done);
         };
-        if task.status != TaskStatus::Pending {
+        let now = unix_now();
+        let abandoned = task.status == TaskStatus::Running
+            && task
+                .attempt_started
+                .is_some_and(|started| now.saturating_sub(started) > TASK_LEASE_SECONDS);
+        let claimed_from = if abandoned {
+            tracing::warn!(
+                execution = execution_id,
+                task = task_id,
+                "a replication task's worker stopped mid-attempt; taking it over"
+            );
+            TaskStatus::Running
+        } else if task.status == TaskStatus::Pending {
+            TaskStatus::Pending
+        } else {
             // Another worker has it, or it is over: a redelivered job does nothing twice.
+            return Ok(Outcome::Done);
+        };
+        if abandoned && task.attempts >= MAX_ATTEMPTS {
+            task.status = TaskStatus::Failed;
+            task.error = Some(format!(
+                "its worker stopped (timed out or crashed) during each of {} attempts",
+                task.attempts
+            ));
+            task.end_time = Some(now);
+            self.store.update_task(&task, TaskStatus::Running).await?;
             return Ok(Outcome::Done);
         }
         if execution.stop_requested {
             task.status = TaskStatus::Stopped;
-            task.end_time = Some(unix_now());
-            self.store.update_task(&task, TaskStatus::Pending).await?;
+            task.end_time = Some(now);
+            self.store.update_task(&task, claimed_from).await?;
             return Ok(Outcome::Done);
         }
         task.status = TaskStatus::Running;
         task.attempts += 1;
-        task.start_time.get_or_insert(unix_now());
-        if !self.store.update_task(&task, TaskStatus::Pending).await? {
+        task.start_time.get_or_insert(now);
+        task.attempt_started = Some(now);
+        if !self.store.update_task(&task, claimed_from).await? {
             return Ok(Outcome::Done);
         }
         let result = match self.store.policy(execution.policy_id).await? {

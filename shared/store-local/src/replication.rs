@@ -374,6 +374,7 @@ mod tests {
             error: None,
             bytes: 0,
             note: None,
+            attempt_started: None,
         };
         {
             let store = open_store(&dir);

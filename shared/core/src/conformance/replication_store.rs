@@ -106,6 +106,7 @@ fn task(id: u64, execution_id: u64, status: TaskStatus) -> Task {
         error: None,
         bytes: 0,
         note: None,
+        attempt_started: None,
     }
 }
 
