@@ -551,7 +551,10 @@ scenario_replication() {
     "$dist_dir/storage" "$port" >"$dist_dir/config.yml"
   "$DISTRIBUTION" serve "$dist_dir/config.yml" >"$dist_dir/log" 2>&1 &
   dist_pid=$!
-  on_exit "stop_pid $dist_pid docker-registry"
+  # The scenario runs in a subshell of its own, whose end (passed or failed) stops it: an
+  # on_exit registered here would be lost with the subshell.
+  # shellcheck disable=SC2064 # the PID is known now
+  trap "stop_pid $dist_pid docker-registry" EXIT
   wait_for_port "$port" 30 "$dist_pid" || fail "docker-registry starts" "$(cat "$dist_dir/log")"
 
   status=$(req POST "$GATEWAY_URL/api/v2.0/registries" "$out" -u "$ADMIN:$ADMIN_PASSWORD" \
