@@ -16,6 +16,8 @@
 # `skopeo inspect --creds`, the tag listing, and the time of a manifest GET once warm.
 #
 # Usage: tests/sam/run.sh        (as root: it creates a network bridge and runs dockerd)
+#        tests/sam/run.sh build  only `sam build` for this machine's architecture; then run
+#                                the suite with SAM_SKIP_BUILD=1
 #
 # What it sets up, and removes again when it exits, whether it passed or not:
 #   - a network bridge of its own (bsam<PID>, a free 172.29.N.0/24, the host owning .1),
@@ -1078,6 +1080,13 @@ measure() {
 
 # --- main --------------------------------------------------------------------------------
 
+if [[ ${1:-} == build ]]; then
+  require_cmds sam cargo
+  e2e_init
+  sam_build
+  exit 0
+fi
+[[ $# -eq 0 ]] || die "usage: $0 [build]"
 [[ $(id -u) -eq 0 ]] || die "run as root: the test creates a network bridge and runs dockerd"
 require_cmds sam cargo curl jq python3 docker dockerd skopeo sha256sum tar dd timeout ip base64 iconv ldd paste
 python3 -c 'import boto3' 2>/dev/null || die "python3 cannot import boto3 (it comes with pip install aws-sam-cli)"
