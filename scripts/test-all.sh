@@ -69,13 +69,16 @@ timed() {
 
 # Steps that run beside others: each writes its output to its own log, shown when it ends.
 declare -A job_pid=() job_log=()
-# background KIND NAME CMD...: starts CMD as a timed step in the background.
+# background NAME CMD...: starts CMD in the background, in a process group of its own (so that
+# a failed run can stop all of it); CMD may be a shell function that runs timed steps.
 background() {
-    local kind=$1 name=$2
-    shift 2
+    local name=$1
+    shift
     job_log[$name]=$scratch/job-${#job_log[@]}.log
-    timed "$kind" "$name" "$@" >"${job_log[$name]}" 2>&1 &
+    set -m
+    "$@" >"${job_log[$name]}" 2>&1 &
     job_pid[$name]=$!
+    set +m
     printf '\n==> started in the background: %s (pid %s)\n' "$name" "${job_pid[$name]}"
 }
 # finish NAME: waits for the background step NAME, shows its output and returns its status.
@@ -127,8 +130,8 @@ cleanup() {
     local rc=$? name
     set +e
     for name in "${!job_pid[@]}"; do
-        # A suite stops what it started when it is told to stop.
-        pkill -TERM -P "${job_pid[$name]}" 2>/dev/null
+        # Every process of the step is told to stop; a suite then stops what it started.
+        kill -TERM -- "-${job_pid[$name]}" 2>/dev/null
         wait "${job_pid[$name]}" 2>/dev/null
         printf '\n==> stopped the background step: %s; its output:\n' "$name"
         cat "${job_log[$name]}"
@@ -189,25 +192,29 @@ export BERTH_TEST_GARAGE_DIR="$services/garage"
 eval "$(scripts/services/moto.sh start "$services/moto")"
 
 # --- checks, builds and tests --------------------------------------------------------------
-background check "infra/template.yaml: cfn-lint, sam validate --lint, template against the code" \
-    scripts/check-infra.sh
+check_infra="infra/template.yaml: cfn-lint, sam validate --lint, template against the code"
+background "$check_infra" timed check "$check_infra" scripts/check-infra.sh
 timed check "cargo fmt --check" cargo fmt --all -- --check
 timed build "build the workspace and its tests, linted by clippy (debug)" \
     "${with_clippy[@]}" cargo test --workspace --all-features --all-targets --no-run
-finish "infra/template.yaml: cfn-lint, sam validate --lint, template against the code"
+finish "$check_infra"
 
-# The functions for Lambda's Linux, as `sam build` makes them; the Lambda suite runs the same
-# binaries. Test builds only: no LTO and no debug info, the work spread over more codegen
-# units. It compiles while the tests and the end-to-end suites run on the debug build.
-sam_build="sam build (cargo lambda build --release, test profile)"
-background build "$sam_build" \
-    env CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    CARGO_PROFILE_RELEASE_DEBUG=false tests/sam/run.sh build
+# The functions for Lambda's Linux, built by `sam build`, then the template under `sam local`,
+# in the background while the tests and the end-to-end suites run on the debug build. The
+# SAM CLI's SAM_BUILD_MODE=debug builds them without --release: these zips are never shipped.
+# The SAM suite has a Garage and a moto of its own, on its bridge.
+sam_build="sam build (cargo lambda build, debug)"
+sam_suite="the template under sam local: infra/events through sam local invoke; chunked push, docker pull, skopeo through sam local start-api"
+berth_bin=$root/target/debug/berth
+sam_build_then_suite() {
+    timed build "$sam_build" env SAM_BUILD_MODE=debug tests/sam/run.sh build || return
+    timed test "$sam_suite" env SAM_SKIP_BUILD=1 BERTH_BIN="$berth_bin" tests/sam/run.sh
+}
+background "$sam_build, then $sam_suite" sam_build_then_suite
 
 timed test "cargo test (including the tests against Garage and DynamoDB Local)" \
     "${with_clippy[@]}" cargo test --workspace --all-features -- --include-ignored
 
-berth_bin=$root/target/debug/berth
 timed test "end-to-end suite: docker, podman, skopeo against berth serve on embedded storage" \
     env BERTH_BIN="$berth_bin" tests/e2e/berth.sh
 
@@ -219,11 +226,11 @@ timed test "end-to-end suite again, on Garage (blob GETs redirected to it) + Dyn
     BERTH_S3_PATH_STYLE=true \
     bash -c '"$1" init && BERTH_BIN="$1" tests/e2e/berth.sh' _ "$berth_bin"
 
-finish "$sam_build"
-# The SAM suite has a Garage and a moto of its own, on its bridge; the Lambda suite uses the
-# ones started here.
-sam_suite="the template under sam local: infra/events through sam local invoke; chunked push, docker pull, skopeo through sam local start-api"
-background test "$sam_suite" env SAM_SKIP_BUILD=1 BERTH_BIN="$berth_bin" tests/sam/run.sh
+# The same cargo lambda commands as sam build's: they wait for its lock on target/, then find
+# the functions built.
+timed build "the functions for the Lambda suite (sam build's binaries)" \
+    env LAMBDA_BUILD_MODE=debug tests/lambda/run.sh build
 timed test "Lambda functions under cargo lambda watch, behind a test API gateway, on Garage + DynamoDB Local" \
-    env LAMBDA_SKIP_BUILD=1 BERTH_BIN="$berth_bin" tests/lambda/run.sh
-finish "$sam_suite"
+    env LAMBDA_SKIP_BUILD=1 LAMBDA_BUILD_MODE=debug BERTH_BIN="$berth_bin" tests/lambda/run.sh
+
+finish "$sam_build, then $sam_suite"

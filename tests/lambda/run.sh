@@ -15,6 +15,7 @@
 # Distribution (/usr/bin/docker-registry) from a stream record of its tag and the queued job.
 #
 # Usage: tests/lambda/run.sh
+#        tests/lambda/run.sh build   only build the functions (then run with LAMBDA_SKIP_BUILD=1)
 #
 # Environment, as scripts/test-all.sh exports it from scripts/services/{garage,dynamodb-local}.sh:
 #   AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL_S3
@@ -24,6 +25,7 @@
 # Knobs:
 #   LAMBDA_LAYER_MIB   size of the random file in the image's layer, MiB (default 50)
 #   LAMBDA_SKIP_BUILD=1  use the function binaries and gateway already built
+#   LAMBDA_BUILD_MODE  release (default) or debug: the profile of the functions' build
 #   BERTH_BIN          berth, for `berth init` (default target/release/berth, else target/debug/berth)
 #   E2E_KEEP_TMP=1     keep the scratch directory (function, emulator and gateway logs)
 #
@@ -38,6 +40,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
 
 ROOT=$(cd "$E2E_DIR/../.." && pwd)
 LAYER_MIB=${LAMBDA_LAYER_MIB:-50}
+# release (as deployed) or debug (as `SAM_BUILD_MODE=debug sam build` builds them).
+BUILD_MODE=${LAMBDA_BUILD_MODE:-release}
+[[ $BUILD_MODE == release || $BUILD_MODE == debug ]] || die "LAMBDA_BUILD_MODE is release or debug, not $BUILD_MODE"
 RUN_ID=$(date +%s)-$$-$RANDOM
 FUNCTIONS=(registry-pull registry-push token)
 # No route: started apart from FUNCTIONS and invoked through the emulator's Invoke API.
@@ -111,18 +116,24 @@ setup_failed() {
 
 # --- build -------------------------------------------------------------------------
 
-build() {
-  # Release, as `sam build` builds them: what is measured is what is deployed, and the SAM
-  # test after this one finds them built.
-  log_step "building the functions (cargo lambda build --release) and the gateway"
+# The functions as `sam build` builds them (each on its own, with its own features), so that
+# after one of the two the other finds them built.
+build_functions() {
+  local mode=() fn
+  [[ $BUILD_MODE == debug ]] || mode=(--release)
+  log_step "building the functions (cargo lambda build ${mode[*]})"
   (
     cd "$ROOT"
-    run cargo lambda build --release --bin registry-pull
-    run cargo lambda build --release --bin registry-push
-    run cargo lambda build --release --bin token
-    run cargo lambda build --release --bin "$EVENTS_FUNCTION"
-    run cargo build -p berth-tests --bin lambda-gateway
+    for fn in "${FUNCTIONS[@]}" "$EVENTS_FUNCTION"; do
+      run cargo lambda build "${mode[@]}" --bin "$fn"
+    done
   )
+}
+
+build() {
+  build_functions
+  log_step "building the gateway"
+  (cd "$ROOT" && run cargo build -p berth-tests --bin lambda-gateway)
 }
 
 # --- processes -----------------------------------------------------------------
@@ -633,6 +644,12 @@ memory_line() {
 
 # --- main --------------------------------------------------------------------------
 
+if [[ ${1:-} == build ]]; then
+  require_cmds cargo
+  build_functions
+  exit 0
+fi
+[[ $# -eq 0 ]] || die "usage: $0 [build]"
 require_cmds cargo curl jq python3 docker dockerd skopeo sha256sum tar gzip dd timeout
 for var in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SSM AWS_ENDPOINT_URL_SQS AWS_ENDPOINT_URL_KMS BERTH_TEST_S3_BUCKET; do
   [[ -n ${!var:-} ]] || die "$var is not set: start Garage, DynamoDB Local and moto (scripts/services/) and export what they print"
@@ -697,7 +714,7 @@ start_events_function
 run_scenario "replication through the events function" scenario_replication
 log_step "finished in $((SECONDS - start))s"
 
-log_step "measurements (release builds, not asserted)"
+log_step "measurements ($BUILD_MODE builds, not asserted)"
 for fn in "${FUNCTIONS[@]}"; do
   log_info "$fn: first answer ${FIRST_ANSWER_MS[$fn]} ms after its process started"
 done

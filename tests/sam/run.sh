@@ -43,6 +43,9 @@
 #
 # Knobs:
 #   SAM_SKIP_BUILD=1   use .aws-sam/build as it is (after one `sam build` of this architecture)
+#   SAM_BUILD_MODE=debug  the SAM CLI's own knob: sam build runs cargo lambda build without
+#                      --release (scripts/test-all.sh: a compile of the functions that takes
+#                      half the time, for binaries that are never deployed)
 #   SAM_IMAGE_MIB      size of the text file in the pushed image's layer, MiB (default 10)
 #   BERTH_BIN          berth, for `berth init` (default target/release/berth, else target/debug/berth)
 #   E2E_KEEP_TMP=1     keep the scratch directory (SAM, dockerd, Garage logs)
@@ -185,7 +188,9 @@ sam_build() {
     log_info "SAM_SKIP_BUILD=1: using $ROOT/.aws-sam/build"
     return
   fi
-  log_step "sam build --parameter-overrides Architecture=$ARCH (cargo lambda build --release)"
+  local profile=--release
+  [[ ${SAM_BUILD_MODE:-} != debug ]] || profile="without --release: SAM_BUILD_MODE=debug"
+  log_step "sam build --parameter-overrides Architecture=$ARCH (cargo lambda build $profile)"
   (cd "$ROOT" && SAM_CLI_TELEMETRY=0 run timeout "$BUILD_TIMEOUT" \
     sam build --parameter-overrides "Architecture=$ARCH") >"$E2E_TMP/sam-build.log" 2>&1 || {
     tail -n 40 "$E2E_TMP/sam-build.log" >&2
