@@ -20,10 +20,10 @@
 # end-to-end suites: clippy runs as the compiler of the workspace's own crates
 # (RUSTC_WORKSPACE_WRAPPER, as `cargo clippy` itself does it), so the dependencies are
 # compiled once. The functions are compiled once more, by `sam build` (cargo lambda, for
-# Lambda's Linux): with a lighter release profile here (no LTO, more codegen units), since
-# these zips are never shipped; a user's `sam build` keeps the release profile of Cargo.toml.
-# While that compile runs, the tests and the end-to-end suites run; then the SAM suite and the
-# Lambda suite run side by side.
+# Lambda's Linux), in the SAM CLI's debug mode, since these zips are never shipped; a user's
+# `sam build` keeps the release profile. `sam build` and then the SAM suite run in the
+# background while the tests and the end-to-end suites run; the Lambda suite runs the
+# functions `sam build` made.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

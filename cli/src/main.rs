@@ -283,11 +283,17 @@ fn main() -> ExitCode {
             Command::RotateKey { data_dir, .. } => {
                 let retired = rotate_local_keys(&data_dir)
                     .map_err(|e| format!("cannot rotate the token key: {e}"))?;
-                println!(
-                    "berth: a new token key signs from now on (after a restart of berth serve); \
-                     the old one, {}, still verifies its tokens",
-                    retired.display()
-                );
+                match retired {
+                    Some(retired) => println!(
+                        "berth: a new token key signs from now on (after a restart of berth \
+                         serve); the old one, {}, still verifies its tokens",
+                        retired.display()
+                    ),
+                    None => println!(
+                        "berth: there was no token key in {}; a new one signs from now on",
+                        data_dir.display()
+                    ),
+                }
                 Ok(())
             }
         }

@@ -117,10 +117,9 @@ fn init_makes_the_storage_and_is_safe_to_run_again() {
         assert!(!text(&output.stdout).contains(PASSWORD));
         assert!(!text(&output.stderr).contains(PASSWORD));
     }
-    assert!(
-        data.join("token-keys/current.pem").is_file(),
-        "no signing key was made"
-    );
+    for made in ["metadata.redb", "blobs", "uploads"] {
+        assert!(data.join(made).exists(), "init made no {made}");
+    }
 }
 
 #[test]
@@ -153,24 +152,64 @@ fn serve_answers_with_a_token_challenge_and_stops_on_sigterm() {
     assert!(stopped.success(), "berth serve exited with {stopped}");
 }
 
+/// Starts `berth serve` on `data`, waits until it answers, and stops it.
+fn serve_once(data: &Path) {
+    let port = free_port();
+    let mut server = berth(data)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berth serve starts");
+    wait_until_serving(&mut server, port);
+    let stopped = terminate(&mut server);
+    assert!(stopped.success(), "berth serve exited with {stopped}");
+}
+
 #[test]
 fn rotate_key_keeps_the_old_key_for_verifying() {
     let dir = tempfile::tempdir().expect("a scratch directory");
     let data = dir.path().join("data");
-    let init = run(berth(&data).arg("init"));
-    assert!(init.status.success(), "{}", text(&init.stderr));
-    let before = std::fs::read(data.join("token-keys/current.pem")).expect("the signing key");
+    let keys = data.join("token-keys");
 
+    // A data directory no server ran on has no key to retire: rotating makes the first one.
+    let first = run(berth(&data).arg("rotate-key"));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains("there was no token key"),
+        "{}",
+        text(&first.stdout)
+    );
+    assert_eq!(
+        std::fs::read_dir(keys.join("previous"))
+            .expect("token-keys/previous")
+            .count(),
+        0,
+        "nothing was retired"
+    );
+    std::fs::remove_dir_all(&keys).expect("the keys removed again");
+
+    // `berth serve` makes the signing key on its first start.
+    serve_once(&data);
+    let before = std::fs::read(keys.join("current.pem")).expect("the signing key");
     let rotated = run(berth(&data).arg("rotate-key"));
     assert!(rotated.status.success(), "{}", text(&rotated.stderr));
-    let after = std::fs::read(data.join("token-keys/current.pem")).expect("the new signing key");
+    let after = std::fs::read(keys.join("current.pem")).expect("the new signing key");
     assert_ne!(before, after, "the signing key did not change");
-    let previous: Vec<_> = std::fs::read_dir(data.join("token-keys/previous"))
+    let previous: Vec<_> = std::fs::read_dir(keys.join("previous"))
         .expect("token-keys/previous")
         .collect::<Result<_, _>>()
         .expect("its entries");
     assert_eq!(previous.len(), 1, "one retired key is kept");
+    assert_eq!(
+        std::fs::read(previous[0].path()).expect("the retired key"),
+        before,
+        "the retired key is the old signing key"
+    );
     assert!(text(&rotated.stdout).contains("still verifies"));
+
+    // And the server starts again with the new key and the retired one.
+    serve_once(&data);
 }
 
 #[test]

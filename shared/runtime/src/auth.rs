@@ -68,21 +68,25 @@ pub fn local_keys(data_dir: &Path) -> Result<KeyRing> {
 }
 
 /// Starts signing with a new key; the current one moves to `previous/` and keeps verifying
-/// the tokens it signed. Returns the path of the retired key.
-pub fn rotate_local_keys(data_dir: &Path) -> Result<PathBuf> {
+/// the tokens it signed. Returns the path of the retired key, or `None` when there was no key
+/// to retire (a data directory `berth serve` never ran on).
+pub fn rotate_local_keys(data_dir: &Path) -> Result<Option<PathBuf>> {
     let dir = data_dir.join(KEYS_DIR);
     let current = dir.join(CURRENT_KEY);
     let previous = dir.join(PREVIOUS_KEYS);
     std::fs::create_dir_all(&previous).map_err(|e| io_error(&previous, e))?;
-    // Named by time, never over an earlier one (two rotations within a second).
-    let stamp = berth_auth::unix_now();
-    let retired = (0u32..)
-        .map(|n| previous.join(format!("{stamp}-{n}.pem")))
-        .find(|path| !path.exists())
-        .ok_or_else(|| RegistryError::internal("no free name for the retired token key"))?;
-    if current.exists() {
+    let retired = if current.exists() {
+        // Named by time, never over an earlier one (two rotations within a second).
+        let stamp = berth_auth::unix_now();
+        let retired = (0u32..)
+            .map(|n| previous.join(format!("{stamp}-{n}.pem")))
+            .find(|path| !path.exists())
+            .ok_or_else(|| RegistryError::internal("no free name for the retired token key"))?;
         std::fs::rename(&current, &retired).map_err(|e| io_error(&current, e))?;
-    }
+        Some(retired)
+    } else {
+        None
+    };
     write_private(&current, &new_key()?)?;
     Ok(retired)
 }
@@ -352,7 +356,11 @@ mod tests {
         );
         assert_eq!(mode & 0o777, 0o600);
 
-        rotate_local_keys(dir.path()).expect("rotated");
+        let retired = rotate_local_keys(dir.path()).expect("rotated");
+        assert!(
+            retired.is_some_and(|path| path.is_file()),
+            "the old key is kept"
+        );
         let rotated = local_keys(dir.path()).expect("read");
         assert_ne!(rotated.current_kid(), kid);
         assert!(
