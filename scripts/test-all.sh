@@ -51,6 +51,9 @@ scratch=$(mktemp -d /tmp/berth-test-all.XXXXXX)
 timings=$scratch/timings
 : >"$timings"
 run_started=$EPOCHREALTIME
+# What the run prints is also kept, to add up the tests at the end.
+output=$scratch/output
+exec > >(tee "$output") 2>&1
 
 seconds_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }'; }
 
@@ -100,6 +103,11 @@ print_timings() {
         "$timings"
     awk -F'\t' '{ t[$1] += $4 } END { for (k in t) printf "sum of %s steps: %ds\n", k, t[k] }' "$timings" | sort
     printf 'whole run: %ss (%dm%02ds)\n' "$total" $((total / 60)) $((total % 60))
+    # The closing line: cargo's "test result" lines and the suites' "N passed, M failed" lines
+    # added up.
+    awk '/^test result: / { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } }
+        /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
+        END { printf "tests: %d passed, %d failed\n", p, f }' "$output"
 }
 
 # --- quick: the edit-test loop -------------------------------------------------------------
