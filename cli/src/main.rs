@@ -183,6 +183,22 @@ enum Command {
         #[arg(long, value_name = "KEY", requires = "token_keys_ssm")]
         token_keys_kms_key: Option<String>,
     },
+    /// Serve upload sessions only, for a Lambda deployment: the upload front. The push
+    /// function, given BERTH_UPLOAD_URL, sends each upload session here with a grant; the
+    /// front streams its bytes, of any size, to the same S3 bucket and DynamoDB table. It
+    /// reads BERTH_BLOB_STORE (s3://), BERTH_METADATA (dynamodb://), BERTH_S3_PATH_STYLE and
+    /// BERTH_TOKEN_KEYS_SSM (it reads PATH/upload, the grant key, only) as the functions do,
+    /// and answers GET /health.
+    UploadFront {
+        /// Address to listen on.
+        #[arg(long, env = "BERTH_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+
+        /// How long in-flight uploads may run after SIGINT or SIGTERM before they are cut
+        /// off (an interrupted upload is left as it was before its last request).
+        #[arg(long, env = "BERTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_seconds)]
+        shutdown_grace: Duration,
+    },
     /// Start signing tokens with a new key. The old key moves to the data directory's
     /// token-keys/previous/ and still verifies the tokens it signed, so nobody is logged
     /// out; delete it from there once its tokens have expired. Restart `berth serve` after.
@@ -248,6 +264,21 @@ fn main() -> ExitCode {
                 auth,
                 shutdown_grace,
             } => serve(listen, storage.config(), &auth, shutdown_grace).await,
+            Command::UploadFront {
+                listen,
+                shutdown_grace,
+            } => {
+                let router = berth_runtime::lambda::start_upload_front()
+                    .await
+                    .map_err(|e| format!("cannot start the upload front: {e}"))?;
+                run_server(
+                    listen,
+                    router,
+                    shutdown_grace,
+                    "the upload front is serving",
+                )
+                .await
+            }
             Command::Init {
                 storage,
                 token_keys_ssm,
@@ -327,6 +358,13 @@ async fn init(
             .ensure()
             .await
             .map_err(|e| format!("cannot make the token keys: {e}"))?;
+        if keys
+            .ensure_upload_key()
+            .await
+            .map_err(|e| format!("cannot make the upload grant key: {e}"))?
+        {
+            tracing::info!(parameter = keys.upload_name(), "made the upload grant key");
+        }
         if made {
             tracing::info!(
                 kid,
@@ -416,11 +454,22 @@ async fn serve(
         &replication,
     )
     .layer(axum::middleware::from_fn(berth_runtime::remember_peer));
+    run_server(listen, router, grace, "berth is serving").await
+}
+
+/// Serves `router` on `listen` until SIGINT or SIGTERM, then lets in-flight requests finish
+/// for up to `grace`.
+async fn run_server(
+    listen: SocketAddr,
+    router: axum::Router,
+    grace: Duration,
+    serving: &'static str,
+) -> Result<(), String> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(listen = %local_addr, "berth is serving");
+    tracing::info!(listen = %local_addr, "{serving}");
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let mut server = tokio::spawn(async move {

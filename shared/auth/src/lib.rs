@@ -13,6 +13,7 @@
 //!    [`token::Claims::allows`] for the endpoint's access.
 
 pub mod challenge;
+pub mod grant;
 pub mod keys;
 pub mod password;
 pub mod policy;
@@ -21,6 +22,7 @@ pub mod service;
 pub mod token;
 
 pub use challenge::{ChallengeError, bearer_challenge};
+pub use grant::{GrantError, GrantKey, UploadGrant};
 pub use keys::{KeyAlgorithm, KeyError, KeyRing, generate_es256_pem};
 pub use password::{PasswordHasher, WeakPassword, check_password_policy, generate_robot_secret};
 pub use policy::Principal;

@@ -210,8 +210,9 @@ impl RegistryAuth {
 
     /// Checks the request's token against what `endpoint` needs. A cross-repository mount
     /// whose token does not grant pull on the source is turned into a plain upload session,
-    /// as the distribution specification allows, rather than refused.
-    pub(crate) fn authorize(&self, endpoint: &mut Endpoint, headers: &HeaderMap) -> Result<()> {
+    /// as the distribution specification allows, rather than refused. Returns the account
+    /// the token was issued to (empty for anonymous).
+    pub(crate) fn authorize(&self, endpoint: &mut Endpoint, headers: &HeaderMap) -> Result<String> {
         let access = endpoint.required_access();
         let scopes = scopes_of(&access);
         let Some(token) = bearer_token(headers) else {
@@ -248,7 +249,7 @@ impl RegistryAuth {
             }
         };
         match missing {
-            None => Ok(()),
+            None => Ok(claims.sub.clone()),
             Some(what) => Err(self.refuse(
                 headers,
                 &scopes,

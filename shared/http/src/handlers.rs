@@ -18,9 +18,9 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, StatusCode};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::App;
 use crate::endpoint::{Endpoint, Pagination, UploadKind};
 use crate::response::{header_value, upload_range};
+use crate::{App, Caller};
 
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
@@ -35,6 +35,7 @@ pub(crate) async fn handle(
     endpoint: Endpoint,
     parts: &Parts,
     body: Body,
+    caller: &Caller,
 ) -> Result<Response> {
     let registry = &app.registry;
     match endpoint {
@@ -159,13 +160,13 @@ pub(crate) async fn handle(
             }
             UploadKind::Session => {
                 let started = registry.start_upload(&name, None).await?;
-                upload_started(app, &name, started)
+                upload_started(app, &name, started, caller)
             }
             UploadKind::Mount { digest, from } => {
                 let started = registry
                     .start_upload(&name, Some((&digest, from.as_ref())))
                     .await?;
-                upload_started(app, &name, started)
+                upload_started(app, &name, started, caller)
             }
         },
 
@@ -191,6 +192,15 @@ pub(crate) async fn handle(
             registry
                 .complete_upload(&name, &id, &digest, last_chunk)
                 .await?;
+            if app.settings.upload_front.is_some() {
+                tracing::info!(
+                    target: "berth::audit",
+                    actor = caller.actor.as_deref().unwrap_or_default(),
+                    repository = %name,
+                    digest = %digest,
+                    "blob pushed through the upload front"
+                );
+            }
             blob_created(&name, digest.as_str())
         }
 
@@ -294,12 +304,24 @@ fn blob_created(name: &RepositoryName, digest: &str) -> Result<Response> {
     )
 }
 
-fn upload_started(app: &App, name: &RepositoryName, started: UploadStart) -> Result<Response> {
+fn upload_started(
+    app: &App,
+    name: &RepositoryName,
+    started: UploadStart,
+    caller: &Caller,
+) -> Result<Response> {
     match started {
         UploadStart::Mounted(digest) => blob_created(name, digest.as_str()),
         UploadStart::Session { id, size } => {
             let mut response = upload_accepted(StatusCode::ACCEPTED, name, &id, size)?;
             let headers = response.headers_mut();
+            if let Some(handoff) = &app.settings.upload_handoff {
+                // The bytes go to the upload front, which takes any size: no chunk limit.
+                let actor = caller.actor.as_deref().unwrap_or_default();
+                headers.insert(LOCATION, header_value(&handoff.location(name, &id, actor)?));
+                headers.insert(OCI_CHUNK_MIN_LENGTH, header_value("1"));
+                return Ok(response);
+            }
             headers.insert(
                 OCI_CHUNK_MIN_LENGTH,
                 header_value(&app.settings.chunk_min_length.to_string()),

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod endpoint;
+pub mod front;
 mod handlers;
 #[cfg(feature = "replication")]
 pub mod replication;
@@ -32,6 +33,7 @@ pub use crate::api::{
 };
 pub use crate::auth::{KEY_MAX_AGE, KEY_RELOAD_INTERVAL, KeyRefresh, KeySource, RegistryAuth};
 pub use crate::endpoint::{Endpoint, Role};
+pub use crate::front::UploadHandoff;
 use crate::response::{ApiError, Failure, header_value};
 pub use crate::token::{ClientAddress, TokenEndpoint, remember_peer, token_router};
 
@@ -58,6 +60,12 @@ pub struct Settings {
     /// Token auth on every endpoint; `None` serves everyone everything (`berth serve
     /// --open`).
     pub auth: Option<Arc<RegistryAuth>>,
+    /// When set, an upload session's `POST` sends the client on to the upload front
+    /// ([`front`]), with a grant for that session.
+    pub upload_handoff: Option<Arc<UploadHandoff>>,
+    /// When set, this is the upload front: it serves upload sessions only, to requests
+    /// carrying a grant this key signed, instead of checking tokens.
+    pub upload_front: Option<Arc<berth_auth::GrantKey>>,
 }
 
 impl Default for Settings {
@@ -69,8 +77,18 @@ impl Default for Settings {
             max_body: None,
             contain_panics: false,
             auth: None,
+            upload_handoff: None,
+            upload_front: None,
         }
     }
+}
+
+/// Who a request comes from, once admitted.
+#[derive(Debug, Default)]
+pub(crate) struct Caller {
+    /// The account the token or the upload grant names (empty: anonymous); `None` without
+    /// auth.
+    pub actor: Option<String>,
 }
 
 pub(crate) struct App {
@@ -93,20 +111,28 @@ pub fn router(registry: Arc<Registry>, settings: Settings) -> Router {
 async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let sent_body = has_body(&parts.headers);
+    let mut admitted = None;
     let result = async {
         let mut endpoint = Endpoint::parse(&parts.method, parts.uri.path(), parts.uri.query())?;
-        if let Some(role) = app.settings.role
-            && endpoint.role() != role
-        {
-            return Err(RegistryError::new(
-                ErrorCode::Unsupported,
-                format!("{} {} is not served here", parts.method, parts.uri.path()),
-            ));
-        }
-        // Before any of the body is read: a refused upload costs nothing.
-        if let Some(auth) = &app.settings.auth {
-            auth.refresh_keys_for(&parts.headers).await;
-            auth.authorize(&mut endpoint, &parts.headers)?;
+        let mut caller = Caller::default();
+        if let Some(key) = &app.settings.upload_front {
+            // Before any of the body is read: a refused upload writes nothing.
+            let grant = front::admit(key, &endpoint, parts.uri.query())?;
+            caller.actor = Some(grant.grant.actor.clone());
+            admitted = Some(grant);
+        } else {
+            if let Some(role) = app.settings.role
+                && endpoint.role() != role
+            {
+                return Err(RegistryError::new(
+                    ErrorCode::Unsupported,
+                    format!("{} {} is not served here", parts.method, parts.uri.path()),
+                ));
+            }
+            if let Some(auth) = &app.settings.auth {
+                auth.refresh_keys_for(&parts.headers).await;
+                caller.actor = Some(auth.authorize(&mut endpoint, &parts.headers)?);
+            }
         }
         let body = match app.settings.max_body {
             Some(limit) => {
@@ -121,12 +147,15 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
             }
             None => body,
         };
-        handlers::handle(&app, endpoint, &parts, body).await
+        handlers::handle(&app, endpoint, &parts, body, &caller).await
     }
     .await;
     let mut response = result.unwrap_or_else(|error| ApiError(error).into_response());
     let failed = response.status().is_client_error() || response.status().is_server_error();
     let headers = response.headers_mut();
+    if let Some(admitted) = &admitted {
+        front::keep_grant(headers, admitted);
+    }
     headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     // A request refused before its body was read leaves unread bytes on the connection:
     // say so, rather than let the client reuse a connection the server will drop.

@@ -18,6 +18,8 @@
 //! | `BERTH_PROJECT_CREATION` | who may create projects: `everyone` or `admins` (token function) | `everyone` |
 //! | `BERTH_REPLICATION_QUEUE_URL` | the SQS queue replication jobs travel on (events and token functions) | required by the events function; without it and the key the token function serves no replication API |
 //! | `BERTH_REPLICATION_DLQ_URL` | its dead-letter queue, shown by `GET /api/v2.0/replication/deadletters` (token function) | none: the listing is empty |
+//! | `BERTH_UPLOAD_URL` | the upload front's base URL (`https://`): upload sessions continue there, with a grant signed by `<BERTH_TOKEN_KEYS_SSM>/upload` (push function) | none: uploads stay on the function, in chunks of at most `BERTH_CHUNK_MAX_LENGTH` |
+//! | `BERTH_UPLOAD_GRANT_LIFETIME` | how long an upload grant lives, like `3600s` (push function) | `3600s` |
 //! | `BERTH_REPLICATION_KMS_KEY` | the KMS key sealing remote registries' credentials: id, ARN or alias (events and token functions) | as the queue URL |
 //!
 //! plus the standard `AWS_*` variables, including `AWS_ENDPOINT_URL_S3`,
@@ -25,6 +27,8 @@
 //! `AWS_ENDPOINT_URL_KMS`, which the SDK reads itself.
 //!
 //! The events function ([`start_events`]) needs only the storage and replication variables.
+//! The upload front ([`start_upload_front`], `berth upload-front`) needs the storage
+//! variables and `BERTH_TOKEN_KEYS_SSM`, of whose parameters it reads `<path>/upload` only.
 //!
 //! Auth is always on: the registry functions check every request's bearer token with the
 //! public keys (`<path>/public`), and the token function, which serves `/service/token` and
@@ -47,7 +51,7 @@ use axum::response::Response;
 use berth_core::{Registry, RegistryError};
 use berth_http::{
     AccountSettings, ClientAddress, KeyRefresh, ProjectCreation, RegistryAuth, Role, Router,
-    Settings,
+    Settings, UploadHandoff,
 };
 use lambda_http::request::RequestContext;
 
@@ -80,6 +84,17 @@ pub struct FunctionConfig {
     /// The Parameter Store path of the token keys.
     pub token_keys: String,
     pub auth: AuthConfig,
+    /// Where upload sessions continue, when an upload front is deployed.
+    pub upload_front: Option<UploadFrontConfig>,
+}
+
+/// The upload front, as the push function sends clients to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadFrontConfig {
+    /// Its base URL (`BERTH_UPLOAD_URL`).
+    pub url: String,
+    /// How long a grant lives (`BERTH_UPLOAD_GRANT_LIFETIME`).
+    pub grant_lifetime: Duration,
 }
 
 /// A variable of the environment contract that is missing or wrong.
@@ -221,12 +236,32 @@ impl FunctionConfig {
                 },
             },
         };
+        let upload_front = match var("BERTH_UPLOAD_URL")? {
+            Some(url) => Some(UploadFrontConfig {
+                url: berth_http::front::base_url(&url)
+                    .map_err(|problem| ConfigError::new("BERTH_UPLOAD_URL", problem))?,
+                grant_lifetime: match var("BERTH_UPLOAD_GRANT_LIFETIME")? {
+                    Some(text) => parse_seconds(&text)
+                        .ok()
+                        .filter(|lifetime| !lifetime.is_zero())
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "BERTH_UPLOAD_GRANT_LIFETIME",
+                                format!("is {text:?}, not a number of seconds like 3600s"),
+                            )
+                        })?,
+                    None => berth_auth::grant::DEFAULT_GRANT_LIFETIME,
+                },
+            }),
+            None => None,
+        };
         Ok(Self {
             storage,
             chunk_min_length,
             chunk_max_length,
             token_keys,
             auth,
+            upload_front,
         })
     }
 
@@ -239,6 +274,8 @@ impl FunctionConfig {
             max_body: Some(self.chunk_max_length),
             contain_panics: true,
             auth,
+            upload_handoff: None,
+            upload_front: None,
         }
     }
 
@@ -296,8 +333,74 @@ pub async fn start(role: Role) -> Result<Router, StartError> {
         .await
         .map_err(StartError::Keys)?;
     let ring = keys.verification_ring().await.map_err(StartError::Keys)?;
+    let handoff = match (&config.upload_front, role) {
+        (Some(front), Role::Push) => {
+            let key = keys.upload_key().await.map_err(StartError::Keys)?;
+            let handoff = UploadHandoff::new(&front.url, Arc::new(key), front.grant_lifetime)
+                .map_err(|problem| {
+                    StartError::Config(ConfigError::new("BERTH_UPLOAD_URL", problem))
+                })?;
+            Some(Arc::new(handoff))
+        }
+        _ => None,
+    };
     let auth = config.registry_auth(&ring, Some(PublicKeys::shared(keys)));
-    Ok(config.router(registry, role, Some(auth)))
+    let mut settings = config.settings(role, Some(auth));
+    settings.upload_handoff = handoff;
+    Ok(gateway_layers(berth_http::router(registry, settings)))
+}
+
+/// What the upload front is configured with: the functions' storage, and the path of the
+/// token keys, of which it reads the upload grant key only.
+#[derive(Debug, Clone)]
+pub struct UploadFrontSettings {
+    pub storage: StorageConfig,
+    pub token_keys: String,
+}
+
+impl UploadFrontSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(env_var)
+    }
+
+    pub fn from_vars(
+        var: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let var: Lookup<'_> = &|name| Ok(var(name)?.filter(|value| !value.is_empty()));
+        let storage = storage_from_vars(var)?;
+        let token_keys = required(var, "BERTH_TOKEN_KEYS_SSM")?;
+        check_keys_path(&token_keys)
+            .map_err(|problem| ConfigError::new("BERTH_TOKEN_KEYS_SSM", problem))?;
+        Ok(Self {
+            storage,
+            token_keys,
+        })
+    }
+}
+
+/// Everything the upload front does before it serves: the configuration from the
+/// environment, the stores, the upload grant key; the router of upload sessions (no size
+/// limit, grants instead of tokens), with `GET /health` for the load balancer.
+pub async fn start_upload_front() -> Result<Router, StartError> {
+    let config = UploadFrontSettings::from_env().map_err(StartError::Config)?;
+    let registry = config.storage.open().await.map_err(StartError::Storage)?;
+    let keys = SsmKeys::new(&config.token_keys)
+        .await
+        .map_err(StartError::Keys)?;
+    let key = keys.upload_key().await.map_err(StartError::Keys)?;
+    Ok(upload_front_router(registry, Arc::new(key)))
+}
+
+/// The upload front's router over `registry`, admitting requests with grants `key` signed.
+pub fn upload_front_router(registry: Arc<Registry>, key: Arc<berth_auth::GrantKey>) -> Router {
+    let settings = Settings {
+        upload_front: Some(key),
+        contain_panics: true,
+        ..Settings::default()
+    };
+    Router::new()
+        .route("/health", axum::routing::get(|| async { "ok\n" }))
+        .merge(berth_http::router(registry, settings))
 }
 
 /// Everything the token function does once per cold start: the configuration, the stores,

@@ -5,6 +5,7 @@
 //! |---|---|---|---|
 //! | `<path>/private` | `SecureString` | the signing key (private PEM), then the public PEMs of the previous keys | the token function |
 //! | `<path>/public` | `String` | the public PEMs of the current and the previous keys | the registry functions |
+//! | `<path>/upload` | `SecureString` | the key of upload grants ([`berth_auth::grant`]) | the push function and the upload front |
 //!
 //! So a registry function can check tokens but never sign one. Encrypted with the stack's
 //! own KMS key ([`SsmKeys::with_kms_key`]), only the token function's role may decrypt the
@@ -22,7 +23,7 @@ use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::get_parameter::GetParameterError;
 use aws_sdk_ssm::operation::put_parameter::PutParameterError;
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType};
-use berth_auth::{KeyRing, generate_es256_pem};
+use berth_auth::{GrantKey, KeyRing, generate_es256_pem};
 use berth_core::{RegistryError, Result};
 use berth_http::KeySource;
 
@@ -36,6 +37,7 @@ pub const KEPT_PREVIOUS_KEYS: usize = 3;
 
 const PRIVATE: &str = "private";
 const PUBLIC: &str = "public";
+const UPLOAD: &str = "upload";
 
 /// The token keys under one Parameter Store path.
 #[derive(Debug, Clone)]
@@ -123,6 +125,34 @@ impl SsmKeys {
     /// The name of the parameter holding the public keys.
     pub fn public_name(&self) -> String {
         format!("{}/{PUBLIC}", self.path)
+    }
+
+    /// The name of the parameter holding the upload grant key.
+    pub fn upload_name(&self) -> String {
+        format!("{}/{UPLOAD}", self.path)
+    }
+
+    /// The key that signs and checks upload grants (the push function's and the front's).
+    pub async fn upload_key(&self) -> Result<GrantKey> {
+        let name = self.upload_name();
+        let text = self.get(&name).await?.ok_or_else(|| missing(&name))?;
+        GrantKey::from_text(&text).map_err(|e| RegistryError::internal(format!("{name}: {e}")))
+    }
+
+    /// Makes the upload grant key if there is none; `true` when it made one.
+    pub async fn ensure_upload_key(&self) -> Result<bool> {
+        let name = self.upload_name();
+        if self.get(&name).await?.is_some() {
+            return Ok(false);
+        }
+        let text = GrantKey::generate().map_err(RegistryError::internal)?;
+        let kms_key = match &self.kms_key {
+            Some(key) => Some(key.clone()),
+            None => self.kms_key_in_use().await?,
+        };
+        // false: another `berth init` made it first, and its key is the one in force.
+        self.put(&name, &text, ParameterType::SecureString, false, kms_key)
+            .await
     }
 
     /// The ring that signs (the token function's).
