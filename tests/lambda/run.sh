@@ -37,6 +37,8 @@ set -euo pipefail
 
 # shellcheck source=../e2e/lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
+# shellcheck source=upload-front.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/upload-front.sh"
 
 ROOT=$(cd "$E2E_DIR/../.." && pwd)
 LAYER_MIB=${LAMBDA_LAYER_MIB:-50}
@@ -184,6 +186,7 @@ exec_function() {
   export BERTH_CHUNK_MAX_LENGTH=4194304
   export BERTH_LOG=info
   export BERTH_TOKEN_KEYS_SSM=$KEYS_PATH
+  [[ $name != registry-push || -z ${PUSH_UPLOAD_URL:-} ]] || export BERTH_UPLOAD_URL=$PUSH_UPLOAD_URL
   replication_environment "$name"
   export AWS_LAMBDA_RUNTIME_API="$EMULATOR_URL/.rt/$name"
   export AWS_LAMBDA_FUNCTION_NAME=$name
@@ -650,7 +653,7 @@ if [[ ${1:-} == build ]]; then
   exit 0
 fi
 [[ $# -eq 0 ]] || die "usage: $0 [build]"
-require_cmds cargo curl jq python3 docker dockerd skopeo sha256sum tar gzip dd timeout
+require_cmds cargo curl jq python3 docker dockerd skopeo podman ss sha256sum tar gzip dd timeout
 for var in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SSM AWS_ENDPOINT_URL_SQS AWS_ENDPOINT_URL_KMS BERTH_TEST_S3_BUCKET; do
   [[ -n ${!var:-} ]] || die "$var is not set: start Garage, DynamoDB Local and moto (scripts/services/) and export what they print"
 done
@@ -712,6 +715,7 @@ rotate_keys
 run_scenario "key rotation" scenario_rotation
 start_events_function
 run_scenario "replication through the events function" scenario_replication
+run_front_scenarios
 log_step "finished in $((SECONDS - start))s"
 
 log_step "measurements ($BUILD_MODE builds, not asserted)"
@@ -721,6 +725,7 @@ done
 log_info "after the first requests: $MEMORY_AFTER_START"
 log_info "after the push and a manifest GET: $MEMORY_AFTER_PUSH"
 log_info "at the end: $(memory_line)"
+log_info "upload front: peak RSS (VmHWM) ${FRONT_RSS_KIB:-?} KiB over the POST-then-PUT, docker, skopeo and podman pushes of ${FRONT_LAYER_MIB} MiB layers"
 
 if ! e2e_report; then
   show_logs

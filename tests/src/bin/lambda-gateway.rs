@@ -17,7 +17,8 @@
 //! status, headers and body.
 //!
 //! One line per request goes to standard error: method, path and query, function, status,
-//! milliseconds. The test reads it to see how each blob `GET` was answered.
+//! milliseconds and the request body's bytes (`in=N`). The test reads it to see how each blob
+//! `GET` was answered, and how many bytes of a push crossed the gateway.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -165,12 +166,12 @@ async fn handle(
         .path_and_query()
         .map_or_else(|| request.uri().path().to_owned(), ToString::to_string);
     let function = route(&method, request.uri().path());
-    let response = match function {
+    let (response, received) = match function {
         Some(function) => gateway.invoke(function, &target, peer, request).await,
-        None => message(StatusCode::NOT_FOUND, "Not Found"),
+        None => (message(StatusCode::NOT_FOUND, "Not Found"), 0),
     };
     eprintln!(
-        "{method} {target} -> {} {} {}ms",
+        "{method} {target} -> {} {} {}ms in={received}",
         function.unwrap_or("(no route)"),
         response.status().as_u16(),
         started.elapsed().as_millis()
@@ -179,25 +180,33 @@ async fn handle(
 }
 
 impl Gateway {
-    /// Sends the request to `function` through the emulator and relays its answer.
+    /// Sends the request to `function` through the emulator and relays its answer; also
+    /// returns how many body bytes the gateway received.
     async fn invoke(
         &self,
         function: &str,
         target: &str,
         peer: SocketAddr,
         request: Request,
-    ) -> Response {
+    ) -> (Response, usize) {
         let (parts, body) = request.into_parts();
         let declared_length = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
         if declared_length.is_some_and(|length| length > MAX_PAYLOAD as u64) {
-            return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+            return (
+                message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+                0,
+            );
         }
         let Ok(body) = axum::body::to_bytes(body, MAX_PAYLOAD).await else {
-            return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+            return (
+                message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+                MAX_PAYLOAD,
+            );
         };
+        let received = body.len();
 
         let mut headers = joined(&parts.headers);
         headers.insert("x-forwarded-for", header_value(&peer.ip().to_string()));
@@ -214,11 +223,17 @@ impl Gateway {
         let answer = match sent {
             Ok(answer) => answer,
             Err(error) if error.is_timeout() => {
-                return message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+                return (
+                    message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+                    received,
+                );
             }
             Err(error) => {
                 eprintln!("lambda-gateway: {function} unreachable: {error}");
-                return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+                return (
+                    message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+                    received,
+                );
             }
         };
         let status = answer.status();
@@ -230,13 +245,16 @@ impl Gateway {
             Ok(body) => body,
             Err(error) => {
                 eprintln!("lambda-gateway: {function} answer cut short: {error}");
-                return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+                return (
+                    message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+                    received,
+                );
             }
         };
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
         *response.headers_mut() = response_headers;
-        response
+        (response, received)
     }
 }
 
