@@ -12,8 +12,15 @@
 # also writes what a push writes, in repository and upload partitions). The events function
 # has the push function's S3 rights, runs its jobs from ReplicationQueue (whose visibility
 # timeout covers six of its timeouts, with a dead-letter queue), and only it and the token
-# function use the replication KMS key, with its encryption context. Installs cfn-lint and
-# the SAM CLI with pip when missing. Exits non-zero on any finding, warnings included.
+# function use the replication KMS key, with its encryption context. The upload front
+# (UploadFront=fargate) is checked the same way: its task role holds exactly what the
+# Registry use cases it serves reach in the S3 and DynamoDB adapters, its table rights are
+# limited to upload and repository partitions, and only it and the push function (with the
+# front only) read the grant key <token keys path>/upload, decrypted through Parameter Store.
+# The template is linted as it is and with UploadFront defaulting to fargate, and checked
+# against the code for each value of UploadFront; with none, no front resource exists and the
+# push function is what it was without one. Installs cfn-lint and the SAM CLI with pip when
+# missing. Exits non-zero on any finding, warnings included.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,11 +54,24 @@ fi
 
 status=0
 
-echo "== cfn-lint $template"
-cfn-lint --regions "$region" -- "$template" || status=1
+# cfn-lint checks every combination of conditions, but resolves parameters to their
+# defaults: the copy lints the template as an upload front deployment sees it.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+fargate_template=$scratch/template-upload-front.yaml
+sed -E '/^  UploadFront:$/,/^  [A-Za-z]/ s/^(    Default: )none$/\1fargate/' "$template" >"$fargate_template"
+if ! grep -q '^    Default: fargate$' "$fargate_template"; then
+    echo "check-infra: could not make UploadFront default to fargate in a copy of $template" >&2
+    status=1
+fi
 
-echo "== sam validate --lint"
-sam validate --lint --region "$region" --template-file "$template" || status=1
+for variant in "$template" "$fargate_template"; do
+    echo "== cfn-lint $variant"
+    cfn-lint --regions "$region" -- "$variant" || status=1
+
+    echo "== sam validate --lint $variant"
+    sam validate --lint --region "$region" --template-file "$variant" || status=1
+done
 
 echo "== template against the code"
 python3 - "$template" <<'PY' || status=1
@@ -181,6 +201,36 @@ READ_ONLY = {
     "dynamodb:Scan",
 }
 
+# The parameter that turns the upload front on, and the application layer it serves through.
+FRONT_PARAMETER = "UploadFront"
+CORE = pathlib.Path("shared/core/src")
+# The Registry use cases `berth upload-front` serves: PATCH, PUT, DELETE and GET of an upload
+# session. Its task role holds what they reach in the adapters, and nothing more.
+FRONT_USE_CASES = ("append_upload", "complete_upload", "cancel_upload", "upload_progress")
+# The fields through which the Registry calls its ports, and the adapters implementing them.
+PORT_FIELDS = {"blobs": ("BlobStore", "S3BlobStore"), "meta": ("MetadataStore", "DynamoMetadataStore")}
+# The grant key is a SecureString: read with decryption (token_keys.rs).
+GRANT_KEY_READ = {"ssm:GetParameter", "kms:Decrypt"}
+# What ECS may do with the front's execution role: pull its image, write its logs.
+TASK_START = {
+    "ecr:GetAuthorizationToken",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchCheckLayerAvailability",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+}
+# The environment the front shares with the functions (same bucket, table and keys).
+FRONT_SHARED_ENVIRONMENT = (
+    "BERTH_BLOB_STORE",
+    "BERTH_METADATA",
+    "BERTH_S3_PATH_STYLE",
+    "BERTH_TOKEN_KEYS_SSM",
+    "BERTH_LOG",
+)
+# The push function's settings that exist only with an upload front.
+PUSH_FRONT_ENVIRONMENT = ("BERTH_UPLOAD_URL", "BERTH_UPLOAD_GRANT_LIFETIME")
+
 findings = []
 
 
@@ -211,6 +261,193 @@ def calls(location, operations, ignored=frozenset(), excluded=frozenset()):
                 )
                 continue
             needed |= operations[operation]
+    return needed
+
+
+def blank(text):
+    """`text` with its comments, string and character literals blanked out (newlines kept,
+    so offsets and lines stay), and its #[cfg(test)] modules: braces and calls are then
+    those of the code."""
+    out = list(text)
+    size = len(text)
+
+    def wipe(start, end):
+        for k in range(start, end):
+            if out[k] != "\n":
+                out[k] = " "
+
+    i = 0
+    while i < size:
+        raw = re.compile(r'b?r(#*)"').match(text, i)
+        if raw and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            end = text.find('"' + raw.group(1), raw.end())
+            end = size if end < 0 else end + 1 + len(raw.group(1))
+            wipe(i, end)
+            i = end
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            end = size if end < 0 else end
+            wipe(i, end)
+            i = end
+        elif text.startswith("/*", i):
+            depth, end = 1, i + 2
+            while end < size and depth:
+                if text.startswith("/*", end):
+                    depth, end = depth + 1, end + 2
+                elif text.startswith("*/", end):
+                    depth, end = depth - 1, end + 2
+                else:
+                    end += 1
+            wipe(i, end)
+            i = end
+        elif text[i] == '"':
+            end = i + 1
+            while end < size and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            wipe(i, end + 1)
+            i = end + 1
+        elif text[i] == "'" and i + 2 < size and (text[i + 1] == "\\" or text[i + 2] == "'"):
+            # A character literal ('{', '\''); a lifetime ('a) has no closing quote there.
+            end = text.find("'", i + 3) if text[i + 1] == "\\" else i + 2
+            wipe(i, end + 1)
+            i = end + 1
+        else:
+            i += 1
+    code = "".join(out)
+    for test in re.finditer(r"#\[cfg\(test\)\]\s*mod\s+\w+\s*\{", code):
+        end = closing_brace(code, test.end() - 1)
+        code = code[: test.start()] + re.sub(r"[^\n]", " ", code[test.start() : end + 1]) + code[end + 1 :]
+    return code
+
+
+def closing_brace(code, start):
+    """The offset of the brace closing the one at `start`."""
+    depth = 0
+    for i in range(start, len(code)):
+        if code[i] == "{":
+            depth += 1
+        elif code[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return len(code) - 1
+
+
+def rust_functions(location, excluded=frozenset()):
+    """{(owner, name): [body]} of the functions at `location`: owner is the type of the impl
+    block a method is in (the implementing type for a trait impl), None for a free
+    function. Bodies are blanked (see `blank`)."""
+    functions = {}
+    for path, text in sources(location, excluded):
+        code = blank(text)
+        impls = []
+        for item in re.finditer(r"^[ \t]*(?:unsafe\s+)?impl\b([^{;]*)\{", code, re.M):
+            header = item.group(1)
+            while re.search(r"<[^<>]*>", header):
+                header = re.sub(r"<[^<>]*>", "", header)
+            target = re.split(r"\bfor\b", re.split(r"\bwhere\b", header)[0])[-1]
+            names = re.findall(r"[A-Za-z_]\w*", target)
+            if names:
+                impls.append((item.start(), closing_brace(code, item.end() - 1), names[-1]))
+        for item in re.finditer(r"\bfn\s+([A-Za-z_]\w*)", code):
+            depth, i = 0, item.end()
+            while i < len(code) and not (depth == 0 and code[i] in "{;"):
+                depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(code[i], 0)
+                i += 1
+            if i >= len(code) or code[i] == ";":
+                continue
+            owners = [owner for start, end, owner in impls if start < item.start() < end]
+            owner = owners[-1] if owners else None
+            body = code[i : closing_brace(code, i) + 1]
+            functions.setdefault((owner, item.group(1)), []).append(body)
+    return functions
+
+
+def callees(functions, owner, body):
+    """The functions of `functions` that `body` (of a function of `owner`) may call: its own
+    type's methods through self or Self, a type's associated functions, free functions, and
+    any method of that name for a call on another receiver."""
+    found = set()
+    for name in re.findall(r"\b(?:self|Self)\s*(?:\.|::)\s*([a-z_]\w*)\s*(?:::<[^>]*>)?\s*\(", body):
+        found.add((owner, name))
+    for kind, name in re.findall(r"\b([A-Z]\w*)\s*::\s*([a-z_]\w*)\s*\(", body):
+        found.add((kind, name))
+    for call in re.finditer(r"\.\s*([a-z_]\w*)\s*(?:::<[^>]*>)?\s*\(", body):
+        before = body[: call.start()].rstrip()
+        if not (before.endswith("self") and not re.match(r"\w", before[-5:-4] or " ")):
+            found |= {key for key in functions if key[0] is not None and key[1] == call.group(1)}
+    for name in re.findall(r"(?<![\w.:])([a-z_]\w*)\s*\(", body):
+        found.add((None, name))
+    for name in re.findall(r"\b[a-z_]\w*\s*::\s*([a-z_]\w*)\s*\(", body):
+        found.add((None, name))
+    return {key for key in found if key in functions}
+
+
+def reached(functions, roots):
+    """The bodies of `roots` and of everything they call, transitively."""
+    seen, todo, bodies = set(), list(roots), []
+    while todo:
+        key = todo.pop()
+        if key in seen or key not in functions:
+            continue
+        seen.add(key)
+        for body in functions[key]:
+            bodies.append(body)
+            todo.extend(callees(functions, key[0], body))
+    return bodies
+
+
+def sdk_actions(where, bodies, operations, ignored=frozenset()):
+    """The IAM actions of the SDK calls `client.<operation>(` in `bodies`."""
+    needed = set()
+    for body in bodies:
+        for operation in re.findall(r"\bclient\s*\.\s*([a-z0-9_]+)\s*\(", body):
+            if operation in ignored:
+                continue
+            if operation not in operations:
+                findings.append(
+                    f"{where}: unmapped SDK call client.{operation}(): add it to "
+                    "scripts/check-infra.sh and its IAM actions to the template"
+                )
+                continue
+            needed |= operations[operation]
+    return needed
+
+
+def front_actions():
+    """The S3 and DynamoDB actions of the upload front: what FRONT_USE_CASES reach through
+    the Registry's ports in the S3 and DynamoDB adapters."""
+    core = rust_functions(CORE)
+    roots = [("Registry", use_case) for use_case in FRONT_USE_CASES]
+    for root in roots:
+        if root not in core:
+            findings.append(f"{CORE}: no Registry::{root[1]}, which the upload front serves")
+    ports = {field: set() for field in PORT_FIELDS}
+    for body in reached(core, roots):
+        for field, method in re.findall(r"\bself\s*\.\s*(\w+)\s*\.\s*([a-z_]\w*)\s*\(", body):
+            if field in ports:
+                ports[field].add(method)
+    s3 = rust_functions(S3_ADAPTER)
+    excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM}
+    dynamodb = rust_functions(DYNAMODB_ADAPTER, excluded)
+    needed = set()
+    for field, (functions, operations, ignored) in {
+        "blobs": (s3, S3_OPERATIONS, CLIENT_ACCESSORS),
+        "meta": (dynamodb, DYNAMODB_OPERATIONS, CLIENT_ACCESSORS | DYNAMODB_ADMINISTRATION),
+    }.items():
+        port, adapter = PORT_FIELDS[field]
+        roots = [(adapter, method) for method in sorted(ports[field])]
+        for root in roots:
+            if root not in functions:
+                findings.append(f"{adapter}: no {port}::{root[1]}, which the upload front calls")
+        bodies = reached(functions, roots)
+        needed |= sdk_actions(adapter, bodies, operations, ignored)
+        if field == "meta":
+            for body in bodies:
+                for item in re.findall(r"\b([A-Z][A-Za-z]*)::builder\s*\(", body):
+                    needed |= DYNAMODB_TRANSACTION_ITEMS.get(item, set())
+                for item in re.findall(r"TransactWriteItem::builder\(\)\s*\.\s*([a-z_]+)\(", body):
+                    needed |= DYNAMODB_TRANSACTION_ITEMS.get(item.capitalize(), set())
     return needed
 
 
@@ -251,8 +488,9 @@ def allowed_actions(name, function):
     return actions
 
 
-def check_iam(template):
-    known = load_resource(AdditionalSpecs, "Policies.json")
+def code_actions():
+    """The IAM actions the code needs, by caller: the registry's adapters (`needed`), the
+    account and replication stores, the replication carriers and the upload front."""
     s3 = calls(S3_ADAPTER, S3_OPERATIONS, CLIENT_ACCESSORS)
     ignored = CLIENT_ACCESSORS | DYNAMODB_ADMINISTRATION
     excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM}
@@ -281,19 +519,36 @@ def check_iam(template):
     if re.search(r"::builder\s*\(", replication_text) and "transact" in replication_text:
         findings.append(f"{DYNAMODB_REPLICATION}: map its transactions in scripts/check-infra.sh")
     carriers = calls(AWS_REPLICATION, AWS_REPLICATION_OPERATIONS, CLIENT_ACCESSORS)
+    return {
+        "needed": needed,
+        "accounts": accounts,
+        "replication": replication,
+        "carriers": carriers,
+        "front": front_actions(),
+    }
 
+
+def check_action_names(name, actions):
+    known = load_resource(AdditionalSpecs, "Policies.json")
+    for action in sorted(actions):
+        service, _, verb = action.partition(":")
+        if verb.lower() not in known.get(service, {}).get("Actions", {}):
+            findings.append(f"{name}: {action} is not an IAM action")
+
+
+def check_iam(template, code, front):
+    """The functions' IAM actions against the code, with the upload front on or off."""
+    needed, accounts = code["needed"], code["accounts"]
+    replication, carriers = code["replication"], code["carriers"]
     functions = {}
     for name, resource in template.get("Resources", {}).items():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
         actions = allowed_actions(name, resource)
-        for action in sorted(actions):
-            service, _, verb = action.partition(":")
-            if verb.lower() not in known.get(service, {}).get("Actions", {}):
-                findings.append(f"{name}: {action} is not an IAM action")
+        check_action_names(name, actions)
         binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
         functions[binary] = (name, actions)
-        check_parameters(name, binary, resource)
+        check_parameters(name, binary, resource, front)
 
     for binary in ("registry-pull", "registry-push"):
         if binary not in functions:
@@ -311,10 +566,17 @@ def check_iam(template):
             findings.append(f"{name}: {action} is not used by the adapters")
     if "registry-push" in functions:
         name, actions = functions["registry-push"]
+        resource = template["Resources"][name]
+        # With an upload front it signs grants with the grant key (check_decrypt).
+        grants = {"kms:Decrypt"} if front else set()
         for action in sorted(needed - actions):
             findings.append(f"{name}: lacks {action}, which the adapters need")
-        for action in sorted(actions - needed):
+        for action in sorted(actions - needed - grants):
             findings.append(f"{name}: {action} is not used by the adapters")
+        for action in sorted(grants - actions):
+            findings.append(f"{name}: lacks {action}, to read the upload grant key")
+        check_decrypt(name, resource, set(), {name} if front else set())
+        check_push_environment(name, resource, front)
     if "token" not in functions:
         findings.append(f"{TEMPLATE}: no function builds the binary token")
     else:
@@ -335,7 +597,7 @@ def check_iam(template):
         for action in sorted(api - actions):
             findings.append(f"{name}: lacks {action}, which the replication API needs")
         check_writes(name, template["Resources"][name], [ACCOUNT_PARTITIONS, REPLICATION_PARTITIONS])
-        check_decrypt(name, template["Resources"][name], {"kms:Encrypt", "kms:Decrypt"})
+        check_decrypt(name, template["Resources"][name], {"kms:Encrypt", "kms:Decrypt"}, {name})
         check_queues(name, template["Resources"][name],
                      {"ReplicationQueue": {"sqs:SendMessage"},
                       "ReplicationDeadLetterQueue": {"sqs:ReceiveMessage"}})
@@ -354,20 +616,25 @@ def check_iam(template):
         if any(a.startswith("ssm:") for a in actions):
             findings.append(f"{name}: must not read the token keys")
         check_writes(name, resource, [REGISTRY_PARTITIONS | REPLICATION_PARTITIONS])
-        check_decrypt(name, resource, {"kms:Decrypt"})
+        check_decrypt(name, resource, {"kms:Decrypt"}, set())
         check_queues(name, resource,
                      {"ReplicationQueue": QUEUE_CONSUMER | {"sqs:SendMessage"},
                       "ReplicationDeadLetterQueue": {"sqs:SendMessage"}})
         check_events_function(name, resource, template)
     for binary in ("registry-pull", "registry-push"):
-        if binary in functions and any(a.startswith(("kms:", "sqs:")) for a in functions[binary][1]):
+        grants = {"kms:Decrypt"} if front and binary == "registry-push" else set()
+        if binary in functions and any(
+            a.startswith(("kms:", "sqs:")) and a not in grants for a in functions[binary][1]
+        ):
             findings.append(f"{functions[binary][0]}: must not decrypt anything nor use queues")
+    check_front(template, code["front"], front)
 
 
-def check_decrypt(name, resource, replication_actions):
-    """The token function decrypts with the token keys' KMS key only, through SSM only; it
-    and the events function use the replication key (`replication_actions` on it) only with
-    the credentials' encryption context."""
+def check_decrypt(name, resource, replication_actions, key_readers):
+    """`key_readers` (the token function; the push function and the front's task role with an
+    upload front) decrypt with the token keys' KMS key only, through SSM only; the token and
+    events functions use the replication key (`replication_actions` on it) only with the
+    credentials' encryption context."""
     for statement in statements(resource):
         action = statement.get("Action", [])
         actions = {action} if isinstance(action, str) else set(action)
@@ -382,7 +649,7 @@ def check_decrypt(name, resource, replication_actions):
                 )
             continue
         service = condition.get("StringEquals", {}).get("kms:ViaService")
-        if name != "TokenFunction" or actions != {"kms:Decrypt"} \
+        if name not in key_readers or actions != {"kms:Decrypt"} \
                 or statement.get("Resource") != {"Fn::GetAtt": ["TokenKeysKmsKey", "Arn"]} \
                 or service != {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}:
             findings.append(
@@ -464,9 +731,15 @@ ACCOUNT_PARTITIONS = {"USER#*", "PROJECT#*", "LOGIN#*"}
 
 
 def statements(resource):
+    """The statements of a function's policies, or of a role's inline policies."""
     for policy in resource.get("Properties", {}).get("Policies", []):
         if isinstance(policy, dict):
-            yield from policy.get("Statement", [])
+            yield from policy.get("PolicyDocument", policy).get("Statement", [])
+
+
+def statement_actions(statement):
+    action = statement.get("Action", [])
+    return {action} if isinstance(action, str) else set(action)
 
 
 def check_writes(name, resource, partition_sets):
@@ -501,9 +774,18 @@ KEYS_PATH = {
 }
 
 
-def check_parameters(name, binary, resource):
-    """Registry functions read the public token keys, the token function the private one."""
-    want = {"token": "/private", "registry-pull": "/public", "registry-push": "/public"}.get(binary)
+def check_parameters(name, binary, resource, front):
+    """Registry functions read the public token keys, the token function the private one, the
+    upload front the grant key; with an upload front, the push function reads the grant key
+    too. `binary` is "upload-front" for the front's task role."""
+    allowed = {
+        "token": {"/private"},
+        "registry-pull": {"/public"},
+        "registry-push": {"/public", "/upload"} if front else {"/public"},
+        "upload-front": {"/upload"},
+    }.get(binary, set())
+    required = {"/upload"} if binary == "upload-front" or (front and binary == "registry-push") else set()
+    read = set()
     for statement in statements(resource):
         action = statement.get("Action", [])
         actions = {action} if isinstance(action, str) else set(action)
@@ -515,12 +797,192 @@ def check_parameters(name, binary, resource):
         if isinstance(text, list) and len(text) == 2 and isinstance(text[1], dict):
             path = text[1].get("Path")
             text = text[0] if path == KEYS_PATH else None
-        if actions != {"ssm:GetParameter"} or not isinstance(text, str) or want is None \
-                or not text.endswith(":parameter${Path}" + want):
+        parameter = re.fullmatch(r"arn:\$\{AWS::Partition\}:ssm:\$\{AWS::Region\}:"
+                                 r"\$\{AWS::AccountId\}:parameter\$\{Path\}(/\w+)", text or "")
+        if actions != {"ssm:GetParameter"} or not parameter or parameter.group(1) not in allowed:
             findings.append(
-                f"{name}: may only read the parameter <token keys path>{want}, "
+                f"{name}: may only read the parameters <token keys path>{sorted(allowed)}, "
                 f"not {show(actions)} on {show(target)}"
             )
+            continue
+        read.add(parameter.group(1))
+    for suffix in sorted(required - read):
+        findings.append(f"{name}: must read the parameter <token keys path>{suffix}")
+
+
+def check_push_environment(name, resource, front):
+    """The push function knows the upload front (and its grants' lifetime) only with one."""
+    variables = resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
+    for variable in PUSH_FRONT_ENVIRONMENT:
+        if front and variable not in variables:
+            findings.append(f"{name}: needs {variable} with an upload front")
+        if not front and variable in variables:
+            findings.append(f"{name}: must not have {variable} without an upload front")
+
+
+FRONT_TYPES = ("AWS::ECS::", "AWS::ElasticLoadBalancingV2::", "AWS::ApplicationAutoScaling::",
+               "AWS::EC2::", "AWS::IAM::")
+
+
+def check_front(template, actions, front):
+    """The upload front: its task role holds exactly `actions` (what its use cases reach in
+    the adapters) and the grant key's reading, its table rights stay in upload and repository
+    partitions, its execution role only starts tasks, its container shares the functions'
+    storage and keys and answers the load balancer's health checks. Without it, none of its
+    resources exists."""
+    resources = template.get("Resources", {})
+    if not front:
+        for name, resource in resources.items():
+            if name.startswith("UploadFront") or resource.get("Type", "").startswith(FRONT_TYPES):
+                findings.append(f"{name}: exists with {FRONT_PARAMETER}=none")
+        return
+    tasks = [(n, r) for n, r in resources.items() if r.get("Type") == "AWS::ECS::TaskDefinition"]
+    if len(tasks) != 1:
+        findings.append(f"{TEMPLATE}: needs one ECS task definition for the upload front, has {len(tasks)}")
+        return
+    task_name, task = tasks[0]
+    properties = task.get("Properties", {})
+    roles = {}
+    for key in ("TaskRoleArn", "ExecutionRoleArn"):
+        ref = properties.get(key)
+        role = ref.get("Fn::GetAtt", [None])[0] if isinstance(ref, dict) else None
+        if resources.get(role, {}).get("Type") != "AWS::IAM::Role":
+            findings.append(f"{task_name}: {key} must be a role of the template, not {show(ref)}")
+            return
+        roles[key] = role
+    if roles["TaskRoleArn"] == roles["ExecutionRoleArn"]:
+        findings.append(f"{task_name}: the task and execution roles must differ")
+    for key, role in roles.items():
+        if resources[role]["Properties"].get("ManagedPolicyArns"):
+            findings.append(f"{role}: write its policies out as statements, not managed policies")
+
+    role = roles["TaskRoleArn"]
+    granted = set()
+    for statement in statements(resources[role]):
+        granted |= statement_actions(statement)
+    check_action_names(role, granted)
+    required = actions | GRANT_KEY_READ
+    for action in sorted(granted - required):
+        findings.append(f"{role}: {action} is not used by the upload front")
+    for action in sorted(required - granted):
+        findings.append(f"{role}: lacks {action}, which the upload front needs")
+    check_parameters(role, "upload-front", resources[role], front)
+    check_decrypt(role, resources[role], set(), {role})
+    written = set()
+    for statement in statements(resources[role]):
+        found = statement_actions(statement)
+        if any(a.startswith("dynamodb:") for a in found):
+            keys = (statement.get("Condition", {}).get("ForAllValues:StringLike", {})
+                    .get("dynamodb:LeadingKeys"))
+            if not keys or not set(keys) <= REGISTRY_PARTITIONS:
+                findings.append(
+                    f"{role}: its table rights must be limited to the partitions "
+                    f"{sorted(REGISTRY_PARTITIONS)} by a dynamodb:LeadingKeys condition, not {show(keys)}"
+                )
+            elif "dynamodb:PutItem" in found:
+                written |= set(keys)
+        if "s3:DeleteObject" in found and statement.get("Resource") != {"Fn::Sub": "${BlobBucket.Arn}/uploads/*"}:
+            findings.append(f"{role}: may delete staged uploads only, not {show(statement.get('Resource'))}")
+    # Sessions live in UPLOAD# partitions, the blob links a completion writes in REPO# ones.
+    if "dynamodb:PutItem" in actions and written != REGISTRY_PARTITIONS:
+        findings.append(f"{role}: must write the partitions {sorted(REGISTRY_PARTITIONS)}, writes {sorted(written)}")
+
+    execution = roles["ExecutionRoleArn"]
+    started = set()
+    for statement in statements(resources[execution]):
+        started |= statement_actions(statement)
+    check_action_names(execution, started)
+    for action in sorted(started - TASK_START):
+        findings.append(f"{execution}: {action} is not needed to start a task")
+
+    containers = properties.get("ContainerDefinitions", [])
+    if len(containers) != 1:
+        findings.append(f"{task_name}: needs one container, the upload front")
+        return
+    container = containers[0]
+    environment = {e.get("Name"): e.get("Value") for e in container.get("Environment", [])}
+    shared = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    for variable in FRONT_SHARED_ENVIRONMENT:
+        if environment.get(variable) != shared.get(variable):
+            findings.append(
+                f"{task_name}: {variable} is {show(environment.get(variable))}, "
+                f"the functions have {show(shared.get(variable))}"
+            )
+    ports = [m.get("ContainerPort") for m in container.get("PortMappings", [])]
+    listen = str(environment.get("BERTH_LISTEN", "0.0.0.0:8080")).rpartition(":")[2]
+    groups = [r for r in resources.values() if r.get("Type") == "AWS::ElasticLoadBalancingV2::TargetGroup"]
+    if ports != [int(listen)] or len(groups) != 1 \
+            or groups[0]["Properties"].get("Port") != int(listen) \
+            or groups[0]["Properties"].get("HealthCheckPath") != "/health":
+        findings.append(
+            f"{task_name}: the container must listen on its one port (BERTH_LISTEN), which the "
+            "target group forwards to and health-checks at /health"
+        )
+    if properties.get("RuntimePlatform", {}).get("CpuArchitecture") != "ARM64":
+        findings.append(f"{task_name}: runs on ARM64, what scripts/build-upload-front-image.sh builds")
+
+
+def front_values(template):
+    """The values of FRONT_PARAMETER, each with whether the upload front is on, and what the
+    conditions depending on it evaluate to."""
+    parameter = template.get("Parameters", {}).get(FRONT_PARAMETER)
+    if parameter is None:
+        findings.append(f"{TEMPLATE}: no parameter {FRONT_PARAMETER}")
+        return []
+    conditions = template.get("Conditions", {})
+
+    def evaluate(node, value):
+        if isinstance(node, dict) and len(node) == 1:
+            ((function, argument),) = node.items()
+            if function == "Ref":
+                return value if argument == FRONT_PARAMETER else None
+            if function == "Condition":
+                return evaluate(conditions.get(argument), value)
+            if function in ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or"):
+                args = [evaluate(a, value) for a in argument]
+                if any(a is None for a in args):
+                    return None
+                return {
+                    "Fn::Equals": lambda: args[0] == args[1],
+                    "Fn::Not": lambda: not args[0],
+                    "Fn::And": lambda: all(args),
+                    "Fn::Or": lambda: any(args),
+                }[function]()
+            return None
+        return node if isinstance(node, (str, bool)) else None
+
+    values = []
+    for value in parameter.get("AllowedValues", []):
+        truth = {name: evaluate(node, value) for name, node in conditions.items()}
+        values.append((value, value != "none", {k: v for k, v in truth.items() if v is not None}))
+    if [v for v, _, _ in values][:1] != ["none"] or parameter.get("Default") != "none":
+        findings.append(f"{FRONT_PARAMETER}: none must be its first value and its default")
+    return values
+
+
+NO_VALUE = object()
+
+
+def resolve(node, truth):
+    """`node` as CloudFormation makes it when the conditions in `truth` have those values:
+    Fn::If on them resolved, AWS::NoValue and resources or outputs of false conditions gone."""
+    if isinstance(node, dict):
+        if len(node) == 1 and "Fn::If" in node and node["Fn::If"][0] in truth:
+            name, then, otherwise = node["Fn::If"]
+            chosen = then if truth[name] else otherwise
+            return NO_VALUE if chosen == {"Ref": "AWS::NoValue"} else resolve(chosen, truth)
+        resolved = {}
+        for key, value in node.items():
+            condition = value.get("Condition") if isinstance(value, dict) else None
+            if isinstance(condition, str) and truth.get(condition) is False:
+                continue
+            value = resolve(value, truth)
+            if value is not NO_VALUE:
+                resolved[key] = value
+        return resolved
+    if isinstance(node, list):
+        return [v for v in (resolve(v, truth) for v in node) if v is not NO_VALUE]
+    return node
 
 
 template, matches = decode(TEMPLATE)
@@ -529,12 +991,19 @@ if matches or template is None:
         print(match, file=sys.stderr)
     sys.exit(1)
 check_table(template)
-check_iam(template)
-for finding in findings:
+code = code_actions()
+for value, front, truth in front_values(template):
+    before = len(findings)
+    check_iam(resolve(template, truth), code, front)
+    findings[before:] = [f"{FRONT_PARAMETER}={value}: {finding}" for finding in findings[before:]]
+for finding in dict.fromkeys(findings):
     print(finding, file=sys.stderr)
 if findings:
     sys.exit(1)
-print("the metadata table and the functions' IAM actions agree with the code")
+print(
+    "the metadata table and the IAM actions of the functions and of the upload front agree "
+    f"with the code (the front's S3 and DynamoDB actions: {', '.join(sorted(code['front']))})"
+)
 PY
 
 if ((status != 0)); then
