@@ -234,6 +234,10 @@ timed test "end-to-end suite again, on Garage (blob GETs redirected to it) + Dyn
     BERTH_S3_PATH_STYLE=true \
     bash -c '"$1" init && BERTH_BIN="$1" tests/e2e/berth.sh' _ "$berth_bin"
 
+# The upload front's image holds a static berth: another compile of it (for the target
+# triple, with crt-static), which the Lambda suite puts in an image and runs.
+timed build "a static berth for the upload front's image (debug)" \
+    scripts/build-upload-front-image.sh --profile dev --binary-only
 # The same cargo lambda commands as sam build's: they wait for its lock on target/, then find
 # the functions built.
 timed build "the functions for the Lambda suite (sam build's binaries)" \

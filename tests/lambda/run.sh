@@ -13,6 +13,9 @@
 # Lambda's event sources would) on a queue, dead-letter queue and KMS key in moto, policies
 # made through the token function's replication API, and the pushed image copied to CNCF
 # Distribution (/usr/bin/docker-registry) from a stream record of its tag and the queued job.
+# Then the upload front (tests/lambda/upload-front.sh): `berth upload-front` as a process, the
+# push function handing uploads to it, docker, podman, skopeo and curl pushing 200 MiB layers
+# past the gateway's cap, refused grants, the front killed mid-push, and its container image.
 #
 # Usage: tests/lambda/run.sh
 #        tests/lambda/run.sh build   only build the functions (then run with LAMBDA_SKIP_BUILD=1)
@@ -716,6 +719,7 @@ run_scenario "key rotation" scenario_rotation
 start_events_function
 run_scenario "replication through the events function" scenario_replication
 run_front_scenarios
+[[ -z ${FRONT_BENCH_MIB:-} ]] || bench_front
 log_step "finished in $((SECONDS - start))s"
 
 log_step "measurements ($BUILD_MODE builds, not asserted)"

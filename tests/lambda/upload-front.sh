@@ -6,7 +6,12 @@
 # bytes go to the front. The gateway logs each request's body size (in=N), which tells how
 # many bytes of a push crossed it.
 #
-# Knobs: FRONT_LAYER_MIB  size of the random file in the images' layers, MiB (default 200)
+# Knobs: FRONT_LAYER_MIB     size of the random file in the images' layers, MiB (default 200)
+#        FRONT_BENCH_MIB     when set, also the benchmark (bench_front): a blob of this many MiB
+#                            pushed through the gateway and the front, and to `berth serve --open`
+#                            on the same Garage and table, FRONT_BENCH_ROUNDS times (default 3);
+#                            medians, their ratio and peak RSS are reported, never asserted
+#        FRONT_IMAGE_PROFILE the Cargo profile of the image's binary (default dev)
 
 FRONT_LAYER_MIB=${FRONT_LAYER_MIB:-200}
 FRONT_PID_FILE=""
@@ -317,6 +322,46 @@ scenario_front_restart() {
   assert_eq "docker pull gives the same image id" "$id" "$(docker image inspect -f '{{.Id}}' "$ref")"
 }
 
+# The front's container image (infra/upload-front/Dockerfile), built offline in the suite's
+# dockerd, serving a docker push as the deployed front would: `docker run` with the task's
+# environment, on the host's network to reach the suite's services.
+scenario_front_image() {
+  local image container ref=$GATEWAY/lambda/front-image-$RUN_ID:v1 id started
+  run_to "$E2E_TMP/front-image-build.log" "$ROOT/scripts/build-upload-front-image.sh" \
+    --profile "${FRONT_IMAGE_PROFILE:-dev}" --tag "berth-upload-front:test-$RUN_ID"
+  image=$(tail -n 1 "$E2E_TMP/front-image-build.log")
+  pass "the upload front's image builds offline ($image)"
+  assert_eq "... from scratch: one binary and the CA bundle" "[\"/berth\",\"upload-front\"]" \
+    "$(docker image inspect -f '{{json .Config.Entrypoint}}' "$image")"
+  # In place of the front process, on its address: the push function sends uploads there.
+  stop_pid "$(cat "$FRONT_PID_FILE")" upload-front
+  container=$(docker run -d --network host \
+    -e BERTH_LISTEN="$FRONT_ADDR" -e BERTH_BLOB_STORE="s3://$BERTH_TEST_S3_BUCKET/$PREFIX" \
+    -e BERTH_METADATA="dynamodb://$TABLE" -e BERTH_S3_PATH_STYLE=true -e BERTH_TOKEN_KEYS_SSM="$KEYS_PATH" \
+    -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_REGION -e AWS_ENDPOINT_URL_S3 \
+    -e AWS_ENDPOINT_URL_DYNAMODB -e AWS_ENDPOINT_URL_SSM "$image")
+  # shellcheck disable=SC2064 # this container, whenever the scenario ends
+  trap "docker rm -f $container >/dev/null 2>&1 || true" EXIT
+  started=$SECONDS
+  until curl -sf --max-time 2 "$FRONT_URL/health" >/dev/null; do
+    [[ $(docker inspect -f '{{.State.Running}}' "$container") == true ]] ||
+      fail "the container serves /health" "$(docker logs "$container" 2>&1 | tail -n 5)"
+    ((SECONDS - started < 30)) || fail "the container serves /health within 30 s"
+    sleep 0.3
+  done
+  pass "docker run of the image serves /health"
+  make_docker_image "$ref" image
+  id=$(docker image inspect -f '{{.Id}}' "$ref")
+  run_to "$E2E_TMP/front-image-push.log" timeout "$CLIENT_TIMEOUT" docker push "$ref"
+  pass "docker push through the gateway to the containerised front succeeds"
+  assert_contains "... and the container logged the blob pushed, as the admin" \
+    "$(docker logs "$container" 2>&1 | grep "lambda/front-image-$RUN_ID" | grep 'blob pushed through the upload front' | tail -n 1)" \
+    "\"actor\":\"$ADMIN\""
+  docker rmi "$ref" >/dev/null
+  run_to "$E2E_TMP/front-image-pull.log" timeout "$CLIENT_TIMEOUT" docker pull "$ref"
+  assert_eq "docker pull gives the same image id" "$id" "$(docker image inspect -f '{{.Id}}' "$ref")"
+}
+
 # With UploadFront=none (no BERTH_UPLOAD_URL): uploads stay on the function, as before.
 scenario_front_none() {
   local out=$E2E_TMP/front-none status location repository=lambda/front-none-$RUN_ID
@@ -344,10 +389,77 @@ run_front_scenarios() {
   # shellcheck disable=SC2034 # reported by run.sh
   FRONT_RSS_KIB=$(proc_kib "$(cat "$FRONT_PID_FILE")" VmHWM)
   run_scenario "upload front: killed mid-PATCH" scenario_front_restart
-  # The restarted front is another process: the scenario's start is lost with its subshell.
+  FRONT_LAYER_MIB=20 run_scenario "upload front: the container image" scenario_front_image
+  # The front process again: the image scenario stopped it (and the restart scenario's start
+  # is lost with its subshell).
   if ! kill -0 "$(cat "$FRONT_PID_FILE")" 2>/dev/null; then
     start_front || setup_failed "the upload front did not start again"
   fi
   restart_push_function ""
   run_scenario "upload front: none" scenario_front_none
+}
+
+# --- benchmark (FRONT_BENCH_MIB set; reported, never asserted) -------------------------
+
+# bench_push BASE_FOR_POST TOKEN FILE DIGEST: one blob pushed as docker does (POST, one
+# streamed PATCH, PUT ?digest) starting at BASE_FOR_POST; prints the seconds it took.
+bench_push() {
+  local post=$1 token=$2 file=$3 digest=$4 out=$E2E_TMP/bench started location auth=()
+  [[ -z $token ]] || auth=(-H "Authorization: Bearer $token")
+  started=$(now_ms)
+  req POST "$post" "$out" "${auth[@]}" >/dev/null
+  location=$(header "$out.headers" location)
+  [[ $location == http* ]] || location=${post%%/v2/*}$location
+  [[ $(CURL_TIMEOUT=$CLIENT_TIMEOUT req PATCH "$location" "$out" "${auth[@]}" \
+    -H 'Content-Type: application/octet-stream' -T "$file") == 202 ]] || die "bench: PATCH failed: $(cat "$out.body")"
+  location=$(header "$out.headers" location)
+  [[ $location == http* ]] || location=${post%%/v2/*}$location
+  [[ $(req PUT "$(with_digest "$location" "$digest")" "$out" "${auth[@]}") == 201 ]] ||
+    die "bench: PUT failed: $(cat "$out.body")"
+  awk -v ms=$(($(now_ms) - started)) 'BEGIN { printf "%.2f\n", ms / 1000 }'
+}
+
+# median N...: the middle value.
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+bench_front() {
+  local mib=$FRONT_BENCH_MIB rounds=${FRONT_BENCH_ROUNDS:-3} file=$E2E_TMP/bench.bin digest i
+  local serve_pid serve_port front_times=() serve_times=() front_peak serve_peak
+  log_step "benchmark: a ${mib} MiB blob through the gateway and the front, and to berth serve, on the same Garage"
+  head -c $((mib * 1024 * 1024)) /dev/urandom >"$file"
+  serve_port=$(free_port)
+  local blob_store="s3://$BERTH_TEST_S3_BUCKET/$PREFIX-serve"
+  (
+    while read -r var; do unset "$var"; done < <(compgen -e | grep '^BERTH_' || true)
+    exec "$BERTH" serve --open --listen "127.0.0.1:$serve_port" --data-dir "$E2E_TMP/bench-serve" \
+      --blob-store "$blob_store" --metadata "dynamodb://$TABLE" --s3-path-style
+  ) >"$E2E_TMP/bench-serve.log" 2>&1 &
+  serve_pid=$!
+  on_exit "stop_pid $serve_pid 'berth serve (benchmark)'"
+  wait_for_http "http://127.0.0.1:$serve_port/v2/" 30 "$serve_pid" || die "bench: berth serve did not start"
+  start_front_fresh
+  for ((i = 1; i <= rounds; i++)); do
+    # A different blob each round and side: nothing is already there.
+    printf '%016d' "$i" | dd of="$file" bs=1 seek=0 conv=notrunc status=none
+    digest=$(sha256_file "$file")
+    TOKEN=$(front_token "lambda/bench-$RUN_ID")
+    front_times+=("$(bench_push "$GATEWAY_URL/v2/lambda/bench-$RUN_ID/blobs/uploads/" "$TOKEN" "$file" "$digest")")
+    printf '%016d' "$((i + 1000))" | dd of="$file" bs=1 seek=0 conv=notrunc status=none
+    digest=$(sha256_file "$file")
+    serve_times+=("$(bench_push "http://127.0.0.1:$serve_port/v2/lambda/bench-$RUN_ID/blobs/uploads/" "" "$file" "$digest")")
+    log_info "round $i: gateway + front ${front_times[-1]} s, berth serve ${serve_times[-1]} s"
+  done
+  front_peak=$(proc_kib "$(cat "$FRONT_PID_FILE")" VmHWM)
+  serve_peak=$(proc_kib "$serve_pid" VmHWM)
+  log_info "median of $rounds: gateway + front $(median "${front_times[@]}") s, berth serve $(median "${serve_times[@]}") s, ratio $(awk -v a="$(median "${front_times[@]}")" -v b="$(median "${serve_times[@]}")" 'BEGIN { printf "%.2f", a / b }')"
+  log_info "peak RSS (VmHWM): the front $front_peak KiB, berth serve $serve_peak KiB"
+  log_info "requests through the gateway per layer: 1 (the POST); body bytes: 0"
+  rm -f "$file"
+}
+
+# start_front_fresh: the front restarted, so that its VmHWM is the benchmark's alone.
+start_front_fresh() {
+  stop_pid "$(cat "$FRONT_PID_FILE")" upload-front
+  start_front || die "bench: the front did not start"
+  restart_push_function "$FRONT_URL"
 }
