@@ -17,7 +17,7 @@ FRONT_LAYER_MIB=${FRONT_LAYER_MIB:-200}
 FRONT_PID_FILE=""
 
 # exec_front: `berth upload-front` in place of the (background) shell that calls it, with the
-# environment the template gives the front's task.
+# environment the template gives the front's task and the image's allocator setting.
 exec_front() {
   local blob_store="s3://$BERTH_TEST_S3_BUCKET/$PREFIX" bin=$BERTH
   while read -r var; do unset "$var"; done < <(compgen -e | grep '^BERTH_' || true)
@@ -26,6 +26,8 @@ exec_front() {
   export BERTH_S3_PATH_STYLE=true
   export BERTH_TOKEN_KEYS_SSM=$KEYS_PATH
   export BERTH_LOG=info
+  # The allocator setting of the front's image (infra/upload-front/Dockerfile).
+  export "$(grep -o 'GLIBC_TUNABLES=[^ ]*' "$ROOT/infra/upload-front/Dockerfile")"
   exec "$bin" upload-front --listen "$FRONT_ADDR"
 }
 

@@ -70,8 +70,8 @@ impl UploadHandoff {
     }
 }
 
-/// Checks the upload front's base URL: `https://`, or `http://` on a loopback host only (a
-/// grant must not cross a network in the clear). Returns it without a trailing slash.
+/// Checks the upload front's base URL: `https://host[:port]`, or `http://` on a loopback host
+/// only (a grant must not cross a network in the clear). Returns it without a trailing slash.
 pub fn base_url(base: &str) -> std::result::Result<String, String> {
     let base = base.trim_end_matches('/');
     let rest = if let Some(rest) = base.strip_prefix("https://") {
@@ -88,8 +88,12 @@ pub fn base_url(base: &str) -> std::result::Result<String, String> {
     } else {
         return Err(format!("{base:?} is not an https:// URL"));
     };
-    if rest.is_empty() || rest.starts_with('/') || base.contains(['?', '#']) {
-        return Err(format!("{base:?} is not a base URL (a host, maybe a path)"));
+    // The front serves `/v2/...` at its root, as a load balancer hands requests on: a base
+    // with a path would send clients where nothing answers.
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err(format!(
+            "{base:?} is not the front's root URL (https://host or https://host:port)"
+        ));
     }
     Ok(base.to_owned())
 }
@@ -197,6 +201,9 @@ mod tests {
         assert!(!ok("uploads.example.com"));
         assert!(!ok("https://"));
         assert!(!ok("https://uploads.example.com/?x=1"));
+        assert!(!ok("https://uploads.example.com/prefix"));
+        assert!(!ok("https://user@uploads.example.com"));
+        assert!(ok("https://uploads.example.com:8443"));
         assert!(UploadHandoff::new("https://a.example", key(), Duration::ZERO).is_err());
     }
 

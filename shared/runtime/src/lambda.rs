@@ -821,6 +821,63 @@ mod tests {
         FunctionConfig::from_vars(|name| Ok(vars.get(name).map(|v| (*v).to_owned())))
     }
 
+    #[test]
+    fn the_upload_front_is_read_when_set() {
+        let base = [
+            ("BERTH_BLOB_STORE", "s3://bucket"),
+            ("BERTH_METADATA", "dynamodb://table"),
+            ("BERTH_TOKEN_KEYS_SSM", "/berth/test/token-keys"),
+        ];
+        assert_eq!(config(&base).unwrap().upload_front, None);
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            config(&vars)
+        };
+        // An empty variable is unset, as SAM hands an unresolved Fn::If.
+        assert_eq!(
+            with(&[
+                ("BERTH_UPLOAD_URL", ""),
+                ("BERTH_UPLOAD_GRANT_LIFETIME", "")
+            ])
+            .unwrap()
+            .upload_front,
+            None
+        );
+        assert_eq!(
+            with(&[("BERTH_UPLOAD_URL", "https://uploads.example.com/")])
+                .unwrap()
+                .upload_front,
+            Some(UploadFrontConfig {
+                url: "https://uploads.example.com".into(),
+                grant_lifetime: Duration::from_secs(3600),
+            })
+        );
+        assert_eq!(
+            with(&[
+                ("BERTH_UPLOAD_URL", "https://uploads.example.com"),
+                ("BERTH_UPLOAD_GRANT_LIFETIME", "600s"),
+            ])
+            .unwrap()
+            .upload_front
+            .unwrap()
+            .grant_lifetime,
+            Duration::from_secs(600)
+        );
+        for (variable, value) in [
+            ("BERTH_UPLOAD_URL", "http://uploads.example.com"),
+            ("BERTH_UPLOAD_URL", "https://uploads.example.com/v2"),
+        ] {
+            assert_eq!(with(&[(variable, value)]).unwrap_err().variable, variable);
+        }
+        let error = with(&[
+            ("BERTH_UPLOAD_URL", "https://uploads.example.com"),
+            ("BERTH_UPLOAD_GRANT_LIFETIME", "0s"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "BERTH_UPLOAD_GRANT_LIFETIME");
+    }
+
     const REQUIRED: [(&str, &str); 3] = [
         ("BERTH_BLOB_STORE", "s3://images/berth"),
         ("BERTH_METADATA", "dynamodb://berth"),
