@@ -1,6 +1,5 @@
 //! `berth`: the registry as one local process.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -231,16 +230,11 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    use berth_runtime::logging::LogOutput;
+    berth_runtime::logging::init_logging(match format {
+        LogFormat::Text => LogOutput::Text,
+        LogFormat::Json => LogOutput::Json,
+    });
 }
 
 fn main() -> ExitCode {

@@ -651,48 +651,11 @@ pub fn runtime_failed(error: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The most detailed levels of the libraries that would log secrets below them.
-const SECRET_SAFE_LEVELS: [&str; 7] = [
-    "lambda_runtime=info",
-    "lambda_http=info",
-    "aws_smithy_runtime=debug",
-    "aws_smithy_runtime_api=debug",
-    "aws_smithy_http=debug",
-    "aws_sigv4=debug",
-    "hyper=info",
-];
-
-/// Logs JSON lines on standard output, filtered by `BERTH_LOG` (default `info`). Each line
-/// of a request carries, in its `span`, the Lambda request id.
+/// Logs JSON lines on standard output, filtered by `BERTH_LOG` (default `info`) under the
+/// caps of [`crate::logging`]. Each line of a request carries, in its `span`, the Lambda
+/// request id.
 pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let (mut filter, unusable) = match std::env::var("BERTH_LOG") {
-        Ok(text) => match EnvFilter::try_new(&text) {
-            Ok(filter) => (filter, None),
-            Err(error) => (EnvFilter::new("info"), Some((text, error))),
-        },
-        Err(_) => (EnvFilter::new("info"), None),
-    };
-    // Whatever BERTH_LOG asks: these libraries log raw events (passwords, tokens) or signed
-    // requests (session tokens) at their most detailed levels.
-    for cap in SECRET_SAFE_LEVELS {
-        if let Ok(directive) = cap.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let installed = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_span_list(false)
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stdout)
-        .try_init();
-    if installed.is_ok()
-        && let Some((text, error)) = unusable
-    {
-        tracing::warn!(BERTH_LOG = text, %error, "BERTH_LOG is not a log filter; logging at info");
-    }
+    crate::logging::init_logging(crate::logging::LogOutput::LambdaJson);
 }
 
 /// Gives a request without an `X-Request-Id` the id API Gateway logs it under.

@@ -13,6 +13,7 @@ mod aws;
 pub mod events;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod logging;
 #[cfg(feature = "replication")]
 pub mod replication;
 #[cfg(feature = "aws-replication")]
