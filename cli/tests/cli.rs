@@ -233,6 +233,25 @@ fn bad_input_gets_a_plain_message() {
         text(&kms_alone.stderr)
     );
 
+    // Names DynamoDB and S3 would refuse stop berth before it starts, naming the option.
+    for (option, value, problem) in [
+        (
+            "--metadata",
+            "dynamodb://tr",
+            "is not a DynamoDB table name",
+        ),
+        ("--blob-store", "s3://My_Bucket", "is not an S3 bucket name"),
+    ] {
+        let refused = run(berth(&data).args(["serve", option, value]));
+        assert_eq!(refused.status.code(), Some(2), "{value}");
+        let stderr = text(&refused.stderr);
+        assert!(
+            stderr.contains(option) && stderr.contains(problem),
+            "{value}: {stderr}"
+        );
+    }
+    assert!(!data.exists(), "a refused start made the data directory");
+
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port to occupy");
     let port = taken.local_addr().expect("its address").port();
     let busy = run(berth(&data).args(["serve", "--listen", &format!("127.0.0.1:{port}")]));

@@ -785,6 +785,23 @@ mod tests {
     }
 
     #[test]
+    fn names_the_stores_would_refuse_stop_the_start() {
+        for (variable, value) in [
+            ("BERTH_METADATA", "dynamodb://tr"),
+            ("BERTH_BLOB_STORE", "s3://My_Bucket"),
+        ] {
+            let mut vars = vec![
+                ("BERTH_BLOB_STORE", "s3://bucket"),
+                ("BERTH_METADATA", "dynamodb://table"),
+                ("BERTH_TOKEN_KEYS_SSM", "/berth/test/token-keys"),
+            ];
+            vars.retain(|(name, _)| *name != variable);
+            vars.push((variable, value));
+            assert_eq!(config(&vars).unwrap_err().variable, variable, "{value}");
+        }
+    }
+
+    #[test]
     fn the_upload_front_is_read_when_set() {
         let base = [
             ("BERTH_BLOB_STORE", "s3://bucket"),

@@ -43,6 +43,7 @@ impl FromStr for BlobLocation {
         if bucket.is_empty() {
             return Err(format!("blob store {text:?} names no bucket"));
         }
+        check_bucket_name(bucket).map_err(|problem| format!("blob store {text:?}: {problem}"))?;
         Ok(Self::S3 {
             bucket: bucket.to_owned(),
             prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
@@ -67,14 +68,49 @@ impl FromStr for MetadataLocation {
             return Ok(Self::Local);
         }
         match text.strip_prefix("dynamodb://") {
-            Some(table) if !table.is_empty() && !table.contains('/') => Ok(Self::DynamoDb {
-                table: table.to_owned(),
-            }),
+            Some(table) if !table.is_empty() && !table.contains('/') => {
+                check_table_name(table)
+                    .map_err(|problem| format!("metadata store {text:?}: {problem}"))?;
+                Ok(Self::DynamoDb {
+                    table: table.to_owned(),
+                })
+            }
             _ => Err(format!(
                 "metadata store {text:?} is neither \"local\" nor dynamodb://table"
             )),
         }
     }
+}
+
+/// S3's rules for a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens,
+/// starting and ending with a letter or digit, not shaped like an IP address.
+fn check_bucket_name(bucket: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-';
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(3..=63).contains(&bucket.len())
+        || !bucket.chars().all(allowed)
+        || !edge(bucket.chars().next())
+        || !edge(bucket.chars().last())
+        || bucket.contains("..")
+        || bucket.parse::<std::net::Ipv4Addr>().is_ok()
+    {
+        return Err(format!(
+            "{bucket:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, dots and \
+             hyphens, starting and ending with a letter or digit)"
+        ));
+    }
+    Ok(())
+}
+
+/// DynamoDB's rules for a table name: 3 to 255 letters, digits, `_`, `-` and `.`.
+fn check_table_name(table: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    if !(3..=255).contains(&table.len()) || !table.chars().all(allowed) {
+        return Err(format!(
+            "{table:?} is not a DynamoDB table name (3 to 255 letters, digits, _, - and .)"
+        ));
+    }
+    Ok(())
 }
 
 /// S3 settings beyond the bucket: the `AWS_*` variables (credentials, region,
@@ -328,7 +364,19 @@ mod tests {
                 prefix: Some("berth/prod".into())
             })
         );
-        for bad in ["s3://", "s3:///x", "file:///tmp", "images"] {
+        for bad in [
+            "s3://",
+            "s3:///x",
+            "file:///tmp",
+            "images",
+            "s3://ab",
+            "s3://Images",
+            "s3://images_1",
+            "s3://-images",
+            "s3://images.",
+            "s3://192.168.0.1",
+            "s3://a..b",
+        ] {
             assert!(bad.parse::<BlobLocation>().is_err(), "{bad}");
         }
     }
@@ -342,7 +390,19 @@ mod tests {
                 table: "berth".into()
             })
         );
-        for bad in ["dynamodb://", "dynamodb://a/b", "redis://x"] {
+        assert!(
+            "dynamodb://Berth_table-1.v2"
+                .parse::<MetadataLocation>()
+                .is_ok()
+        );
+        for bad in [
+            "dynamodb://",
+            "dynamodb://a/b",
+            "redis://x",
+            "dynamodb://tr",
+            "dynamodb://berth table",
+            "dynamodb://berth:prod",
+        ] {
             assert!(bad.parse::<MetadataLocation>().is_err(), "{bad}");
         }
     }
