@@ -252,6 +252,19 @@ fn bad_input_gets_a_plain_message() {
     }
     assert!(!data.exists(), "a refused start made the data directory");
 
+    let region = run(berth(&data)
+        .args(["serve", "--metadata", "dynamodb://berth-test"])
+        .env("AWS_REGION", "US East"));
+    assert!(
+        !region.status.success(),
+        "serve with a malformed region started"
+    );
+    assert!(
+        text(&region.stderr).contains("AWS_REGION is \"US East\", not a region name"),
+        "{}",
+        text(&region.stderr)
+    );
+
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port to occupy");
     let port = taken.local_addr().expect("its address").port();
     let busy = run(berth(&data).args(["serve", "--listen", &format!("127.0.0.1:{port}")]));

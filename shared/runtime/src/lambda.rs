@@ -173,6 +173,7 @@ impl FunctionConfig {
     ) -> Result<Self, ConfigError> {
         let var: Lookup<'_> = &|name| Ok(var(name)?.filter(|value| !value.is_empty()));
         let storage = storage_from_vars(var)?;
+        check_aws_vars(var)?;
         let chunk_min_length = bytes(var, "BERTH_CHUNK_MIN_LENGTH", DEFAULT_CHUNK_MIN_LENGTH)?;
         let chunk_max_length = bytes(var, "BERTH_CHUNK_MAX_LENGTH", MAX_BODY_LIMIT)?;
         if chunk_max_length > MAX_BODY_LIMIT {
@@ -368,6 +369,7 @@ impl UploadFrontSettings {
     ) -> Result<Self, ConfigError> {
         let var: Lookup<'_> = &|name| Ok(var(name)?.filter(|value| !value.is_empty()));
         let storage = storage_from_vars(var)?;
+        check_aws_vars(var)?;
         let token_keys = required(var, "BERTH_TOKEN_KEYS_SSM")?;
         check_keys_path(&token_keys)
             .map_err(|problem| ConfigError::new("BERTH_TOKEN_KEYS_SSM", problem))?;
@@ -566,7 +568,7 @@ impl AwsReplication {
         storage: &StorageConfig,
         config: &ReplicationConfig,
     ) -> Result<(crate::Stores, Self), StartError> {
-        let aws = AwsConfig::default();
+        let aws = AwsConfig::from_env().map_err(StartError::Storage)?;
         let stores = storage
             .open_stores_with(&aws)
             .await
@@ -737,6 +739,12 @@ fn storage_from_vars(var: Lookup<'_>) -> Result<StorageConfig, ConfigError> {
     })
 }
 
+/// The AWS region and endpoint variables, checked as [`crate::aws::check_environment`] does.
+fn check_aws_vars(var: Lookup<'_>) -> Result<(), ConfigError> {
+    crate::aws::check_environment(|name| var(name).ok().flatten())
+        .map_err(|(variable, problem)| ConfigError::new(variable, problem))
+}
+
 fn required(var: Lookup<'_>, name: &'static str) -> Result<String, ConfigError> {
     var(name)?.ok_or_else(|| ConfigError::new(name, "is not set"))
 }
@@ -785,10 +793,12 @@ mod tests {
     }
 
     #[test]
-    fn names_the_stores_would_refuse_stop_the_start() {
+    fn malformed_names_regions_and_endpoints_stop_the_start() {
         for (variable, value) in [
             ("BERTH_METADATA", "dynamodb://tr"),
             ("BERTH_BLOB_STORE", "s3://My_Bucket"),
+            ("AWS_REGION", "US East"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "127.0.0.1:8000"),
         ] {
             let mut vars = vec![
                 ("BERTH_BLOB_STORE", "s3://bucket"),

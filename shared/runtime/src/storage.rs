@@ -195,7 +195,7 @@ impl StorageConfig {
 
     /// Opens the configured stores, making no request to a cloud service.
     pub async fn open_stores(&self) -> Result<Stores> {
-        self.open_stores_with(&AwsConfig::default()).await
+        self.open_stores_with(&AwsConfig::from_env()?).await
     }
 
     /// [`Self::open_stores`] with the process's AWS configuration, which other clients of
@@ -224,7 +224,7 @@ impl StorageConfig {
     pub async fn init(&self) -> Result<()> {
         self.open_local_parts()?;
         if let MetadataLocation::DynamoDb { table } = &self.metadata {
-            create_dynamodb_table(&AwsConfig::default(), table).await?;
+            create_dynamodb_table(&AwsConfig::from_env()?, table).await?;
         }
         Ok(())
     }

@@ -75,7 +75,7 @@ impl SsmKeys {
     pub async fn new(path: &str) -> Result<Self> {
         check_keys_path(path).map_err(RegistryError::internal)?;
         Ok(Self {
-            client: AwsConfig::default().ssm().await,
+            client: AwsConfig::from_env()?.ssm().await,
             path: path.to_owned(),
             kms_key: None,
         })
