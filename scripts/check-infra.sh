@@ -742,6 +742,15 @@ def statement_actions(statement):
     return {action} if isinstance(action, str) else set(action)
 
 
+def role_actions(name, resource):
+    """Every action a role's statements grant, each checked to be an IAM action."""
+    granted = set()
+    for statement in statements(resource):
+        granted |= statement_actions(statement)
+    check_action_names(name, granted)
+    return granted
+
+
 def check_writes(name, resource, partition_sets):
     """Each of a function's DynamoDB write statements is limited, by a dynamodb:LeadingKeys
     condition, to exactly one of `partition_sets`."""
@@ -857,10 +866,7 @@ def check_front(template, actions, front):
             findings.append(f"{role}: write its policies out as statements, not managed policies")
 
     role = roles["TaskRoleArn"]
-    granted = set()
-    for statement in statements(resources[role]):
-        granted |= statement_actions(statement)
-    check_action_names(role, granted)
+    granted = role_actions(role, resources[role])
     required = actions | GRANT_KEY_READ
     for action in sorted(granted - required):
         findings.append(f"{role}: {action} is not used by the upload front")
@@ -888,10 +894,7 @@ def check_front(template, actions, front):
         findings.append(f"{role}: must write the partitions {sorted(REGISTRY_PARTITIONS)}, writes {sorted(written)}")
 
     execution = roles["ExecutionRoleArn"]
-    started = set()
-    for statement in statements(resources[execution]):
-        started |= statement_actions(statement)
-    check_action_names(execution, started)
+    started = role_actions(execution, resources[execution])
     for action in sorted(started - TASK_START):
         findings.append(f"{execution}: {action} is not needed to start a task")
 

@@ -67,6 +67,16 @@ gateway_bytes_since() {
 
 gateway_lines() { wc -l <"$E2E_TMP/gateway.log"; }
 
+# assert_small_gateway_bodies LINE WHAT: after gateway log line LINE, during the WHAT, only
+# small bodies (the config and the manifest, under 64 KiB) crossed the gateway.
+assert_small_gateway_bodies() {
+  local counted
+  counted=$(gateway_bytes_since "$1")
+  log_info "through the gateway during the $2: ${counted% *} body bytes in ${counted#* } requests"
+  assert_match "... and only the config and the manifest crossed the gateway (under 64 KiB)" \
+    '^[0-9]{1,4} |^[0-5][0-9]{4} |^6[0-4][0-9]{3} ' "$counted "
+}
+
 # make_docker_image REF SEED: a one-layer image in dockerd from local files (a random file of
 # FRONT_LAYER_MIB MiB).
 make_docker_image() {
@@ -220,7 +230,7 @@ scenario_front_post_put() {
 }
 
 scenario_front_docker() {
-  local ref=$GATEWAY/lambda/front-docker-$RUN_ID:v1 id lines counted log=$E2E_TMP/front-docker.log
+  local ref=$GATEWAY/lambda/front-docker-$RUN_ID:v1 id lines log=$E2E_TMP/front-docker.log
   make_docker_image "$ref" docker
   id=$(docker image inspect -f '{{.Id}}' "$ref")
   assert_cmd "docker login through the gateway" \
@@ -228,10 +238,7 @@ scenario_front_docker() {
   lines=$(gateway_lines)
   run_to "$log" timeout "$CLIENT_TIMEOUT" docker push "$ref"
   pass "docker push of a ${FRONT_LAYER_MIB} MiB layer through the gateway succeeds"
-  counted=$(gateway_bytes_since "$lines")
-  log_info "through the gateway during the push: ${counted% *} body bytes in ${counted#* } requests"
-  assert_match "... and only the config and the manifest crossed the gateway (under 64 KiB)" \
-    '^[0-9]{1,4} |^[0-5][0-9]{4} |^6[0-4][0-9]{3} ' "$counted "
+  assert_small_gateway_bodies "$lines" push
   assert_eq "... no PATCH went through the gateway" "" \
     "$(tail -n "+$((lines + 1))" "$E2E_TMP/gateway.log" | grep '^PATCH' || true)"
   assert_front_pushed docker "lambda/front-docker-$RUN_ID"
@@ -244,15 +251,12 @@ scenario_front_docker() {
 
 scenario_front_skopeo() {
   [[ -s $E2E_TMP/front-image.tar ]] || fail "the docker scenario saved its image" "no $E2E_TMP/front-image.tar"
-  local dest=$GATEWAY/lambda/front-skopeo-$RUN_ID:v1 lines counted dir=$E2E_TMP/front-skopeo
+  local dest=$GATEWAY/lambda/front-skopeo-$RUN_ID:v1 lines dir=$E2E_TMP/front-skopeo
   lines=$(gateway_lines)
   run timeout "$CLIENT_TIMEOUT" skopeo --tmpdir "$E2E_TMP" copy --dest-tls-verify=false \
     --dest-creds "$ADMIN:$ADMIN_PASSWORD" "docker-archive:$E2E_TMP/front-image.tar" "docker://$dest"
   pass "skopeo copy of the image to the gateway succeeds"
-  counted=$(gateway_bytes_since "$lines")
-  log_info "through the gateway during the copy: ${counted% *} body bytes in ${counted#* } requests"
-  assert_match "... and only the config and the manifest crossed the gateway (under 64 KiB)" \
-    '^[0-9]{1,4} |^[0-5][0-9]{4} |^6[0-4][0-9]{3} ' "$counted "
+  assert_small_gateway_bodies "$lines" copy
   assert_front_pushed skopeo "lambda/front-skopeo-$RUN_ID"
   run timeout "$CLIENT_TIMEOUT" skopeo --tmpdir "$E2E_TMP" copy --src-tls-verify=false \
     --src-creds "$ADMIN:$ADMIN_PASSWORD" "docker://$dest" "dir:$dir"
@@ -263,7 +267,7 @@ scenario_front_skopeo() {
 }
 
 scenario_front_podman() {
-  local ref=$GATEWAY/lambda/front-podman-$RUN_ID:v1 lines counted dir=$E2E_TMP/front-podman
+  local ref=$GATEWAY/lambda/front-podman-$RUN_ID:v1 lines dir=$E2E_TMP/front-podman
   setup_podman
   # A layer of its own, so that podman cannot mount one pushed before.
   mkdir -p "$dir"
@@ -277,10 +281,7 @@ scenario_front_podman() {
     --storage-driver vfs --tmpdir "$E2E_PODMAN_DIR/tmp" --events-backend none \
     push --tls-verify=false --creds "$ADMIN:$ADMIN_PASSWORD" "$ref"
   pass "podman push of a ${FRONT_LAYER_MIB} MiB layer through the gateway succeeds"
-  counted=$(gateway_bytes_since "$lines")
-  log_info "through the gateway during the push: ${counted% *} body bytes in ${counted#* } requests"
-  assert_match "... and only the config and the manifest crossed the gateway (under 64 KiB)" \
-    '^[0-9]{1,4} |^[0-5][0-9]{4} |^6[0-4][0-9]{3} ' "$counted "
+  assert_small_gateway_bodies "$lines" push
   assert_front_pushed podman "lambda/front-podman-$RUN_ID"
   run pm rmi "$ref"
 }

@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use berth_auth::{GrantError, GrantKey, UploadGrant, unix_now};
 use berth_core::{ErrorCode, RegistryError, RepositoryName, Result, UploadId};
-use http::HeaderValue;
 use http::header::LOCATION;
-use percent_encoding::percent_decode_str;
 
 use crate::endpoint::Endpoint;
 use crate::response::header_value;
@@ -145,12 +143,9 @@ pub(crate) fn admit(key: &GrantKey, endpoint: &Endpoint, query: Option<&str>) ->
 }
 
 fn grant_of(query: Option<&str>) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == GRANT_PARAMETER)
-        .and_then(|(_, value)| percent_decode_str(value).decode_utf8().ok())
-        .map(|value| value.into_owned())
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == GRANT_PARAMETER)
+        .map(|(_, value)| value.into_owned())
         .filter(|value| !value.is_empty())
 }
 
@@ -165,8 +160,7 @@ pub(crate) fn keep_grant(headers: &mut http::HeaderMap, admitted: &Admitted) {
         return;
     }
     let with_grant = format!("{location}?{GRANT_PARAMETER}={}", admitted.text);
-    let value: HeaderValue = header_value(&with_grant);
-    headers.insert(LOCATION, value);
+    headers.insert(LOCATION, header_value(&with_grant));
 }
 
 #[cfg(test)]

@@ -193,9 +193,7 @@ impl FunctionConfig {
                 ),
             ));
         }
-        let token_keys = required(var, "BERTH_TOKEN_KEYS_SSM")?;
-        check_keys_path(&token_keys)
-            .map_err(|problem| ConfigError::new("BERTH_TOKEN_KEYS_SSM", problem))?;
+        let token_keys = token_keys_from_vars(var)?;
         let defaults = AuthConfig::default();
         let auth = AuthConfig {
             service: var("BERTH_TOKEN_SERVICE")?.unwrap_or(defaults.service),
@@ -333,10 +331,17 @@ pub async fn start(role: Role) -> Result<Router, StartError> {
     let keys = SsmKeys::new(&config.token_keys)
         .await
         .map_err(StartError::Keys)?;
-    let ring = keys.verification_ring().await.map_err(StartError::Keys)?;
-    let handoff = match (&config.upload_front, role) {
-        (Some(front), Role::Push) => {
-            let key = keys.upload_key().await.map_err(StartError::Keys)?;
+    let front = config.upload_front.as_ref().filter(|_| role == Role::Push);
+    // Both parameters in one round trip's time: this is every cold start's wait.
+    let (ring, key) = tokio::try_join!(keys.verification_ring(), async {
+        match front {
+            Some(_) => keys.upload_key().await.map(Some),
+            None => Ok(None),
+        }
+    })
+    .map_err(StartError::Keys)?;
+    let handoff = match (front, key) {
+        (Some(front), Some(key)) => {
             let handoff = UploadHandoff::new(&front.url, Arc::new(key), front.grant_lifetime)
                 .map_err(|problem| {
                     StartError::Config(ConfigError::new("BERTH_UPLOAD_URL", problem))
@@ -370,9 +375,7 @@ impl UploadFrontSettings {
         let var: Lookup<'_> = &|name| Ok(var(name)?.filter(|value| !value.is_empty()));
         let storage = storage_from_vars(var)?;
         check_aws_vars(var)?;
-        let token_keys = required(var, "BERTH_TOKEN_KEYS_SSM")?;
-        check_keys_path(&token_keys)
-            .map_err(|problem| ConfigError::new("BERTH_TOKEN_KEYS_SSM", problem))?;
+        let token_keys = token_keys_from_vars(var)?;
         Ok(Self {
             storage,
             token_keys,
@@ -737,6 +740,13 @@ fn storage_from_vars(var: Lookup<'_>) -> Result<StorageConfig, ConfigError> {
         metadata,
         s3,
     })
+}
+
+/// The Parameter Store path of the token keys (`BERTH_TOKEN_KEYS_SSM`), checked.
+fn token_keys_from_vars(var: Lookup<'_>) -> Result<String, ConfigError> {
+    let path = required(var, "BERTH_TOKEN_KEYS_SSM")?;
+    check_keys_path(&path).map_err(|problem| ConfigError::new("BERTH_TOKEN_KEYS_SSM", problem))?;
+    Ok(path)
 }
 
 /// The AWS region and endpoint variables, checked as [`crate::aws::check_environment`] does.
