@@ -28,10 +28,10 @@ use crate::schema::{
     PROJECTS_PARTITION, ROBOT_PREFIX, SORT_KEY, TTL_ATTRIBUTE, USERS_PARTITION, build_error,
     login_pk, member_sk, membership_sk, project_pk, robot_sk, user_pk,
 };
-use crate::store::{
-    Condition, DynamoMetadataStore, FIRST_BACKOFF, Item, Outcome, Query, TRANSACTION_ITEMS,
-    WRITE_ATTEMPTS, back_off, key, lost_races, n, names, number_attr, s, string_attr, token,
-    values,
+use crate::store::DynamoMetadataStore;
+use crate::toolkit::{
+    Condition, FIRST_BACKOFF, Item, Outcome, Query, TRANSACTION_ITEMS, WRITE_ATTEMPTS, back_off,
+    key, lost_races, n, names, number_attr, s, string_attr, token, values,
 };
 
 /// Attribute names of the account items.

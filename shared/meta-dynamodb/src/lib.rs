@@ -173,6 +173,7 @@ mod replication;
 mod schema;
 mod store;
 mod stream;
+mod toolkit;
 
 pub use replication::REPLICATION_PREFIX;
 pub use schema::{

@@ -22,9 +22,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{corrupt, sdk_error};
 use crate::schema::PARTITION_KEY;
-use crate::store::{
-    Condition, DynamoMetadataStore, Item, Query, key, n, names, number_attr, s, string_attr, values,
-};
+use crate::store::DynamoMetadataStore;
+use crate::toolkit::{Condition, Item, Query, key, n, names, number_attr, s, string_attr, values};
 
 /// Every replication item's partition key starts with this, and no other item's does: a
 /// reader of the table's stream skips items whose `PK` starts with it.
