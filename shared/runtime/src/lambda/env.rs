@@ -1,64 +1,15 @@
-//! The registry functions' composition root: their configuration, read from the environment
-//! once per cold start, the stores it selects, and the router each function serves.
-//!
-//! | variable | meaning | default |
-//! |---|---|---|
-//! | `BERTH_BLOB_STORE` | `s3://bucket[/prefix]` | required |
-//! | `BERTH_METADATA` | `dynamodb://table` | required |
-//! | `BERTH_S3_PATH_STYLE` | address the bucket in the path (`true`/`false`) | `false` |
-//! | `BERTH_S3_PRESIGN_EXPIRY` | lifetime of the presigned blob URLs, like `1200s` | `1200s` |
-//! | `BERTH_CHUNK_MIN_LENGTH` | advertised `OCI-Chunk-Min-Length`, bytes | `1048576` |
-//! | `BERTH_CHUNK_MAX_LENGTH` | advertised `OCI-Chunk-Max-Length` and the largest request body, bytes, at most 4194304 | `4194304` |
-//! | `BERTH_LOG` | log filter (`tracing` `EnvFilter` syntax); logs are JSON lines | `info` |
-//! | `BERTH_TOKEN_KEYS_SSM` | the Parameter Store path of the token keys ([`crate::token_keys`]) | required |
-//! | `BERTH_TOKEN_SERVICE` | the service tokens are issued for (`aud`) and by (`iss`) | `berth` |
-//! | `BERTH_PUBLIC_URL` | the registry's URL for the token realm in challenges | each request's `Host` and `X-Forwarded-Proto` |
-//! | `BERTH_TOKEN_LIFETIME` | access token lifetime (token function) | `1800s` |
-//! | `BERTH_SELF_REGISTRATION` | anyone may create a user (token function) | `false` |
-//! | `BERTH_PROJECT_CREATION` | who may create projects: `everyone` or `admins` (token function) | `everyone` |
-//! | `BERTH_REPLICATION_QUEUE_URL` | the SQS queue replication jobs travel on (events and token functions) | required by the events function; without it and the key the token function serves no replication API |
-//! | `BERTH_REPLICATION_DLQ_URL` | its dead-letter queue, shown by `GET /api/v2.0/replication/deadletters` (token function) | none: the listing is empty |
-//! | `BERTH_UPLOAD_URL` | the upload front's base URL (`https://`): upload sessions continue there, with a grant signed by `<BERTH_TOKEN_KEYS_SSM>/upload` (push function) | none: uploads stay on the function, in chunks of at most `BERTH_CHUNK_MAX_LENGTH` |
-//! | `BERTH_UPLOAD_GRANT_LIFETIME` | how long an upload grant lives, like `3600s` (push function) | `3600s` |
-//! | `BERTH_REPLICATION_KMS_KEY` | the KMS key sealing remote registries' credentials: id, ARN or alias (events and token functions) | as the queue URL |
-//!
-//! plus the standard `AWS_*` variables, including `AWS_ENDPOINT_URL_S3`,
-//! `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_SSM`, `AWS_ENDPOINT_URL_SQS` and
-//! `AWS_ENDPOINT_URL_KMS`, which the SDK reads itself.
-//!
-//! The events function ([`start_events`]) needs only the storage and replication variables.
-//! The upload front ([`start_upload_front`], `berth upload-front`) needs the storage
-//! variables and `BERTH_TOKEN_KEYS_SSM`, of whose parameters it reads `<path>/upload` only.
-//!
-//! Auth is always on: the registry functions check every request's bearer token with the
-//! public keys (`<path>/public`), and the token function, which serves `/service/token` and
-//! the management API, signs with the private key (`<path>/private`).
-//!
-//! Blob bytes never cross a function on the way out: a blob `GET` always answers `307` with a
-//! presigned S3 URL, so `BERTH_S3_REDIRECT=false` is refused.
+//! The functions' configuration, read from the environment contract the module documentation
+//! describes: every variable is checked at start, and a wrong one is named.
 
 use std::env::VarError;
 use std::fmt;
 use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::http::header::CONNECTION;
-use axum::http::{HeaderName, HeaderValue};
-use axum::response::Response;
-use berth_core::{Registry, RegistryError};
-use berth_http::{
-    AccountSettings, ClientAddress, KeyRefresh, ProjectCreation, RegistryAuth, Role, Router,
-    Settings, UploadHandoff,
-};
-use lambda_http::request::RequestContext;
+use berth_http::{AccountSettings, ProjectCreation};
 
-use crate::auth::{Auth, AuthConfig, VERIFIED_TOKEN_CACHE, account_router, service_keys};
-#[cfg(feature = "aws-replication")]
-use crate::aws::AwsConfig;
-use crate::token_keys::{PublicKeys, SsmKeys, check_keys_path};
+use crate::auth::AuthConfig;
+use crate::token_keys::check_keys_path;
 use crate::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
 
 /// The largest request body a function accepts, and so the largest chunk it advertises. A
@@ -71,8 +22,6 @@ pub const DEFAULT_CHUNK_MIN_LENGTH: u64 = 1024 * 1024;
 
 /// How long presigned blob URLs stay valid unless configured.
 pub const DEFAULT_PRESIGN_EXPIRY: Duration = Duration::from_secs(1200);
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What a registry function is configured with.
 #[derive(Debug, Clone)]
@@ -105,7 +54,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+    pub(super) fn new(variable: &'static str, problem: impl Into<String>) -> Self {
         Self {
             variable,
             problem: problem.into(),
@@ -121,39 +70,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Why a function could not get ready for its first event.
-#[derive(Debug)]
-pub enum StartError {
-    Config(ConfigError),
-    Storage(RegistryError),
-    Keys(RegistryError),
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Config(error) => write!(f, "configuration: {error}"),
-            Self::Storage(error) => {
-                write!(f, "storage: {}", error.cause().unwrap_or(error.message()))
-            }
-            Self::Keys(error) => {
-                write!(
-                    f,
-                    "token keys: {}",
-                    error.cause().unwrap_or(error.message())
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
 /// One variable's value: `None` when unset or empty.
-type Lookup<'a> = &'a dyn Fn(&'static str) -> Result<Option<String>, ConfigError>;
+pub(super) type Lookup<'a> = &'a dyn Fn(&'static str) -> Result<Option<String>, ConfigError>;
 
 /// One variable of the process environment.
-fn env_var(name: &'static str) -> Result<Option<String>, ConfigError> {
+pub(super) fn env_var(name: &'static str) -> Result<Option<String>, ConfigError> {
     match std::env::var(name) {
         Ok(value) => Ok(Some(value)),
         Err(VarError::NotPresent) => Ok(None),
@@ -263,97 +184,6 @@ impl FunctionConfig {
             upload_front,
         })
     }
-
-    /// How the router behaves in a function of `role`, checking tokens with `auth`.
-    pub fn settings(&self, role: Role, auth: Option<Arc<RegistryAuth>>) -> Settings {
-        Settings {
-            chunk_min_length: self.chunk_min_length,
-            chunk_max_length: Some(self.chunk_max_length),
-            role: Some(role),
-            max_body: Some(self.chunk_max_length),
-            contain_panics: true,
-            auth,
-            upload_handoff: None,
-            upload_front: None,
-        }
-    }
-
-    /// The router a function of `role` serves over `registry`. A deployed function always
-    /// passes `auth`; without it every request is let through (for tests of the routing).
-    pub fn router(
-        &self,
-        registry: Arc<Registry>,
-        role: Role,
-        auth: Option<Arc<RegistryAuth>>,
-    ) -> Router {
-        gateway_layers(berth_http::router(registry, self.settings(role, auth)))
-    }
-
-    /// The registry's token check with the verification keys of `ring`, reloading them from
-    /// `source` when a token names a key that is not among them (a rotation).
-    pub fn registry_auth(
-        &self,
-        ring: &berth_auth::KeyRing,
-        source: Option<Arc<dyn berth_http::KeySource>>,
-    ) -> Arc<RegistryAuth> {
-        let auth = crate::auth::registry_auth(&self.auth, ring);
-        Arc::new(match source {
-            Some(source) => auth.with_key_source(source, &self.auth.service, VERIFIED_TOKEN_CACHE),
-            None => auth,
-        })
-    }
-
-    /// The router of the token function: the token endpoint and the management API over the
-    /// accounts of `stores`, signing with `auth`.
-    pub fn token_router(&self, auth: &Auth, stores: &crate::Stores) -> Router {
-        gateway_layers(account_router(
-            auth,
-            stores.accounts.clone(),
-            stores.metadata.clone(),
-        ))
-    }
-}
-
-/// What every function's router gets: the gateway's request id, the caller's address, and
-/// no `Connection` header.
-fn gateway_layers(router: Router) -> Router {
-    router
-        .layer(axum::middleware::map_request(gateway_request_id))
-        .layer(axum::middleware::map_request(gateway_source_ip))
-        .layer(axum::middleware::map_response(without_connection_header))
-}
-
-/// Everything a registry function does once per cold start: the configuration from the
-/// environment, the AWS clients, the public token keys, the router of `role`.
-pub async fn start(role: Role) -> Result<Router, StartError> {
-    let config = FunctionConfig::from_env().map_err(StartError::Config)?;
-    let registry = config.storage.open().await.map_err(StartError::Storage)?;
-    let keys = SsmKeys::new(&config.token_keys)
-        .await
-        .map_err(StartError::Keys)?;
-    let front = config.upload_front.as_ref().filter(|_| role == Role::Push);
-    // Both parameters in one round trip's time: this is every cold start's wait.
-    let (ring, key) = tokio::try_join!(keys.verification_ring(), async {
-        match front {
-            Some(_) => keys.upload_key().await.map(Some),
-            None => Ok(None),
-        }
-    })
-    .map_err(StartError::Keys)?;
-    let handoff = match (front, key) {
-        (Some(front), Some(key)) => {
-            let handoff = UploadHandoff::new(&front.url, Arc::new(key), front.grant_lifetime)
-                .map_err(|problem| {
-                    StartError::Config(ConfigError::new("BERTH_UPLOAD_URL", problem))
-                })?;
-            Some(Arc::new(handoff))
-        }
-        _ => None,
-    };
-    let auth = config.registry_auth(&ring, Some(PublicKeys::shared(keys)));
-    let mut settings = config.settings(role, Some(auth));
-    settings.upload_handoff = handoff;
-    Ok(gateway_layers(berth_http::router(registry, settings)))
 }
 
 /// What the upload front is configured with: the functions' storage, and the path of the
@@ -381,91 +211,6 @@ impl UploadFrontSettings {
             token_keys,
         })
     }
-}
-
-/// Everything the upload front does before it serves: the configuration from the
-/// environment, the stores, the upload grant key; the router of upload sessions (no size
-/// limit, grants instead of tokens), with `GET /health` for the load balancer.
-pub async fn start_upload_front() -> Result<Router, StartError> {
-    let config = UploadFrontSettings::from_env().map_err(StartError::Config)?;
-    let registry = config.storage.open().await.map_err(StartError::Storage)?;
-    let keys = SsmKeys::new(&config.token_keys)
-        .await
-        .map_err(StartError::Keys)?;
-    let key = keys.upload_key().await.map_err(StartError::Keys)?;
-    Ok(upload_front_router(registry, Arc::new(key)))
-}
-
-/// The upload front's router over `registry`, admitting requests with grants `key` signed.
-pub fn upload_front_router(registry: Arc<Registry>, key: Arc<berth_auth::GrantKey>) -> Router {
-    let settings = Settings {
-        upload_front: Some(key),
-        contain_panics: true,
-        ..Settings::default()
-    };
-    Router::new()
-        .route("/health", axum::routing::get(|| async { "ok\n" }))
-        .merge(berth_http::router(registry, settings))
-}
-
-/// Everything the token function does once per cold start: the configuration, the stores,
-/// the signing key, the router of the token endpoint and the management API.
-pub async fn start_token() -> Result<Router, StartError> {
-    let config = FunctionConfig::from_env().map_err(StartError::Config)?;
-    #[cfg(feature = "aws-replication")]
-    let (stores, replication) = match ReplicationConfig::from_env_if_set()
-        .map_err(StartError::Config)?
-    {
-        Some(replication) => {
-            let (stores, replication) = AwsReplication::open(&config.storage, &replication).await?;
-            (stores, Some(replication))
-        }
-        None => {
-            tracing::info!(
-                "BERTH_REPLICATION_QUEUE_URL and BERTH_REPLICATION_KMS_KEY are not set: \
-                     no replication API"
-            );
-            let stores = config
-                .storage
-                .open_stores()
-                .await
-                .map_err(StartError::Storage)?;
-            (stores, None)
-        }
-    };
-    #[cfg(not(feature = "aws-replication"))]
-    let stores = config
-        .storage
-        .open_stores()
-        .await
-        .map_err(StartError::Storage)?;
-    let keys = SsmKeys::new(&config.token_keys)
-        .await
-        .map_err(StartError::Keys)?;
-    let ring = keys.signing_ring().await.map_err(StartError::Keys)?;
-    let auth =
-        Auth::new(config.auth.clone(), &ring, stores.accounts.clone()).map_err(StartError::Keys)?;
-    let signing = Arc::new(SigningKeys {
-        keys,
-        auth: auth.clone(),
-        refresh: KeyRefresh::default(),
-    });
-    #[cfg(feature = "aws-replication")]
-    let router = match replication {
-        Some(replication) => gateway_layers(crate::auth::account_router_with_replication(
-            &auth,
-            stores.accounts.clone(),
-            stores.metadata.clone(),
-            |management| replication.api(Some(management)),
-        )),
-        None => config.token_router(&auth, &stores),
-    };
-    #[cfg(not(feature = "aws-replication"))]
-    let router = config.token_router(&auth, &stores);
-    Ok(router.layer(axum::middleware::from_fn_with_state(
-        signing,
-        reload_signing_keys,
-    )))
 }
 
 /// Replication's AWS resources, for the events function and the token function's
@@ -533,170 +278,8 @@ impl ReplicationConfig {
     }
 }
 
-/// Replication over the stores of a function: the replicator (sending its jobs to SQS,
-/// sealing with KMS) and, when configured, the dead-letter queue's reader.
-#[cfg(feature = "aws-replication")]
-#[derive(Debug, Clone)]
-pub struct AwsReplication {
-    pub replicator: Arc<berth_replication::engine::Replicator>,
-    pub dead_letters: Option<Arc<crate::replication_aws::SqsDeadLetters>>,
-}
-
-#[cfg(feature = "aws-replication")]
-impl AwsReplication {
-    /// Builds the replicator over `stores` with the clients of `aws`; makes no request. The
-    /// registry it copies into and out of publishes no events: in AWS the table's stream
-    /// carries them.
-    async fn new(aws: &AwsConfig, stores: &crate::Stores, config: &ReplicationConfig) -> Self {
-        use crate::replication_aws::{KmsSecretBox, SqsDeadLetters, SqsDispatch};
-        let replicator = berth_replication::engine::Replicator::new(
-            stores.replication.clone(),
-            stores.registry(),
-            Arc::new(KmsSecretBox::new(aws, config.kms_key.clone()).await),
-            Arc::new(SqsDispatch::new(aws, config.queue_url.clone()).await),
-        );
-        let dead_letters = match &config.dead_letter_queue_url {
-            Some(url) => Some(Arc::new(SqsDeadLetters::new(aws, url.clone()).await)),
-            None => None,
-        };
-        Self {
-            replicator: Arc::new(replicator),
-            dead_letters,
-        }
-    }
-
-    /// Replication over `storage`, opened with the process's AWS configuration (the
-    /// standard `AWS_*` variables).
-    pub async fn open(
-        storage: &StorageConfig,
-        config: &ReplicationConfig,
-    ) -> Result<(crate::Stores, Self), StartError> {
-        let aws = AwsConfig::from_env().map_err(StartError::Storage)?;
-        let stores = storage
-            .open_stores_with(&aws)
-            .await
-            .map_err(StartError::Storage)?;
-        let replication = Self::new(&aws, &stores, config).await;
-        Ok((stores, replication))
-    }
-
-    /// The replication API over this replicator, its callers checked by `management`.
-    pub fn api(
-        &self,
-        management: Option<Arc<berth_http::ManagementApi>>,
-    ) -> berth_http::replication::ReplicationApi {
-        let api = berth_http::replication::ReplicationApi::new(self.replicator.clone(), management);
-        match &self.dead_letters {
-            Some(dead_letters) => api.with_dead_letters(dead_letters.clone()),
-            None => api,
-        }
-    }
-}
-
-/// Everything the events function does once per cold start: the storage and replication
-/// configuration, the AWS clients, the replicator.
-#[cfg(feature = "aws-replication")]
-pub async fn start_events() -> Result<crate::events::EventsHandler, StartError> {
-    let var: Lookup<'_> = &|name| Ok(env_var(name)?.filter(|value| !value.is_empty()));
-    let storage = storage_from_vars(var).map_err(StartError::Config)?;
-    let config = ReplicationConfig::from_env().map_err(StartError::Config)?;
-    let (_, replication) = AwsReplication::open(&storage, &config).await?;
-    Ok(crate::events::EventsHandler::new(replication.replicator))
-}
-
-/// The token function's keys, loaded again from Parameter Store every
-/// [`berth_http::KEY_MAX_AGE`]: after a rotation a warm instance signs with the new key, and
-/// reads the refresh tokens other instances signed with it, within that time.
-#[derive(Debug)]
-struct SigningKeys {
-    keys: SsmKeys,
-    auth: Auth,
-    refresh: KeyRefresh,
-}
-
-async fn reload_signing_keys(
-    axum::extract::State(signing): axum::extract::State<Arc<SigningKeys>>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    signing
-        .refresh
-        .run_if_due(false, || async {
-            let reloaded = match signing.keys.signing_ring().await {
-                Ok(ring) => service_keys(&signing.auth.config, &ring).map(|keys| (keys, ring)),
-                Err(error) => Err(error),
-            };
-            match reloaded {
-                Ok(((issuer, verifier), ring)) => {
-                    signing.auth.tokens.replace_keys(issuer, verifier);
-                    tracing::info!(current_kid = ring.current_kid(), "reloaded the token keys");
-                }
-                Err(error) => tracing::warn!(error = %error, "could not reload the token keys"),
-            }
-        })
-        .await;
-    next.run(request).await
-}
-
-/// Logs why the function cannot start, once, and gives the exit code that makes Lambda
-/// report an initialisation error.
-pub fn refuse_to_start(error: &StartError) -> ExitCode {
-    let message = "the function cannot start; fix its environment and redeploy";
-    if tracing::enabled!(tracing::Level::ERROR) {
-        tracing::error!(error = %error, "{message}");
-    } else {
-        eprintln!("{message}: {error}");
-    }
-    ExitCode::FAILURE
-}
-
-/// Logs why the Lambda runtime stopped, and gives the exit code for it.
-pub fn runtime_failed(error: &dyn std::error::Error) -> ExitCode {
-    tracing::error!(error = %error, "the Lambda runtime stopped");
-    ExitCode::FAILURE
-}
-
-/// Logs JSON lines on standard output, filtered by `BERTH_LOG` (default `info`) under the
-/// caps of [`crate::logging`]. Each line of a request carries, in its `span`, the Lambda
-/// request id.
-pub fn init_logging() {
-    crate::logging::init_logging(crate::logging::LogOutput::LambdaJson);
-}
-
-/// Gives a request without an `X-Request-Id` the id API Gateway logs it under.
-async fn gateway_request_id(mut request: Request) -> Request {
-    if !request.headers().contains_key(&REQUEST_ID)
-        && let Some(RequestContext::ApiGatewayV2(context)) = request.extensions().get()
-        && let Some(value) = context
-            .request_id
-            .as_deref()
-            .and_then(|id| HeaderValue::from_str(id).ok())
-    {
-        request.headers_mut().insert(REQUEST_ID, value);
-    }
-    request
-}
-
-/// The caller's address as API Gateway saw it, for throttling failed logins per source.
-/// (`X-Forwarded-For` is not used: the client writes its first entries.)
-async fn gateway_source_ip(mut request: Request) -> Request {
-    if let Some(RequestContext::ApiGatewayV2(context)) = request.extensions().get()
-        && let Some(ip) = context.http.source_ip.clone()
-    {
-        request.extensions_mut().insert(ClientAddress(ip));
-    }
-    request
-}
-
-/// Drops `Connection`: it speaks of the client's connection, which API Gateway holds, not
-/// the function.
-async fn without_connection_header(mut response: Response) -> Response {
-    response.headers_mut().remove(CONNECTION);
-    response
-}
-
 /// The storage of a function: S3 and DynamoDB, never the function's own disk.
-fn storage_from_vars(var: Lookup<'_>) -> Result<StorageConfig, ConfigError> {
+pub(super) fn storage_from_vars(var: Lookup<'_>) -> Result<StorageConfig, ConfigError> {
     let blobs = match required(var, "BERTH_BLOB_STORE")?.parse() {
         Ok(s3 @ BlobLocation::S3 { .. }) => s3,
         Ok(BlobLocation::Local) => {
@@ -794,6 +377,8 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use berth_http::Role;
 
     use super::*;
 
