@@ -3,13 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use berth_runtime::auth::{
-    Auth, AuthConfig, bootstrap, full_router_with_replication, local_keys, rotate_local_keys,
-};
+use berth_runtime::auth::{Auth, AuthConfig, bootstrap, local_keys, rotate_local_keys};
 use berth_runtime::token_keys::{KEPT_PREVIOUS_KEYS, SsmKeys};
-use berth_runtime::{BlobLocation, MetadataLocation, S3Options, StorageConfig};
+use berth_runtime::{
+    BlobLocation, EventBus, EventLog, MetadataLocation, Routes, S3Options, StorageConfig,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -439,15 +440,22 @@ async fn serve(
     let secrets =
         berth_runtime::replication::local_secrets(&storage.data_dir, secret_key.as_deref())
             .map_err(|e| format!("cannot set up the replication secret key: {e}"))?;
-    let replication = berth_runtime::replication::start_local(&stores, secrets, |r| r);
-    let router = full_router_with_replication(
-        stores.metadata.clone(),
-        stores.accounts.clone(),
-        auth.as_ref(),
-        berth_runtime::Settings::default(),
-        &replication,
-    )
-    .layer(axum::middleware::from_fn(berth_runtime::remember_peer));
+    // Every event becomes a log line; replication follows pushes and deletions.
+    let events = EventBus::new().subscribe(Arc::new(EventLog));
+    let replication = berth_runtime::replication::start_local(&stores, secrets, events, |r| r);
+    let mut routes = Routes::new()
+        .registry(
+            replication.registry.clone(),
+            berth_runtime::Settings::default(),
+        )
+        .replication(|management| replication.api(management))
+        .events(replication.events.clone());
+    if let Some(auth) = &auth {
+        routes = routes.accounts(auth, stores.accounts.clone(), stores.metadata.clone());
+    }
+    let router = routes
+        .build()
+        .layer(axum::middleware::from_fn(berth_runtime::remember_peer));
     run_server(listen, router, grace, "berth is serving").await
 }
 

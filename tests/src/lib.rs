@@ -423,7 +423,9 @@ async fn serve(
     receive_buffer: Option<u32>,
 ) -> (SocketAddr, RunningServer) {
     let registry = storage.open().await.expect("the storage opens");
-    let router = berth_runtime::local_router(registry);
+    let router = berth_runtime::Routes::new()
+        .registry(registry, berth_runtime::Settings::default())
+        .build();
 
     let socket = TcpSocket::new_v4().expect("a TCP socket");
     if let Some(size) = receive_buffer {

@@ -3,14 +3,17 @@
 //! process on a loopback port, with embedded storage and its own token keys.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_auth::{Action, KeyRing, ResourceAccess, TokenIssuer, generate_es256_pem, unix_now};
+use berth_core::events::{AccountResource, Operation};
+use berth_core::{Actor, EntryPoint, Event, EventKind, EventSink};
 use berth_runtime::AccountStore;
-use berth_runtime::auth::{PasswordHasher, bootstrap, full_router};
+use berth_runtime::Routes;
+use berth_runtime::auth::{PasswordHasher, bootstrap};
 use berth_tests::authed::{ADMIN_PASSWORD, AuthedParts, authed_parts, serve_on_loopback};
 use berth_tests::{media, sha256};
 use reqwest::StatusCode;
@@ -19,8 +22,22 @@ use tempfile::TempDir;
 
 const SERVICE: &str = "berth";
 
+/// Every event the registry under test publishes, in order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl EventSink for Recorder {
+    fn publish(&self, event: &Event) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event.clone());
+    }
+}
+
 struct Registry {
     addr: SocketAddr,
+    events: Arc<Recorder>,
     client: reqwest::Client,
     ring: KeyRing,
     accounts: Arc<dyn AccountStore>,
@@ -35,13 +52,16 @@ impl Registry {
             ring,
             data_dir,
         } = authed_parts().await;
-        let router = full_router(
-            stores.registry(),
-            stores.metadata.clone(),
-            stores.accounts.clone(),
-            Some(&auth),
-            berth_runtime::Settings::default(),
+        let events = Arc::new(Recorder::default());
+        let registry = Arc::new(
+            berth_core::Registry::new(stores.blobs.clone(), stores.metadata.clone())
+                .with_events(events.clone()),
         );
+        let router = Routes::new()
+            .registry(registry, berth_runtime::Settings::default())
+            .accounts(&auth, stores.accounts.clone(), stores.metadata.clone())
+            .events(events.clone())
+            .build();
         let (addr, _) = serve_on_loopback(router).await;
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -50,6 +70,7 @@ impl Registry {
             .expect("a client");
         Self {
             addr,
+            events,
             client,
             ring,
             accounts: stores.accounts,
@@ -905,5 +926,138 @@ async fn admin_and_library_are_made_once_only() {
             .expect("read")
             .is_none(),
         "a deleted admin stays deleted"
+    );
+}
+
+impl Registry {
+    /// The events published since the last call.
+    fn take_events(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_is_published_once_with_its_actor() {
+    use reqwest::Method;
+    let registry = populated().await;
+    let setup = registry.take_events();
+    let changes: Vec<_> = setup
+        .iter()
+        .map(|event| (event.actor.clone(), event.kind.clone()))
+        .collect();
+    let admin = Actor::User("admin".into());
+    for (resource, name) in [
+        (AccountResource::User, "dev"),
+        (AccountResource::Project, "team"),
+        (AccountResource::Member, "team/guest"),
+    ] {
+        let change = (
+            admin.clone(),
+            EventKind::AccountChanged {
+                resource,
+                operation: Operation::Create,
+                name: name.into(),
+            },
+        );
+        assert_eq!(
+            changes.iter().filter(|c| **c == change).count(),
+            1,
+            "{change:?} in {changes:?}"
+        );
+    }
+    assert!(
+        setup
+            .iter()
+            .all(|event| event.entry == EntryPoint::Management
+                && event.client == "127.0.0.1"
+                && !event.request_id.is_empty()),
+        "{setup:?}"
+    );
+
+    // A refused sign-in names the account, never the password.
+    let (status, _) = registry.token(Some(("dev", "Wrong-password-1")), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let refused = registry.take_events();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        refused[0].kind,
+        EventKind::LoginFailed {
+            username: "dev".into()
+        }
+    );
+    assert_eq!(refused[0].actor, Actor::Anonymous);
+    assert_eq!(refused[0].entry, EntryPoint::Token);
+    assert!(!format!("{refused:?}").contains("Wrong-password"));
+
+    // A push, a pull and a delete, each by whoever did it, once each.
+    let (_, token) = registry
+        .token(DEV, &["repository:team/app:pull,push"])
+        .await;
+    assert_eq!(
+        registry.push("team/app", "v1", &token).await,
+        StatusCode::CREATED
+    );
+    let manifest = "/v2/team/app/manifests/v1";
+    let head = registry
+        .registry(Method::HEAD, manifest, &token, None)
+        .await;
+    assert_eq!(head.status(), StatusCode::OK);
+    let digest = head.headers()["docker-content-digest"]
+        .to_str()
+        .expect("a digest")
+        .to_owned();
+    let pulled = registry.registry(Method::GET, manifest, &token, None).await;
+    assert_eq!(pulled.status(), StatusCode::OK);
+    let dev = Actor::User("dev".into());
+    let (_, admin_token) = registry.token(ADMIN, &["repository:team/app:delete"]).await;
+    let deleted = registry
+        .registry(
+            Method::DELETE,
+            &format!("/v2/team/app/manifests/{digest}"),
+            &admin_token,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+
+    let events = registry.take_events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| berth_app::event_log::describe(&event.kind).0)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "login_succeeded",
+            "blob_pushed",
+            "manifest_pushed",
+            "manifest_pulled",
+            "login_succeeded",
+            "manifest_deleted"
+        ],
+        "a HEAD is no pull: {events:?}"
+    );
+    let actors: Vec<&Actor> = events.iter().map(|event| &event.actor).collect();
+    assert_eq!(actors, [&dev, &dev, &dev, &dev, &admin, &admin]);
+    match &events[2].kind {
+        EventKind::ManifestPushed {
+            repository, tag, ..
+        } => {
+            assert_eq!(repository.as_str(), "team/app");
+            assert_eq!(tag.as_ref().map(|t| t.as_str()), Some("v1"));
+        }
+        other => panic!("not a push: {other:?}"),
+    }
+    match &events[3].kind {
+        EventKind::ManifestPulled { digest: pulled, .. } => assert_eq!(pulled.as_str(), digest),
+        other => panic!("not a pull: {other:?}"),
+    }
+    let mut ids: Vec<&str> = events.iter().map(|e| e.request_id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), events.len(), "one request each: {events:?}");
+    assert!(
+        events[1..4]
+            .iter()
+            .all(|event| event.entry == EntryPoint::Registry)
     );
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use berth_replication::remote::{ByteStream, Digest, RemoteConfig, RemoteError, RemoteRegistry};
+use berth_runtime::Routes;
 use berth_runtime::Settings;
-use berth_runtime::auth::full_router;
 use berth_tests::authed::{ADMIN_PASSWORD, authed_parts, serve_on_loopback};
 use berth_tests::distribution::{Distribution, free_port};
 use berth_tests::{content, descriptor, media, sha256};
@@ -36,13 +36,14 @@ impl Drop for Berth {
 impl Berth {
     async fn start(settings: Settings) -> Self {
         let parts = authed_parts().await;
-        let router = full_router(
-            parts.stores.registry(),
-            parts.stores.metadata.clone(),
-            parts.stores.accounts.clone(),
-            Some(&parts.auth),
-            settings,
-        );
+        let router = Routes::new()
+            .registry(parts.stores.registry(), settings)
+            .accounts(
+                &parts.auth,
+                parts.stores.accounts.clone(),
+                parts.stores.metadata.clone(),
+            )
+            .build();
         let (addr, server) = serve_on_loopback(router).await;
         let data_dir = parts.data_dir;
         Self {

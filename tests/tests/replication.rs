@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use berth_core::EventBus;
 use berth_replication::remote::{RemoteConfig, RemoteRegistry};
-use berth_runtime::auth::full_router_with_replication;
+use berth_runtime::Routes;
 use berth_tests::authed::{ADMIN_PASSWORD, authed_parts, serve_on_loopback};
 use berth_tests::distribution::{Distribution, free_port};
 use berth_tests::{Image, index, media, platform_descriptor, sha256};
@@ -31,16 +32,23 @@ impl Berth {
         let parts = authed_parts().await;
         let secrets =
             berth_runtime::replication::local_secrets(parts.data_dir.path(), None).expect("a key");
-        let replication = berth_runtime::replication::start_local(&parts.stores, secrets, |r| {
-            r.with_retry_base(Duration::from_millis(200))
-        });
-        let router = full_router_with_replication(
-            parts.stores.metadata.clone(),
-            parts.stores.accounts.clone(),
-            Some(&parts.auth),
-            berth_runtime::Settings::default(),
-            &replication,
-        );
+        let replication =
+            berth_runtime::replication::start_local(&parts.stores, secrets, EventBus::new(), |r| {
+                r.with_retry_base(Duration::from_millis(200))
+            });
+        let router = Routes::new()
+            .registry(
+                replication.registry.clone(),
+                berth_runtime::Settings::default(),
+            )
+            .accounts(
+                &parts.auth,
+                parts.stores.accounts.clone(),
+                parts.stores.metadata.clone(),
+            )
+            .replication(|management| replication.api(management))
+            .events(replication.events.clone())
+            .build();
         let (addr, _) = serve_on_loopback(router).await;
         let data_dir = parts.data_dir;
         Self {

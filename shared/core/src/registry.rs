@@ -13,8 +13,9 @@ use futures_util::{Stream, StreamExt};
 
 use crate::digest::{Algorithm, Digest, DigestHasher};
 use crate::error::{ErrorCode, ErrorHint, RegistryError, Result};
+use crate::events::{Event, EventKind, EventSink, RequestContext};
 use crate::manifest::{ReferrerDescriptor, parse_manifest};
-use crate::names::{Reference, RepositoryName, Tag, UploadId};
+use crate::names::{Reference, RepositoryName, UploadId};
 use crate::ports::{
     BlobStore, ByteStream, ManifestRecord, MetadataStore, StagedUpload, UploadSession,
 };
@@ -33,37 +34,17 @@ pub struct Registry {
     events: Option<Arc<dyn EventSink>>,
 }
 
-/// Something that happened to a repository's artifacts, for those who follow it
-/// (replication).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegistryEvent {
-    /// A manifest was stored, under `tag` when pushed by tag.
-    Pushed {
-        repository: RepositoryName,
-        digest: Digest,
-        tag: Option<Tag>,
-    },
-    /// A manifest (with every tag pointing at it) was deleted.
-    ManifestDeleted {
-        repository: RepositoryName,
-        digest: Digest,
-    },
-    /// One tag was deleted; its manifest stays.
-    TagDeleted {
-        repository: RepositoryName,
-        tag: Tag,
-    },
-}
-
-/// Receives the registry's events once they are durable. Publishing must not block: a slow
-/// follower queues, it never holds up a push.
-pub trait EventSink: Send + Sync + 'static {
-    fn publish(&self, event: RegistryEvent);
-}
-
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+fn blob_pushed(repository: &RepositoryName, digest: &Digest, size: u64) -> EventKind {
+    EventKind::BlobPushed {
+        repository: repository.clone(),
+        digest: digest.clone(),
+        size,
     }
 }
 
@@ -122,22 +103,22 @@ impl Registry {
         }
     }
 
-    /// Publishes pushes and deletions to `events` (in a Lambda deployment the table's stream
-    /// carries them instead).
+    /// Publishes what happens to `events` (in a Lambda deployment the table's stream and the
+    /// functions' log lines carry it instead).
     pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
         self.events = Some(events);
         self
     }
 
-    fn publish(&self, event: RegistryEvent) {
+    fn publish(&self, context: &RequestContext, kind: impl FnOnce() -> EventKind) {
         if let Some(events) = &self.events {
-            events.publish(event);
+            events.publish(&Event::now(context, kind()));
         }
     }
 
     // ----- manifests -----
 
-    /// The manifest a tag or digest names.
+    /// The manifest a tag or digest names, without recording a pull (`HEAD`, copies).
     pub async fn manifest(
         &self,
         repository: &RepositoryName,
@@ -150,9 +131,26 @@ impl Registry {
         found.ok_or_else(|| manifest_unknown(reference))
     }
 
+    /// The manifest a tag or digest names, pulled in `context`.
+    pub async fn pull_manifest(
+        &self,
+        context: &RequestContext,
+        repository: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<ManifestRecord> {
+        let record = self.manifest(repository, reference).await?;
+        self.publish(context, || EventKind::ManifestPulled {
+            repository: repository.clone(),
+            reference: reference.clone(),
+            digest: record.digest.clone(),
+        });
+        Ok(record)
+    }
+
     /// Validates and stores a manifest; a tag reference is moved to it. Returns the record.
     pub async fn put_manifest(
         &self,
+        context: &RequestContext,
         repository: &RepositoryName,
         reference: &Reference,
         content_type: Option<&str>,
@@ -223,10 +221,12 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         self.meta.put_manifest(repository, &record, tag).await?;
-        self.publish(RegistryEvent::Pushed {
+        self.publish(context, || EventKind::ManifestPushed {
             repository: repository.clone(),
             digest: record.digest.clone(),
             tag: tag.cloned(),
+            media_type: record.media_type.clone(),
+            size: record.bytes.len() as u64,
         });
         Ok(record)
     }
@@ -234,6 +234,7 @@ impl Registry {
     /// Deletes a manifest (by digest, with every tag pointing at it) or only a tag.
     pub async fn delete_manifest(
         &self,
+        context: &RequestContext,
         repository: &RepositoryName,
         reference: &Reference,
     ) -> Result<()> {
@@ -244,12 +245,12 @@ impl Registry {
         if !existed {
             return Err(manifest_unknown(reference));
         }
-        self.publish(match reference {
-            Reference::Digest(digest) => RegistryEvent::ManifestDeleted {
+        self.publish(context, || match reference {
+            Reference::Digest(digest) => EventKind::ManifestDeleted {
                 repository: repository.clone(),
                 digest: digest.clone(),
             },
-            Reference::Tag(tag) => RegistryEvent::TagDeleted {
+            Reference::Tag(tag) => EventKind::TagDeleted {
                 repository: repository.clone(),
                 tag: tag.clone(),
             },
@@ -275,16 +276,23 @@ impl Registry {
     /// Reads a blob, or the part a `Range` header asks for.
     pub async fn read_blob(
         &self,
+        context: &RequestContext,
         repository: &RepositoryName,
         digest: &Digest,
         range_header: Option<&str>,
     ) -> Result<BlobRead> {
         let size = self.blob_size(repository, digest).await?;
+        let pulled = || EventKind::BlobPulled {
+            repository: repository.clone(),
+            digest: digest.clone(),
+        };
         if let Some(url) = self.blobs.redirect_url(digest).await? {
+            self.publish(context, pulled);
             return Ok(BlobRead::Redirect(url));
         }
         let range = resolve_range(range_header, size)?;
         let body = self.blobs.read(digest, range.clone()).await?;
+        self.publish(context, pulled);
         Ok(BlobRead::Bytes {
             size,
             range,
@@ -303,8 +311,17 @@ impl Registry {
     }
 
     /// Removes the repository's link to a blob. The bytes stay until garbage collection.
-    pub async fn delete_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<()> {
+    pub async fn delete_blob(
+        &self,
+        context: &RequestContext,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<()> {
         if self.meta.unlink_blob(repository, digest).await? {
+            self.publish(context, || EventKind::BlobDeleted {
+                repository: repository.clone(),
+                digest: digest.clone(),
+            });
             Ok(())
         } else {
             Err(blob_unknown(digest))
@@ -317,6 +334,7 @@ impl Registry {
     /// repository has it.
     pub async fn start_upload(
         &self,
+        context: &RequestContext,
         repository: &RepositoryName,
         mount: Option<(&Digest, Option<&RepositoryName>)>,
     ) -> Result<UploadStart> {
@@ -327,6 +345,11 @@ impl Registry {
                 .await?;
             if let Some(size) = sizes.into_iter().next().flatten() {
                 self.meta.link_blob(repository, digest, size).await?;
+                self.publish(context, || EventKind::BlobMounted {
+                    repository: repository.clone(),
+                    digest: digest.clone(),
+                    from: from.clone(),
+                });
                 return Ok(UploadStart::Mounted(digest.clone()));
             }
         }
@@ -349,6 +372,7 @@ impl Registry {
     /// Uploads a whole blob in one request (`POST ?digest=`), verifying it as it streams.
     pub async fn upload_whole(
         &self,
+        context: &RequestContext,
         repository: &RepositoryName,
         digest: &Digest,
         body: ByteStream,
@@ -369,13 +393,20 @@ impl Registry {
             };
             verify_digest(hasher.finish(), digest)?;
             self.blobs.commit(&staged, digest).await?;
-            self.meta.link_blob(repository, digest, written).await
+            self.meta.link_blob(repository, digest, written).await?;
+            Ok(written)
         }
         .await;
-        if outcome.is_err() {
-            self.blobs.abort(&staged).await.ok();
+        match outcome {
+            Ok(size) => {
+                self.publish(context, || blob_pushed(repository, digest, size));
+                Ok(())
+            }
+            Err(error) => {
+                self.blobs.abort(&staged).await.ok();
+                Err(error)
+            }
         }
-        outcome
     }
 
     /// The number of bytes an upload holds so far.
@@ -400,6 +431,7 @@ impl Registry {
     /// blob and links it to the repository.
     pub async fn complete_upload(
         &self,
+        context: &RequestContext,
         repository: &RepositoryName,
         id: &UploadId,
         digest: &Digest,
@@ -423,7 +455,11 @@ impl Registry {
         self.meta
             .link_blob(repository, digest, session.staged.size)
             .await?;
-        self.meta.delete_upload(id).await
+        self.meta.delete_upload(id).await?;
+        self.publish(context, || {
+            blob_pushed(repository, digest, session.staged.size)
+        });
+        Ok(())
     }
 
     /// Cancels an upload and drops what it staged.

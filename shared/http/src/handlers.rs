@@ -9,7 +9,9 @@ use berth_core::manifest::{MAX_MANIFEST_BYTES, media_type};
 use berth_core::ports::ByteStream;
 use berth_core::range::parse_content_range;
 use berth_core::registry::{BlobRead, Page, UploadStart, upload_location};
-use berth_core::{ErrorCode, RegistryError, RepositoryName, Result, UploadId};
+use berth_core::{
+    Actor, ErrorCode, RegistryError, RepositoryName, RequestContext, Result, UploadId,
+};
 use futures_util::TryStreamExt;
 use http::header::{
     ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LINK, LOCATION, RANGE,
@@ -18,9 +20,9 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, StatusCode};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::App;
 use crate::endpoint::{Endpoint, Pagination, UploadKind};
 use crate::response::{header_value, upload_range};
-use crate::{App, Caller};
 
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
@@ -35,7 +37,7 @@ pub(crate) async fn handle(
     endpoint: Endpoint,
     parts: &Parts,
     body: Body,
-    caller: &Caller,
+    context: &RequestContext,
 ) -> Result<Response> {
     let registry = &app.registry;
     match endpoint {
@@ -46,7 +48,11 @@ pub(crate) async fn handle(
             reference,
             head,
         } => {
-            let manifest = registry.manifest(&name, &reference).await?;
+            let manifest = if head {
+                registry.manifest(&name, &reference).await?
+            } else {
+                registry.pull_manifest(context, &name, &reference).await?
+            };
             let response = Response::builder()
                 .status(StatusCode::OK)
                 .header(CONTENT_TYPE, header_value(&manifest.media_type))
@@ -70,7 +76,7 @@ pub(crate) async fn handle(
                 .and_then(|v| v.to_str().ok());
             let bytes = read_manifest_body(&parts.headers, body).await?;
             let manifest = registry
-                .put_manifest(&name, &reference, content_type, bytes)
+                .put_manifest(context, &name, &reference, content_type, bytes)
                 .await?;
             let mut response = Response::builder()
                 .status(StatusCode::CREATED)
@@ -90,7 +96,7 @@ pub(crate) async fn handle(
         }
 
         Endpoint::DeleteManifest { name, reference } => {
-            registry.delete_manifest(&name, &reference).await?;
+            registry.delete_manifest(context, &name, &reference).await?;
             empty(StatusCode::ACCEPTED)
         }
 
@@ -117,7 +123,7 @@ pub(crate) async fn handle(
             head: false,
         } => {
             let range = parts.headers.get(RANGE).and_then(|v| v.to_str().ok());
-            match registry.read_blob(&name, &digest, range).await? {
+            match registry.read_blob(context, &name, &digest, range).await? {
                 BlobRead::Redirect(url) => build(
                     Response::builder()
                         .status(StatusCode::TEMPORARY_REDIRECT)
@@ -147,26 +153,26 @@ pub(crate) async fn handle(
         }
 
         Endpoint::DeleteBlob { name, digest } => {
-            registry.delete_blob(&name, &digest).await?;
+            registry.delete_blob(context, &name, &digest).await?;
             empty(StatusCode::ACCEPTED)
         }
 
         Endpoint::StartUpload { name, start } => match start {
             UploadKind::Monolithic(digest) => {
                 registry
-                    .upload_whole(&name, &digest, body_stream(body))
+                    .upload_whole(context, &name, &digest, body_stream(body))
                     .await?;
                 blob_created(&name, digest.as_str())
             }
             UploadKind::Session => {
-                let started = registry.start_upload(&name, None).await?;
-                upload_started(app, &name, started, caller)
+                let started = registry.start_upload(context, &name, None).await?;
+                upload_started(app, &name, started, context)
             }
             UploadKind::Mount { digest, from } => {
                 let started = registry
-                    .start_upload(&name, Some((&digest, from.as_ref())))
+                    .start_upload(context, &name, Some((&digest, from.as_ref())))
                     .await?;
-                upload_started(app, &name, started, caller)
+                upload_started(app, &name, started, context)
             }
         },
 
@@ -190,17 +196,8 @@ pub(crate) async fn handle(
                 None
             };
             registry
-                .complete_upload(&name, &id, &digest, last_chunk)
+                .complete_upload(context, &name, &id, &digest, last_chunk)
                 .await?;
-            if app.settings.upload_front.is_some() {
-                tracing::info!(
-                    target: "berth::audit",
-                    actor = caller.actor.as_deref().unwrap_or_default(),
-                    repository = %name,
-                    digest = %digest,
-                    "blob pushed through the upload front"
-                );
-            }
             blob_created(&name, digest.as_str())
         }
 
@@ -308,7 +305,7 @@ fn upload_started(
     app: &App,
     name: &RepositoryName,
     started: UploadStart,
-    caller: &Caller,
+    context: &RequestContext,
 ) -> Result<Response> {
     match started {
         UploadStart::Mounted(digest) => blob_created(name, digest.as_str()),
@@ -317,7 +314,10 @@ fn upload_started(
             let headers = response.headers_mut();
             if let Some(handoff) = &app.settings.upload_handoff {
                 // The bytes go to the upload front, which takes any size: no chunk limit.
-                let actor = caller.actor.as_deref().unwrap_or_default();
+                let actor = match &context.actor {
+                    Actor::User(name) | Actor::Robot(name) => name.as_str(),
+                    Actor::Anonymous | Actor::System(_) => "",
+                };
                 headers.insert(LOCATION, header_value(&handoff.location(name, &id, actor)?));
                 headers.insert(OCI_CHUNK_MIN_LENGTH, header_value("1"));
                 return Ok(response);

@@ -20,7 +20,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use berth_core::{ErrorCode, Registry, RegistryError};
+use berth_core::{Actor, EntryPoint, ErrorCode, Registry, RegistryError, RequestContext};
 use futures_util::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderName, HeaderValue};
@@ -83,12 +83,24 @@ impl Default for Settings {
     }
 }
 
-/// Who a request comes from, once admitted.
-#[derive(Debug, Default)]
-pub(crate) struct Caller {
-    /// The account the token or the upload grant names (empty: anonymous); `None` without
-    /// auth.
-    pub actor: Option<String>,
+/// The id the access log gives a request, for the handlers' request context.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub String);
+
+/// The request context of a request, from what the edge knows of it: the request id the
+/// access log gave it, the client's address, and who `actor` is.
+pub(crate) fn request_context(
+    extensions: &http::Extensions,
+    actor: Actor,
+    entry: EntryPoint,
+) -> RequestContext {
+    let request_id = extensions
+        .get::<RequestId>()
+        .map_or_else(String::new, |id| id.0.clone());
+    let client = extensions
+        .get::<ClientAddress>()
+        .map_or_else(|| "unknown".to_owned(), |address| address.0.clone());
+    RequestContext::new(actor, request_id, client, entry)
 }
 
 pub(crate) struct App {
@@ -112,13 +124,15 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let sent_body = has_body(&parts.headers);
     let mut admitted = None;
+    let mut actor_slot = None;
+    let known_actor = &mut actor_slot;
     let result = async {
         let mut endpoint = Endpoint::parse(&parts.method, parts.uri.path(), parts.uri.query())?;
-        let mut caller = Caller::default();
+        let (mut actor, mut entry) = (Actor::Anonymous, EntryPoint::Registry);
         if let Some(key) = &app.settings.upload_front {
             // Before any of the body is read: a refused upload writes nothing.
             let grant = front::admit(key, &endpoint, parts.uri.query())?;
-            caller.actor = Some(grant.grant.actor.clone());
+            (actor, entry) = (Actor::named(&grant.grant.actor), EntryPoint::UploadFront);
             admitted = Some(grant);
         } else {
             if let Some(role) = app.settings.role
@@ -131,9 +145,11 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
             }
             if let Some(auth) = &app.settings.auth {
                 auth.refresh_keys_for(&parts.headers).await;
-                caller.actor = Some(auth.authorize(&mut endpoint, &parts.headers)?);
+                actor = Actor::named(&auth.authorize(&mut endpoint, &parts.headers)?);
             }
         }
+        let context = request_context(&parts.extensions, actor, entry);
+        *known_actor = Some(context.actor.clone());
         let body = match app.settings.max_body {
             Some(limit) => {
                 let whole = read_whole(&endpoint, &parts.headers, body, limit).await?;
@@ -147,11 +163,14 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
             }
             None => body,
         };
-        handlers::handle(&app, endpoint, &parts, body, &caller).await
+        handlers::handle(&app, endpoint, &parts, body, &context).await
     }
     .await;
     let mut response = result.unwrap_or_else(|error| ApiError(error).into_response());
     let failed = response.status().is_client_error() || response.status().is_server_error();
+    if let Some(actor) = actor_slot {
+        response.extensions_mut().insert(actor);
+    }
     let headers = response.headers_mut();
     if let Some(admitted) = &admitted {
         front::keep_grant(headers, admitted);
@@ -251,26 +270,35 @@ pub(crate) async fn access_log(request: Request, next: Next) -> Response {
         );
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let mut request = request;
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
     let mut response = next.run(request).await;
     let status = response.status().as_u16();
     let elapsed_us = started.elapsed().as_micros() as u64;
+    // Who the request turned out to be, once its credentials were checked.
+    let actor = response
+        .extensions()
+        .get::<Actor>()
+        .map_or("", |actor| actor.name());
     match response.extensions().get::<Failure>() {
         Some(Failure {
             code,
             cause: Some(cause),
         }) => tracing::error!(
             target: "berth::access",
-            request_id, %method, path, status, elapsed_us, code = code.as_str(), cause,
+            request_id, %method, path, status, elapsed_us, actor, code = code.as_str(), cause,
             "request failed"
         ),
         Some(Failure { code, cause: None }) => tracing::info!(
             target: "berth::access",
-            request_id, %method, path, status, elapsed_us, code = code.as_str(),
+            request_id, %method, path, status, elapsed_us, actor, code = code.as_str(),
             "request refused"
         ),
         None => tracing::info!(
             target: "berth::access",
-            request_id, %method, path, status, elapsed_us,
+            request_id, %method, path, status, elapsed_us, actor,
             "request served"
         ),
     }

@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 
 use crate::Router;
 use crate::api::{
-    API_PREFIX, ManagementApi, Reply, admin_caller, bad_request, created, json_reply, not_found,
-    ok, page, query_value, read_json,
+    API_PREFIX, ManagementApi, Reply, bad_request, created, json_reply, not_found, ok, page,
+    query_value, read_json,
 };
 
 /// What the replication API works on.
@@ -62,7 +62,7 @@ impl ReplicationApi {
 
     async fn admit(&self, parts: &Parts) -> Result<()> {
         match &self.accounts {
-            Some(api) => admin_caller(api, parts).await.map(|_| ()),
+            Some(api) => api.admin_caller(parts).await.map(drop),
             None => Ok(()),
         }
     }

@@ -20,8 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use berth_app::SignIn;
 use berth_auth::{Principal, TokenService, parse_scopes, unix_now};
-use berth_core::{ErrorCode, RegistryError, Result};
+use berth_core::{Actor, EntryPoint, ErrorCode, EventSink, RegistryError, Result};
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -59,6 +60,7 @@ pub async fn remember_peer(mut request: Request, next: axum::middleware::Next) -
 #[derive(Debug)]
 pub struct TokenEndpoint {
     service: Arc<TokenService>,
+    sign_in: SignIn,
     /// The service name tokens are for; a request naming another is refused.
     service_name: String,
 }
@@ -66,9 +68,16 @@ pub struct TokenEndpoint {
 impl TokenEndpoint {
     pub fn new(service: Arc<TokenService>, service_name: impl Into<String>) -> Self {
         Self {
+            sign_in: SignIn::new(service.clone()),
             service,
             service_name: service_name.into(),
         }
+    }
+
+    /// Publishes sign-ins, accepted and refused, to `events`.
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.sign_in = self.sign_in.with_events(events);
+        self
     }
 }
 
@@ -90,10 +99,13 @@ pub(crate) async fn method_not_allowed(method: Method, uri: http::Uri) -> ApiErr
 }
 
 async fn answer(State(endpoint): State<Arc<TokenEndpoint>>, request: Request) -> Response {
-    match issue(&endpoint, request).await {
+    let mut actor = Actor::Anonymous;
+    let mut response = match issue(&endpoint, request, &mut actor).await {
         Ok(response) => response,
         Err(error) => ApiError(error).into_response(),
-    }
+    };
+    response.extensions_mut().insert(actor);
+    response
 }
 
 /// What a token request asks for, from either form.
@@ -106,12 +118,9 @@ struct TokenRequest {
     offline: bool,
 }
 
-async fn issue(endpoint: &TokenEndpoint, request: Request) -> Result<Response> {
-    let source = request
-        .extensions()
-        .get::<ClientAddress>()
-        .map_or_else(|| "unknown".to_owned(), |address| address.0.clone());
+async fn issue(endpoint: &TokenEndpoint, request: Request, actor: &mut Actor) -> Result<Response> {
     let (parts, body) = request.into_parts();
+    let context = crate::request_context(&parts.extensions, Actor::Anonymous, EntryPoint::Token);
     let request = if parts.method == Method::POST {
         read_form(&parts.headers, body).await?
     } else {
@@ -134,12 +143,15 @@ async fn issue(endpoint: &TokenEndpoint, request: Request) -> Result<Response> {
     let principal = match (&request.refresh_token, &request.credentials) {
         (Some(refresh), _) => service.authenticate_refresh(refresh, now).await?,
         (None, Some((name, secret))) => {
-            service
-                .authenticate(Some((name, secret)), &source, now)
+            endpoint
+                .sign_in
+                .authenticate(&context, Some((name, secret)), true)
                 .await?
+                .principal
         }
         (None, None) => Principal::Anonymous,
     };
+    *actor = Actor::named(principal.subject());
     let access = service.grant(&principal, &scopes, now).await?;
     tracing::info!(
         target: "berth::token",

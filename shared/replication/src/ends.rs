@@ -7,7 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use berth_core::ports::ByteStream;
 use berth_core::registry::UploadStart;
-use berth_core::{Digest, ErrorCode, Reference, Registry, RegistryError, RepositoryName};
+use berth_core::{
+    Digest, ErrorCode, Reference, Registry, RegistryError, RepositoryName, RequestContext,
+};
 use bytes::Bytes;
 
 use crate::remote::{RemoteError, RemoteManifest, RemoteRegistry};
@@ -134,11 +136,16 @@ impl End for RemoteRegistry {
 #[derive(Debug, Clone)]
 pub struct LocalEnd {
     registry: Arc<Registry>,
+    /// What replication does here is done by replication.
+    context: RequestContext,
 }
 
 impl LocalEnd {
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            context: RequestContext::system("replication", ""),
+        }
     }
 }
 
@@ -202,6 +209,7 @@ impl End for LocalEnd {
         let record = self
             .registry
             .put_manifest(
+                &self.context,
                 &repository(repo)?,
                 &reference(reference_text)?,
                 Some(media_type),
@@ -214,7 +222,11 @@ impl End for LocalEnd {
     async fn delete_manifest(&self, repo: &str, reference_text: &str) -> CopyResult<bool> {
         let deleted = self
             .registry
-            .delete_manifest(&repository(repo)?, &reference(reference_text)?)
+            .delete_manifest(
+                &self.context,
+                &repository(repo)?,
+                &reference(reference_text)?,
+            )
             .await;
         Ok(absent_if(deleted, MANIFEST_ABSENT)?.is_some())
     }
@@ -238,7 +250,7 @@ impl End for LocalEnd {
         let from = repository(from)?;
         match self
             .registry
-            .start_upload(&target, Some((digest, Some(&from))))
+            .start_upload(&self.context, &target, Some((digest, Some(&from))))
             .await?
         {
             UploadStart::Mounted(_) => Ok(true),
@@ -257,7 +269,7 @@ impl End for LocalEnd {
         body: ByteStream,
     ) -> CopyResult<u64> {
         self.registry
-            .upload_whole(&repository(repo)?, digest, body)
+            .upload_whole(&self.context, &repository(repo)?, digest, body)
             .await?;
         Ok(size)
     }

@@ -12,7 +12,7 @@ use berth_core::replication::{
     Direction, Execution, IdKind, Operation, Policy, RegistryEndpoint, ReplicationStore, Task,
     TaskStatus, Trigger, TriggerKind,
 };
-use berth_core::{AccountStore, ErrorCode, Registry, RegistryError, RegistryEvent, Result};
+use berth_core::{AccountStore, ErrorCode, EventKind, Registry, RegistryError, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::copy::{CopyJob, MountHints, copy_artifact};
@@ -60,27 +60,30 @@ pub enum Event {
     },
 }
 
-impl From<RegistryEvent> for Event {
-    fn from(event: RegistryEvent) -> Self {
-        match event {
-            RegistryEvent::Pushed {
+impl Event {
+    /// The replication event of a registry event, for those that start event-based policies.
+    pub fn of(event: &berth_core::Event) -> Option<Self> {
+        Some(match &event.kind {
+            EventKind::ManifestPushed {
                 repository,
                 digest,
                 tag,
+                ..
             } => Self::Pushed {
                 repository: repository.as_str().to_owned(),
                 digest: digest.to_string(),
-                tag: tag.map(|t| t.as_str().to_owned()),
+                tag: tag.as_ref().map(|t| t.as_str().to_owned()),
             },
-            RegistryEvent::ManifestDeleted { repository, digest } => Self::ManifestDeleted {
+            EventKind::ManifestDeleted { repository, digest } => Self::ManifestDeleted {
                 repository: repository.as_str().to_owned(),
                 digest: digest.to_string(),
             },
-            RegistryEvent::TagDeleted { repository, tag } => Self::TagDeleted {
+            EventKind::TagDeleted { repository, tag } => Self::TagDeleted {
                 repository: repository.as_str().to_owned(),
                 tag: tag.as_str().to_owned(),
             },
-        }
+            _ => return None,
+        })
     }
 }
 

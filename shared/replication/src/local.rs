@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_core::{EventSink, RegistryError, RegistryEvent, Result};
+use berth_core::{EventSink, RegistryError, Result};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::engine::{DeadLetter, DeadLetters, Dispatch, Job, Replicator, unix_now};
+use crate::engine::{DeadLetter, DeadLetters, Dispatch, Event, Job, Replicator, unix_now};
 
 /// How often the local scheduler looks for due schedules.
 const TICK: Duration = Duration::from_secs(5);
@@ -112,8 +112,11 @@ impl Dispatch for LocalQueue {
 }
 
 impl EventSink for LocalQueue {
-    fn publish(&self, event: RegistryEvent) {
-        if self.send(Job::Event(event.into())).is_err() {
+    fn publish(&self, event: &berth_core::Event) {
+        let Some(event) = Event::of(event) else {
+            return;
+        };
+        if self.send(Job::Event(event)).is_err() {
             tracing::warn!("replication is not running: an event was not replicated");
         }
     }

@@ -13,12 +13,8 @@ use std::time::Duration;
 pub use berth_auth::PasswordHasher;
 use berth_auth::{KeyRing, TokenIssuer, TokenService, TokenVerifier, generate_es256_pem};
 use berth_core::accounts::{Project, User};
-use berth_core::ports::MetadataStore;
-use berth_core::{AccountStore, Registry, RegistryError, Result};
-use berth_http::{
-    AccountSettings, ManagementApi, RegistryAuth, Router, Settings, TokenEndpoint, api_router,
-    token_router,
-};
+use berth_core::{AccountStore, RegistryError, Result};
+use berth_http::{AccountSettings, RegistryAuth};
 
 /// The user who exists from the start.
 pub const ADMIN_USER: &str = "admin";
@@ -230,113 +226,6 @@ pub fn registry_auth(config: &AuthConfig, ring: &KeyRing) -> RegistryAuth {
     let verifier =
         TokenVerifier::new(&config.service, &config.service, ring).with_cache(VERIFIED_TOKEN_CACHE);
     RegistryAuth::new(verifier, &config.service, config.realm.clone())
-}
-
-/// Every endpoint of one process: the registry under `/v2/`, and, with auth, the token
-/// endpoint and the management API.
-pub fn full_router(
-    registry: Arc<Registry>,
-    metadata: Arc<dyn MetadataStore>,
-    accounts: Arc<dyn AccountStore>,
-    auth: Option<&Auth>,
-    settings: Settings,
-) -> Router {
-    let Some(auth) = auth else {
-        return berth_http::router(registry, settings);
-    };
-    let settings = Settings {
-        auth: Some(auth.registry.clone()),
-        ..settings
-    };
-    account_router(auth, accounts, metadata).merge(berth_http::router(registry, settings))
-}
-
-/// [`full_router`] over the registry of `replication`, with the replication API next to the
-/// management API.
-#[cfg(feature = "replication")]
-pub fn full_router_with_replication(
-    metadata: Arc<dyn MetadataStore>,
-    accounts: Arc<dyn AccountStore>,
-    auth: Option<&Auth>,
-    settings: Settings,
-    replication: &crate::replication::LocalReplication,
-) -> Router {
-    use berth_http::replication::{ReplicationApi, replication_router, replication_routes};
-    let api = |management| {
-        Arc::new(
-            ReplicationApi::new(replication.replicator.clone(), management)
-                .with_dead_letters(replication.dead_letters.clone()),
-        )
-    };
-    let registry = replication.registry.clone();
-    let Some(auth) = auth else {
-        return berth_http::router(registry, settings).merge(replication_router(api(None)));
-    };
-    let settings = Settings {
-        auth: Some(auth.registry.clone()),
-        ..settings
-    };
-    let management = Arc::new(management_api(auth, accounts, metadata));
-    let replication = api(Some(management.clone()));
-    token_router(Arc::new(TokenEndpoint::new(
-        auth.tokens.clone(),
-        &auth.config.service,
-    )))
-    .merge(berth_http::api_router_with(
-        management,
-        replication_routes(replication),
-    ))
-    .merge(berth_http::router(registry, settings))
-}
-
-fn management_api(
-    auth: &Auth,
-    accounts: Arc<dyn AccountStore>,
-    metadata: Arc<dyn MetadataStore>,
-) -> ManagementApi {
-    ManagementApi::new(
-        accounts,
-        metadata,
-        auth.tokens.clone(),
-        auth.config.accounts,
-    )
-}
-
-/// The token endpoint and the management API: what the token function serves, and what
-/// `berth serve` serves next to the registry.
-pub fn account_router(
-    auth: &Auth,
-    accounts: Arc<dyn AccountStore>,
-    metadata: Arc<dyn MetadataStore>,
-) -> Router {
-    let api = management_api(auth, accounts, metadata);
-    token_router(Arc::new(TokenEndpoint::new(
-        auth.tokens.clone(),
-        &auth.config.service,
-    )))
-    .merge(api_router(Arc::new(api)))
-}
-
-/// [`account_router`] with the replication API next to the management API, sharing its
-/// callers' authentication: what the token function serves in a deployment with replication.
-/// `replication` makes the API given the management API.
-#[cfg(feature = "replication")]
-pub fn account_router_with_replication(
-    auth: &Auth,
-    accounts: Arc<dyn AccountStore>,
-    metadata: Arc<dyn MetadataStore>,
-    replication: impl FnOnce(Arc<ManagementApi>) -> berth_http::replication::ReplicationApi,
-) -> Router {
-    let management = Arc::new(management_api(auth, accounts, metadata));
-    let replication = Arc::new(replication(management.clone()));
-    token_router(Arc::new(TokenEndpoint::new(
-        auth.tokens.clone(),
-        &auth.config.service,
-    )))
-    .merge(berth_http::api_router_with(
-        management,
-        berth_http::replication::replication_routes(replication),
-    ))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Berth's composition root: it turns configuration into ready stores, a [`Registry`] and the
+//! Berth's composition root: it turns configuration into ready stores, a [`Registry`](berth_core::Registry) and the
 //! router, once per process, for the local server and every Lambda function.
 //!
 //! Engines are cargo features, so that a Lambda binary never links the embedded store:
@@ -18,19 +18,14 @@ pub mod logging;
 pub mod replication;
 #[cfg(feature = "aws-replication")]
 pub mod replication_aws;
+pub mod routes;
 mod storage;
 #[cfg(feature = "aws")]
 pub mod token_keys;
 
-use std::sync::Arc;
-
-pub use berth_core::AccountStore;
-use berth_core::Registry;
+pub use berth_app::EventLog;
+pub use berth_core::{AccountStore, EventBus};
 pub use berth_http::{AccountSettings, ProjectCreation, Role, Settings, remember_peer};
 
+pub use crate::routes::Routes;
 pub use crate::storage::{BlobLocation, MetadataLocation, S3Options, StorageConfig, Stores};
-
-/// The router for one process serving every endpoint on one listener.
-pub fn local_router(registry: Arc<Registry>) -> berth_http::Router {
-    berth_http::router(registry, berth_http::Settings::default())
-}

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use berth_core::{Registry, Result};
+use berth_core::{EventBus, Registry, Result};
+use berth_http::ManagementApi;
+use berth_http::replication::ReplicationApi;
 use berth_replication::engine::Replicator;
 use berth_replication::local::{LocalDeadLetters, LocalQueue, run_scheduler, run_workers};
 use berth_replication::secrets::{LocalSecretBox, SecretBox};
@@ -29,23 +31,35 @@ pub fn local_secrets(data_dir: &Path, key: Option<&str>) -> Result<Arc<dyn Secre
 /// Replication as one process runs it.
 #[derive(Debug, Clone)]
 pub struct LocalReplication {
-    /// The registry, publishing its pushes and deletions to replication.
+    /// The registry, publishing its events to [`LocalReplication::events`].
     pub registry: Arc<Registry>,
     pub replicator: Arc<Replicator>,
     pub dead_letters: Arc<LocalDeadLetters>,
+    /// The process's event subscribers and replication's queue.
+    pub events: Arc<EventBus>,
+}
+
+impl LocalReplication {
+    /// The replication API, its callers signing in with `management` (`None`: no auth).
+    pub fn api(&self, management: Option<Arc<ManagementApi>>) -> ReplicationApi {
+        ReplicationApi::new(self.replicator.clone(), management)
+            .with_dead_letters(self.dead_letters.clone())
+    }
 }
 
 /// The registry and the replicator, with its workers and scheduler running on the current
-/// runtime. `configure` adjusts the replicator before it starts (tests shorten retries).
+/// runtime; the registry publishes to `events` and to replication's queue. `configure`
+/// adjusts the replicator before it starts (tests shorten retries).
 pub fn start_local(
     stores: &Stores,
     secrets: Arc<dyn SecretBox>,
+    events: EventBus,
     configure: impl FnOnce(Replicator) -> Replicator,
 ) -> LocalReplication {
     let (queue, jobs) = LocalQueue::new();
+    let events = Arc::new(events.subscribe(Arc::new(queue.clone())));
     let registry = Arc::new(
-        Registry::new(stores.blobs.clone(), stores.metadata.clone())
-            .with_events(Arc::new(queue.clone())),
+        Registry::new(stores.blobs.clone(), stores.metadata.clone()).with_events(events.clone()),
     );
     let replicator = Arc::new(configure(
         Replicator::new(
@@ -69,5 +83,6 @@ pub fn start_local(
         registry,
         replicator,
         dead_letters,
+        events,
     }
 }

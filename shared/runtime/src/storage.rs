@@ -17,6 +17,15 @@ use crate::aws::AwsConfig;
 #[derive(Debug, Default)]
 pub(crate) struct AwsConfig {}
 
+#[cfg(not(feature = "aws"))]
+impl AwsConfig {
+    /// Nothing to read: such a binary opens no AWS store.
+    #[allow(clippy::unnecessary_wraps)]
+    pub(crate) fn from_env() -> Result<Self> {
+        Ok(Self {})
+    }
+}
+
 /// Where blob bytes live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlobLocation {

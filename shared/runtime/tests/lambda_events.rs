@@ -22,7 +22,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use berth_core::digest::DigestHasher;
 use berth_core::ports::{ByteStream, StagedUpload, UploadSession};
-use berth_core::{Algorithm, Digest, ErrorCode, Reference, Registry, RepositoryName, UploadId};
+use berth_core::{
+    Algorithm, Digest, ErrorCode, Reference, Registry, RepositoryName, RequestContext, UploadId,
+};
 use berth_runtime::lambda::{ConfigError, FunctionConfig};
 use berth_runtime::{Role, StorageConfig, Stores};
 use bytes::Bytes;
@@ -87,6 +89,11 @@ fn chunk() -> Vec<u8> {
 /// The blob staged in [`SESSION_CLOSE`].
 fn closing() -> Vec<u8> {
     pattern(200, 13, 1)
+}
+
+/// The test's own writes, as the fixtures' set-up.
+fn seeding() -> RequestContext {
+    RequestContext::system("test-setup", "seed")
 }
 
 fn repo() -> RepositoryName {
@@ -210,13 +217,14 @@ impl Deployment {
             (layer(), LAYER_DIGEST),
         ] {
             registry
-                .upload_whole(&repo, &self::digest(digest), stream(bytes))
+                .upload_whole(&seeding(), &repo, &self::digest(digest), stream(bytes))
                 .await
                 .expect("a seeded blob");
         }
         for (tag, manifest) in [("v1", MANIFEST_V1), ("old", MANIFEST_OLD)] {
             registry
                 .put_manifest(
+                    &seeding(),
                     &repo,
                     &reference(tag),
                     Some(OCI_MANIFEST),
@@ -507,6 +515,7 @@ async fn check_event(deployment: &Deployment, name: &str) {
             // upload under the chunk's digest.
             registry
                 .complete_upload(
+                    &seeding(),
                     &repo,
                     &upload_id(SESSION_CHUNK),
                     &digest(CHUNK_DIGEST),

@@ -271,7 +271,12 @@ impl Deployment {
                 Bytes::copy_from_slice(blob),
             )]));
             registry
-                .upload_whole(&repository, &digest, body)
+                .upload_whole(
+                    &berth_core::RequestContext::system("test-setup", "seed"),
+                    &repository,
+                    &digest,
+                    body,
+                )
                 .await
                 .expect("the blob is pushed");
         }
@@ -286,6 +291,7 @@ impl Deployment {
         let reference: Reference = tag.parse().expect("a tag");
         registry
             .put_manifest(
+                &berth_core::RequestContext::system("test-setup", "seed"),
                 &repository,
                 &reference,
                 Some(OCI_MANIFEST),

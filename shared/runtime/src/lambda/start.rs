@@ -16,10 +16,11 @@ use super::env::{Lookup, ReplicationConfig, env_var, storage_from_vars};
 use super::gateway::gateway_layers;
 #[cfg(feature = "aws-replication")]
 use crate::StorageConfig;
-use crate::auth::{Auth, VERIFIED_TOKEN_CACHE, account_router, service_keys};
+use crate::auth::{Auth, VERIFIED_TOKEN_CACHE, service_keys};
 #[cfg(feature = "aws-replication")]
 use crate::aws::AwsConfig;
 use crate::token_keys::{PublicKeys, SsmKeys};
+use crate::{EventLog, Routes};
 
 /// Why a function could not get ready for its first event.
 #[derive(Debug)]
@@ -72,7 +73,11 @@ impl FunctionConfig {
         role: Role,
         auth: Option<Arc<RegistryAuth>>,
     ) -> Router {
-        gateway_layers(berth_http::router(registry, self.settings(role, auth)))
+        gateway_layers(
+            Routes::new()
+                .registry(registry, self.settings(role, auth))
+                .build(),
+        )
     }
 
     /// The registry's token check with the verification keys of `ring`, reloading them from
@@ -90,13 +95,33 @@ impl FunctionConfig {
     }
 
     /// The router of the token function: the token endpoint and the management API over the
-    /// accounts of `stores`, signing with `auth`.
+    /// accounts of `stores`, signing with `auth`, its events written to the log.
     pub fn token_router(&self, auth: &Auth, stores: &crate::Stores) -> Router {
-        gateway_layers(account_router(
-            auth,
-            stores.accounts.clone(),
-            stores.metadata.clone(),
-        ))
+        gateway_layers(token_routes(auth, stores).build())
+    }
+}
+
+/// The token function's routes, before any replication API joins them.
+fn token_routes<'a>(auth: &'a Auth, stores: &crate::Stores) -> Routes<'a> {
+    Routes::new()
+        .accounts(auth, stores.accounts.clone(), stores.metadata.clone())
+        .events(Arc::new(EventLog))
+}
+
+/// A function's registry: every event it publishes becomes a log line, which costs a pull no
+/// request (the events function reads the lines back).
+fn logging_registry(stores: &crate::Stores) -> Arc<Registry> {
+    Arc::new(
+        Registry::new(stores.blobs.clone(), stores.metadata.clone())
+            .with_events(Arc::new(EventLog)),
+    )
+}
+
+impl FunctionConfig {
+    /// Opens the stores, the registry publishing to the log.
+    async fn open_registry(storage: &crate::StorageConfig) -> Result<Arc<Registry>, StartError> {
+        let stores = storage.open_stores().await.map_err(StartError::Storage)?;
+        Ok(logging_registry(&stores))
     }
 }
 
@@ -104,7 +129,7 @@ impl FunctionConfig {
 /// environment, the AWS clients, the public token keys, the router of `role`.
 pub async fn start(role: Role) -> Result<Router, StartError> {
     let config = FunctionConfig::from_env().map_err(StartError::Config)?;
-    let registry = config.storage.open().await.map_err(StartError::Storage)?;
+    let registry = FunctionConfig::open_registry(&config.storage).await?;
     let keys = SsmKeys::new(&config.token_keys)
         .await
         .map_err(StartError::Keys)?;
@@ -130,7 +155,9 @@ pub async fn start(role: Role) -> Result<Router, StartError> {
     let auth = config.registry_auth(&ring, Some(PublicKeys::shared(keys)));
     let mut settings = config.settings(role, Some(auth));
     settings.upload_handoff = handoff;
-    Ok(gateway_layers(berth_http::router(registry, settings)))
+    Ok(gateway_layers(
+        Routes::new().registry(registry, settings).build(),
+    ))
 }
 
 /// Everything the upload front does before it serves: the configuration from the
@@ -138,7 +165,7 @@ pub async fn start(role: Role) -> Result<Router, StartError> {
 /// limit, grants instead of tokens), with `GET /health` for the load balancer.
 pub async fn start_upload_front() -> Result<Router, StartError> {
     let config = UploadFrontSettings::from_env().map_err(StartError::Config)?;
-    let registry = config.storage.open().await.map_err(StartError::Storage)?;
+    let registry = FunctionConfig::open_registry(&config.storage).await?;
     let keys = SsmKeys::new(&config.token_keys)
         .await
         .map_err(StartError::Keys)?;
@@ -155,7 +182,7 @@ pub fn upload_front_router(registry: Arc<Registry>, key: Arc<berth_auth::GrantKe
     };
     Router::new()
         .route("/health", axum::routing::get(|| async { "ok\n" }))
-        .merge(berth_http::router(registry, settings))
+        .merge(Routes::new().registry(registry, settings).build())
 }
 
 /// Everything the token function does once per cold start: the configuration, the stores,
@@ -202,12 +229,11 @@ pub async fn start_token() -> Result<Router, StartError> {
     });
     #[cfg(feature = "aws-replication")]
     let router = match replication {
-        Some(replication) => gateway_layers(crate::auth::account_router_with_replication(
-            &auth,
-            stores.accounts.clone(),
-            stores.metadata.clone(),
-            |management| replication.api(Some(management)),
-        )),
+        Some(replication) => gateway_layers(
+            token_routes(&auth, &stores)
+                .replication(|management| replication.api(management))
+                .build(),
+        ),
         None => config.token_router(&auth, &stores),
     };
     #[cfg(not(feature = "aws-replication"))]

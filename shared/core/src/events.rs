@@ -1,0 +1,351 @@
+//! What happened, and on whose behalf: the request context every use case takes, and the one
+//! event type the use cases publish for audit, statistics, webhooks and replication to follow.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::digest::Digest;
+use crate::names::{Reference, RepositoryName, Tag};
+
+/// The robot accounts' name prefix; an actor named so is a robot.
+const ROBOT_PREFIX: &str = "robot$";
+
+/// Who acts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Actor {
+    Anonymous,
+    User(String),
+    Robot(String),
+    /// Berth itself: a replication run, a maintenance job.
+    System(&'static str),
+}
+
+impl Actor {
+    /// The actor an account name denotes (empty: anonymous).
+    pub fn named(name: &str) -> Self {
+        if name.is_empty() {
+            Self::Anonymous
+        } else if name.starts_with(ROBOT_PREFIX) {
+            Self::Robot(name.to_owned())
+        } else {
+            Self::User(name.to_owned())
+        }
+    }
+
+    /// The name audit records show: the account's, `anonymous`, or the system job's.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Anonymous => "anonymous",
+            Self::User(name) | Self::Robot(name) => name,
+            Self::System(job) => job,
+        }
+    }
+}
+
+/// Through which door a request came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryPoint {
+    /// The OCI distribution API, `/v2/`.
+    Registry,
+    /// The upload front, with an upload grant.
+    UploadFront,
+    /// The token endpoint.
+    Token,
+    /// The management API, `/api/v2.0`.
+    Management,
+    /// Berth's own jobs (replication, maintenance).
+    System,
+}
+
+impl EntryPoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registry => "registry",
+            Self::UploadFront => "upload-front",
+            Self::Token => "token",
+            Self::Management => "management",
+            Self::System => "system",
+        }
+    }
+}
+
+/// The circumstances of one operation: who asks, which request it is, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    pub actor: Actor,
+    /// The request's id, as the access log and the `X-Request-Id` header show it; recording
+    /// an event again under the same id and kind is recording it once.
+    pub request_id: String,
+    /// The client's address, as far as it is known.
+    pub client: String,
+    pub entry: EntryPoint,
+}
+
+impl RequestContext {
+    pub fn new(
+        actor: Actor,
+        request_id: impl Into<String>,
+        client: impl Into<String>,
+        entry: EntryPoint,
+    ) -> Self {
+        Self {
+            actor,
+            request_id: request_id.into(),
+            client: client.into(),
+            entry,
+        }
+    }
+
+    /// Berth's own job `job` (such as `replication`), run as request `run_id`.
+    pub fn system(job: &'static str, run_id: impl Into<String>) -> Self {
+        Self::new(Actor::System(job), run_id, "", EntryPoint::System)
+    }
+}
+
+/// What a management operation did to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// The kinds of account resource the management API changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountResource {
+    User,
+    Project,
+    Member,
+    Robot,
+}
+
+impl AccountResource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Project => "project",
+            Self::Member => "project_member",
+            Self::Robot => "robot",
+        }
+    }
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A manifest was stored, under `tag` (which moved to it) when pushed by tag.
+    ManifestPushed {
+        repository: RepositoryName,
+        digest: Digest,
+        tag: Option<Tag>,
+        media_type: String,
+        size: u64,
+    },
+    /// A manifest was read (`GET`, not `HEAD`).
+    ManifestPulled {
+        repository: RepositoryName,
+        reference: Reference,
+        digest: Digest,
+    },
+    /// A manifest, with every tag pointing at it, was deleted.
+    ManifestDeleted {
+        repository: RepositoryName,
+        digest: Digest,
+    },
+    /// One tag was deleted; its manifest stays.
+    TagDeleted {
+        repository: RepositoryName,
+        tag: Tag,
+    },
+    /// A blob upload completed.
+    BlobPushed {
+        repository: RepositoryName,
+        digest: Digest,
+        size: u64,
+    },
+    /// A blob was served or redirected to (`GET`).
+    BlobPulled {
+        repository: RepositoryName,
+        digest: Digest,
+    },
+    /// A blob was linked from another repository.
+    BlobMounted {
+        repository: RepositoryName,
+        digest: Digest,
+        from: RepositoryName,
+    },
+    /// A repository's link to a blob was removed.
+    BlobDeleted {
+        repository: RepositoryName,
+        digest: Digest,
+    },
+    /// Credentials were accepted for `username`.
+    LoginSucceeded { username: String },
+    /// Credentials for `username` were refused (the password is never part of an event).
+    LoginFailed { username: String },
+    /// A user, project, membership or robot account was created, changed or deleted.
+    /// `name` is the resource's own name (`project/user` for a membership).
+    AccountChanged {
+        resource: AccountResource,
+        operation: Operation,
+        name: String,
+    },
+    /// A replication execution ended.
+    ReplicationRun {
+        policy: String,
+        execution: u64,
+        status: String,
+    },
+    /// A maintenance job ran.
+    MaintenanceRun { job: String, status: String },
+}
+
+/// One event: what happened, who did it, when, in which request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub actor: Actor,
+    pub request_id: String,
+    pub client: String,
+    pub entry: EntryPoint,
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// `kind`, done now in `context`.
+    pub fn now(context: &RequestContext, kind: EventKind) -> Self {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+            });
+        Self {
+            at_ms,
+            actor: context.actor.clone(),
+            request_id: context.request_id.clone(),
+            client: context.client.clone(),
+            entry: context.entry,
+            kind,
+        }
+    }
+
+    /// The repository the event is about, if it is about one.
+    pub fn repository(&self) -> Option<&RepositoryName> {
+        match &self.kind {
+            EventKind::ManifestPushed { repository, .. }
+            | EventKind::ManifestPulled { repository, .. }
+            | EventKind::ManifestDeleted { repository, .. }
+            | EventKind::TagDeleted { repository, .. }
+            | EventKind::BlobPushed { repository, .. }
+            | EventKind::BlobPulled { repository, .. }
+            | EventKind::BlobMounted { repository, .. }
+            | EventKind::BlobDeleted { repository, .. } => Some(repository),
+            _ => None,
+        }
+    }
+}
+
+/// Receives events once what they describe is durable. Publishing must not block: a slow
+/// follower queues, it never holds up a push or a pull.
+pub trait EventSink: Send + Sync + 'static {
+    fn publish(&self, event: &Event);
+}
+
+/// Publishes each event to every subscriber, in order.
+#[derive(Default, Clone)]
+pub struct EventBus {
+    subscribers: Vec<Arc<dyn EventSink>>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("subscribers", &self.subscribers.len())
+            .finish()
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn subscribe(mut self, subscriber: Arc<dyn EventSink>) -> Self {
+        self.subscribers.push(subscriber);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subscribers.is_empty()
+    }
+}
+
+impl EventSink for EventBus {
+    fn publish(&self, event: &Event) {
+        for subscriber in &self.subscribers {
+            subscriber.publish(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Event>>);
+
+    impl EventSink for Recorder {
+        fn publish(&self, event: &Event) {
+            self.0.lock().expect("not poisoned").push(event.clone());
+        }
+    }
+
+    #[test]
+    fn actors_are_told_apart_by_name() {
+        assert_eq!(Actor::named(""), Actor::Anonymous);
+        assert_eq!(Actor::named("alice"), Actor::User("alice".into()));
+        assert_eq!(
+            Actor::named("robot$team+ci"),
+            Actor::Robot("robot$team+ci".into())
+        );
+        assert_eq!(Actor::Anonymous.name(), "anonymous");
+        assert_eq!(Actor::System("replication").name(), "replication");
+    }
+
+    #[test]
+    fn the_bus_gives_every_subscriber_each_event_once() {
+        let (first, second) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+        let bus = EventBus::new()
+            .subscribe(first.clone())
+            .subscribe(second.clone());
+        let context =
+            RequestContext::new(Actor::named("alice"), "r1", "127.0.0.1", EntryPoint::Token);
+        let event = Event::now(
+            &context,
+            EventKind::LoginSucceeded {
+                username: "alice".into(),
+            },
+        );
+        bus.publish(&event);
+        for recorder in [first, second] {
+            let seen = recorder.0.lock().expect("not poisoned");
+            assert_eq!(*seen, vec![event.clone()]);
+            assert_eq!(seen[0].actor.name(), "alice");
+            assert_eq!(seen[0].request_id, "r1");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The management API's endpoint parser: method + path under `/api/v2.0` -> [`ApiEndpoint`],
+//! each with the [`Permission`] its caller needs.
+
+use berth_app::Permission;
+use berth_core::{ErrorCode, RegistryError, Result};
+use http::Method;
+use percent_encoding::percent_decode_str;
+
+/// A management API endpoint with its parameters (decoded path segments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiEndpoint {
+    ListUsers,
+    CreateUser,
+    CurrentUser,
+    GetUser(String),
+    DeleteUser(String),
+    ChangePassword(String),
+    SetSysadmin(String),
+    ListProjects,
+    CreateProject,
+    /// `HEAD /projects?project_name=`.
+    ProjectExists,
+    GetProject(String),
+    UpdateProject(String),
+    DeleteProject(String),
+    ListMembers(String),
+    AddMember(String),
+    GetMember {
+        project: String,
+        user: String,
+    },
+    ChangeMember {
+        project: String,
+        user: String,
+    },
+    RemoveMember {
+        project: String,
+        user: String,
+    },
+    ListRobots(String),
+    CreateRobot,
+    GetRobot(String),
+    UpdateRobot(String),
+    RefreshRobotSecret(String),
+    DeleteRobot(String),
+}
+
+impl ApiEndpoint {
+    /// The endpoint `method` on `path` (relative to `/api/v2.0`) names.
+    pub fn parse(method: &Method, path: &str) -> Result<Self> {
+        let segments: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|segment| percent_decode_str(segment).decode_utf8_lossy().into_owned())
+            .collect();
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let unknown = || unknown_endpoint(method, path);
+        let not_allowed = || method_not_allowed(method, path);
+        let one = |name: &str| name.to_owned();
+        // HEAD reads what GET reads, as every other route answers it.
+        let get = method == Method::GET || method == Method::HEAD;
+        let endpoint = match segments.as_slice() {
+            ["users"] if get => Self::ListUsers,
+            ["users"] if method == Method::POST => Self::CreateUser,
+            ["users", "current"] if get => Self::CurrentUser,
+            ["users", "current"] => return Err(not_allowed()),
+            ["users", user] if get => Self::GetUser(one(user)),
+            ["users", user] if method == Method::DELETE => Self::DeleteUser(one(user)),
+            ["users", user, "password"] if method == Method::PUT => Self::ChangePassword(one(user)),
+            ["users", user, "sysadmin"] if method == Method::PUT => Self::SetSysadmin(one(user)),
+            ["projects"] if method == Method::HEAD => Self::ProjectExists,
+            ["projects"] if get => Self::ListProjects,
+            ["projects"] if method == Method::POST => Self::CreateProject,
+            ["projects", project] if get => Self::GetProject(one(project)),
+            ["projects", project] if method == Method::PUT => Self::UpdateProject(one(project)),
+            ["projects", project] if method == Method::DELETE => Self::DeleteProject(one(project)),
+            ["projects", project, "members"] if get => Self::ListMembers(one(project)),
+            ["projects", project, "members"] if method == Method::POST => {
+                Self::AddMember(one(project))
+            }
+            ["projects", project, "members", user] => {
+                let (project, user) = (one(project), one(user));
+                match *method {
+                    Method::GET | Method::HEAD => Self::GetMember { project, user },
+                    Method::PUT => Self::ChangeMember { project, user },
+                    Method::DELETE => Self::RemoveMember { project, user },
+                    _ => return Err(not_allowed()),
+                }
+            }
+            ["projects", project, "robots"] if get => Self::ListRobots(one(project)),
+            ["robots"] if method == Method::POST => Self::CreateRobot,
+            ["robots", robot] => match *method {
+                Method::GET | Method::HEAD => Self::GetRobot(one(robot)),
+                Method::PUT => Self::UpdateRobot(one(robot)),
+                Method::PATCH => Self::RefreshRobotSecret(one(robot)),
+                Method::DELETE => Self::DeleteRobot(one(robot)),
+                _ => return Err(not_allowed()),
+            },
+            ["users" | "projects" | "robots"]
+            | ["users", _]
+            | ["users", _, "password" | "sysadmin"]
+            | ["projects", _]
+            | ["projects", _, "members" | "robots"] => return Err(not_allowed()),
+            _ => return Err(unknown()),
+        };
+        if segments.iter().any(|segment| segment.is_empty()) {
+            return Err(unknown());
+        }
+        Ok(endpoint)
+    }
+
+    /// What the caller must be allowed: decided here for every endpoint, checked in one
+    /// place ([`berth_app::Accounts::authorize`]).
+    pub fn permission(&self) -> Permission {
+        match self {
+            Self::CreateUser => Permission::CreateUser,
+            Self::ListUsers | Self::DeleteUser(_) | Self::SetSysadmin(_) => Permission::SystemAdmin,
+            Self::CurrentUser => Permission::User,
+            Self::GetUser(user) | Self::ChangePassword(user) => {
+                Permission::SelfOrAdmin(user.clone())
+            }
+            Self::ListProjects | Self::ProjectExists | Self::GetProject(_) => Permission::Anyone,
+            Self::CreateProject => Permission::CreateProject,
+            Self::UpdateProject(project)
+            | Self::DeleteProject(project)
+            | Self::AddMember(project)
+            | Self::ChangeMember { project, .. }
+            | Self::RemoveMember { project, .. }
+            | Self::ListRobots(project) => Permission::ProjectAdmin(project.clone()),
+            Self::ListMembers(project) | Self::GetMember { project, .. } => {
+                Permission::ProjectMember(project.clone())
+            }
+            // The project is in the body: the use case checks it once the body is read.
+            Self::CreateRobot => Permission::User,
+            Self::GetRobot(robot)
+            | Self::UpdateRobot(robot)
+            | Self::RefreshRobotSecret(robot)
+            | Self::DeleteRobot(robot) => Permission::RobotAdmin(robot.clone()),
+        }
+    }
+}
+
+pub(crate) fn unknown_endpoint(method: &Method, path: &str) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::NotFound,
+        format!(
+            "no management endpoint {method} {}{path}",
+            super::API_PREFIX
+        ),
+    )
+}
+
+fn method_not_allowed(method: &Method, path: &str) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::Unsupported,
+        format!("{method} is not allowed on {}{path}", super::API_PREFIX),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(method: Method, path: &str) -> Result<ApiEndpoint> {
+        ApiEndpoint::parse(&method, path)
+    }
+
+    #[test]
+    fn every_endpoint_parses_with_its_permission() {
+        let cases = [
+            (
+                Method::GET,
+                "/users",
+                ApiEndpoint::ListUsers,
+                Permission::SystemAdmin,
+            ),
+            (
+                Method::POST,
+                "/users",
+                ApiEndpoint::CreateUser,
+                Permission::CreateUser,
+            ),
+            (
+                Method::GET,
+                "/users/current",
+                ApiEndpoint::CurrentUser,
+                Permission::User,
+            ),
+            (
+                Method::PUT,
+                "/users/alice/password",
+                ApiEndpoint::ChangePassword("alice".into()),
+                Permission::SelfOrAdmin("alice".into()),
+            ),
+            (
+                Method::HEAD,
+                "/projects",
+                ApiEndpoint::ProjectExists,
+                Permission::Anyone,
+            ),
+            (
+                Method::DELETE,
+                "/projects/team",
+                ApiEndpoint::DeleteProject("team".into()),
+                Permission::ProjectAdmin("team".into()),
+            ),
+            (
+                Method::GET,
+                "/projects/team/members/bob",
+                ApiEndpoint::GetMember {
+                    project: "team".into(),
+                    user: "bob".into(),
+                },
+                Permission::ProjectMember("team".into()),
+            ),
+            (
+                Method::GET,
+                "/projects/team/robots",
+                ApiEndpoint::ListRobots("team".into()),
+                Permission::ProjectAdmin("team".into()),
+            ),
+            (
+                Method::POST,
+                "/robots",
+                ApiEndpoint::CreateRobot,
+                Permission::User,
+            ),
+            (
+                Method::PATCH,
+                "/robots/robot%24team+ci",
+                ApiEndpoint::RefreshRobotSecret("robot$team+ci".into()),
+                Permission::RobotAdmin("robot$team+ci".into()),
+            ),
+        ];
+        for (method, path, endpoint, permission) in cases {
+            let parsed = parse(method.clone(), path).expect(path);
+            assert_eq!(parsed, endpoint, "{method} {path}");
+            assert_eq!(parsed.permission(), permission, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_are_told_apart() {
+        for path in ["/nothing", "/users/alice/keys", "/projects//members", "/"] {
+            let error = parse(Method::GET, path).expect_err(path);
+            assert_eq!(error.code(), ErrorCode::NotFound, "{path}");
+        }
+        for (method, path) in [
+            (Method::DELETE, "/users"),
+            (Method::DELETE, "/users/current"),
+            (Method::POST, "/projects/team"),
+            (Method::GET, "/users/alice/password"),
+            (Method::POST, "/robots/robot%24team+ci"),
+        ] {
+            let error = parse(method.clone(), path).expect_err(path);
+            assert_eq!(error.code(), ErrorCode::Unsupported, "{method} {path}");
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! The management API, in the shape of Harbor's `/api/v2.0`: users, projects, project
+//! members and robot accounts. Callers authenticate with Basic credentials (users only:
+//! robot accounts push and pull, they do not manage); some reads are open to anyone.
+//!
+//! Where Harbor names things by number, Berth names them by name: `/users/{username}`,
+//! `/projects/{project_name}`, `/projects/{project_name}/members/{username}`,
+//! `/robots/{robot$project+name}` (with `$` written `%24`).
+//!
+//! | endpoint | who |
+//! |---|---|
+//! | `POST /users` | system admins; anyone when self-registration is on |
+//! | `GET /users`, `PUT /users/{u}/sysadmin`, `DELETE /users/{u}` | system admins |
+//! | `GET /users/current` | any user |
+//! | `GET /users/{u}`, `PUT /users/{u}/password` | the user (with the old password) and system admins |
+//! | `POST /projects` | any user, or system admins only (a setting) |
+//! | `GET /projects`, `GET /projects/{p}`, `HEAD /projects?project_name=` | anyone: public projects, and the caller's own |
+//! | `PUT /projects/{p}`, `DELETE /projects/{p}` | the project's admins and system admins |
+//! | `GET /projects/{p}/members` | the project's members and system admins |
+//! | `POST`, `PUT`, `DELETE /projects/{p}/members[/{u}]` | the project's admins and system admins |
+//! | `POST /robots`, `GET /projects/{p}/robots`, `GET`, `PUT`, `PATCH`, `DELETE /robots/{r}` | the robot's project's admins and system admins |
+//!
+//! [`ApiEndpoint`] parses each request and names its permission; the use cases are
+//! [`berth_app::Accounts`]'s; this module translates between them and Harbor's JSON.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use berth_app::{Accounts, Caller, RobotChange, RobotSpec};
+use berth_auth::rfc3339;
+use berth_core::accounts::{Member, Project, ProjectRole, Robot, RobotPermission, User};
+use berth_core::{Actor, EntryPoint, ErrorCode, RegistryError, Result};
+use http::StatusCode;
+use http::header::{CONTENT_TYPE, LOCATION};
+use http::request::Parts;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+pub use self::endpoint::ApiEndpoint;
+use crate::Router;
+use crate::response::{ApiError, header_value};
+use crate::token::basic_credentials;
+pub use berth_app::{AccountSettings, ProjectCreation};
+
+mod endpoint;
+
+/// Where the management API is mounted.
+pub const API_PREFIX: &str = "/api/v2.0";
+
+/// The largest request body of the management API.
+const MAX_JSON_BYTES: usize = 64 * 1024;
+/// The most items one listing answers.
+pub(crate) const MAX_PAGE_SIZE: usize = berth_app::accounts::MAX_PAGE_SIZE;
+
+/// What the management API works on: the use cases, over one registry's stores.
+#[derive(Debug)]
+pub struct ManagementApi {
+    accounts: Accounts,
+}
+
+impl ManagementApi {
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
+    }
+
+    /// The caller of a request, from its Basic credentials (anonymous without). A refusal is
+    /// published as a failed sign-in.
+    pub(crate) async fn caller(&self, parts: &Parts) -> Result<Caller> {
+        let context =
+            crate::request_context(&parts.extensions, Actor::Anonymous, EntryPoint::Management);
+        let credentials = basic_credentials(&parts.headers)?;
+        let credentials = credentials
+            .as_ref()
+            .map(|(name, secret)| (name.as_str(), secret.as_str()));
+        self.accounts.authenticate(&context, credentials).await
+    }
+
+    /// The caller, who must be a system administrator.
+    #[cfg(feature = "replication")]
+    pub(crate) async fn admin_caller(&self, parts: &Parts) -> Result<Caller> {
+        let caller = self.caller(parts).await?;
+        self.accounts
+            .authorize(&caller, &berth_app::Permission::SystemAdmin)
+            .await?;
+        Ok(caller)
+    }
+}
+
+pub(crate) type Reply = std::result::Result<Response, ApiError>;
+
+/// The management API's routes, under [`API_PREFIX`].
+pub fn api_router(api: Arc<ManagementApi>) -> Router {
+    api_router_with(api, Router::new())
+}
+
+/// The management API and `extra` routes (relative to [`API_PREFIX`], such as the
+/// replication API's), under [`API_PREFIX`].
+pub fn api_router_with(api: Arc<ManagementApi>, extra: Router) -> Router {
+    let routes = extra.fallback(move |request: Request| dispatch(api.clone(), request));
+    Router::new()
+        .nest(API_PREFIX, routes)
+        .layer(axum::middleware::from_fn(crate::access_log))
+}
+
+#[cfg(feature = "replication")]
+pub(crate) async fn unknown_endpoint(method: http::Method, uri: http::Uri) -> ApiError {
+    let path = uri.path().strip_prefix(API_PREFIX).unwrap_or(uri.path());
+    ApiError(endpoint::unknown_endpoint(&method, path))
+}
+
+/// Parses the endpoint, authenticates the caller, checks the endpoint's permission, and
+/// serves it; the caller's name goes to the access log.
+async fn dispatch(api: Arc<ManagementApi>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut actor = None;
+    let result = async {
+        // Nested under the prefix: the path is relative to it.
+        let endpoint = ApiEndpoint::parse(&parts.method, parts.uri.path())?;
+        let caller = api.caller(&parts).await?;
+        actor = Some(caller.context.actor.clone());
+        api.accounts
+            .authorize(&caller, &endpoint.permission())
+            .await?;
+        serve(&api.accounts, endpoint, &caller, &parts, body).await
+    }
+    .await;
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(actor) = actor {
+        response.extensions_mut().insert(actor);
+    }
+    response
+}
+
+async fn serve(
+    accounts: &Accounts,
+    endpoint: ApiEndpoint,
+    caller: &Caller,
+    parts: &Parts,
+    body: Body,
+) -> Reply {
+    let query = parts.uri.query();
+    match endpoint {
+        ApiEndpoint::CreateUser => {
+            let new: NewUser = read_json(body).await?;
+            let user = accounts
+                .create_user(caller, new.username, new.email, new.password)
+                .await?;
+            created(&format!("/users/{}", user.name), Some(&user_json(&user)))
+        }
+        ApiEndpoint::ListUsers => {
+            let (page, size) = page(query)?;
+            let users = accounts.users(page, size).await?;
+            json_reply(
+                StatusCode::OK,
+                &Value::Array(users.iter().map(user_json).collect()),
+            )
+        }
+        ApiEndpoint::CurrentUser => json_reply(
+            StatusCode::OK,
+            &user_json(&accounts.current_user(caller).await?),
+        ),
+        ApiEndpoint::GetUser(name) => {
+            json_reply(StatusCode::OK, &user_json(&accounts.user(&name).await?))
+        }
+        ApiEndpoint::DeleteUser(name) => {
+            accounts.delete_user(caller, &name).await?;
+            ok()
+        }
+        ApiEndpoint::ChangePassword(name) => {
+            let change: PasswordChange = read_json(body).await?;
+            accounts
+                .change_password(caller, &name, change.old_password, change.new_password)
+                .await?;
+            ok()
+        }
+        ApiEndpoint::SetSysadmin(name) => {
+            let change: SysadminChange = read_json(body).await?;
+            accounts
+                .set_sysadmin(caller, &name, change.sysadmin_flag)
+                .await?;
+            ok()
+        }
+        ApiEndpoint::CreateProject => {
+            let new: NewProject = read_json(body).await?;
+            let public = new.fields.public()?.unwrap_or(false);
+            let project = accounts
+                .create_project(caller, new.project_name, public)
+                .await?;
+            created(
+                &format!("/projects/{}", project.name),
+                Some(&project_json(&project, Some(ProjectRole::ProjectAdmin))),
+            )
+        }
+        ApiEndpoint::ProjectExists => {
+            let name = query_value(parts, "project_name")
+                .ok_or_else(|| bad_request("HEAD /projects needs ?project_name="))?;
+            if accounts.project_visible(caller, &name).await? {
+                ok()
+            } else {
+                Ok(StatusCode::NOT_FOUND.into_response())
+            }
+        }
+        ApiEndpoint::ListProjects => {
+            let (page, size) = page(query)?;
+            let projects = accounts.projects(caller, page, size).await?;
+            let projects = projects
+                .iter()
+                .map(|(project, role)| project_json(project, *role))
+                .collect();
+            json_reply(StatusCode::OK, &Value::Array(projects))
+        }
+        ApiEndpoint::GetProject(name) => {
+            let (project, role) = accounts.project(caller, &name).await?;
+            json_reply(StatusCode::OK, &project_json(&project, role))
+        }
+        ApiEndpoint::UpdateProject(name) => {
+            let fields: ProjectFields = read_json(body).await?;
+            accounts
+                .update_project(caller, &name, fields.public()?)
+                .await?;
+            ok()
+        }
+        ApiEndpoint::DeleteProject(name) => {
+            accounts.delete_project(caller, &name).await?;
+            ok()
+        }
+        ApiEndpoint::ListMembers(project) => {
+            let members = accounts.members(&project).await?;
+            json_reply(
+                StatusCode::OK,
+                &Value::Array(members.iter().map(member_json).collect()),
+            )
+        }
+        ApiEndpoint::GetMember { project, user } => {
+            let member = accounts.member(&project, &user).await?;
+            json_reply(StatusCode::OK, &member_json(&member))
+        }
+        ApiEndpoint::AddMember(project) => {
+            let new: NewMember = read_json(body).await?;
+            let role = role(new.role_id)?;
+            let user = new.member_user.username;
+            let member = accounts.add_member(caller, &project, &user, role).await?;
+            created(
+                &format!("/projects/{project}/members/{user}"),
+                Some(&member_json(&member)),
+            )
+        }
+        ApiEndpoint::ChangeMember { project, user } => {
+            let change: RoleChange = read_json(body).await?;
+            accounts
+                .change_member(caller, &project, &user, role(change.role_id)?)
+                .await?;
+            ok()
+        }
+        ApiEndpoint::RemoveMember { project, user } => {
+            accounts.remove_member(caller, &project, &user).await?;
+            ok()
+        }
+        ApiEndpoint::ListRobots(project) => {
+            let robots = accounts.robots(&project).await?;
+            json_reply(
+                StatusCode::OK,
+                &Value::Array(robots.iter().map(robot_json).collect()),
+            )
+        }
+        ApiEndpoint::CreateRobot => {
+            let new: NewRobot = read_json(body).await?;
+            if new.level.as_deref().is_some_and(|level| level != "project") {
+                return Err(bad_request(
+                    "only project-level robot accounts exist: level \"project\"",
+                )
+                .into());
+            }
+            let (project, permissions) = robot_permissions(&new.permissions)?;
+            let spec = RobotSpec {
+                name: new.name,
+                project,
+                description: new.description,
+                permissions,
+                duration_days: new.duration,
+                disabled: new.disable,
+            };
+            let (robot, secret) = accounts.create_robot(caller, spec).await?;
+            let mut answer = robot_json(&robot);
+            // The only time the secret is shown.
+            answer["secret"] = json!(secret);
+            created(&format!("/robots/{}", robot.name), Some(&answer))
+        }
+        ApiEndpoint::GetRobot(name) => {
+            json_reply(StatusCode::OK, &robot_json(&accounts.robot(&name).await?))
+        }
+        ApiEndpoint::UpdateRobot(name) => {
+            let update: RobotUpdate = read_json(body).await?;
+            let change = RobotChange {
+                disabled: update.disable,
+                description: update.description,
+                duration_days: update.duration,
+                permissions: update
+                    .permissions
+                    .as_deref()
+                    .map(robot_permissions)
+                    .transpose()?,
+            };
+            accounts.update_robot(caller, &name, change).await?;
+            ok()
+        }
+        ApiEndpoint::RefreshRobotSecret(name) => {
+            let bytes = read_body(body).await?;
+            let change: SecretChange = if bytes.iter().all(u8::is_ascii_whitespace) {
+                SecretChange::default()
+            } else {
+                parse_json(&bytes)?
+            };
+            let secret = accounts
+                .refresh_robot_secret(caller, &name, change.secret)
+                .await?;
+            json_reply(StatusCode::OK, &json!({ "secret": secret }))
+        }
+        ApiEndpoint::DeleteRobot(name) => {
+            accounts.delete_robot(caller, &name).await?;
+            ok()
+        }
+    }
+}
+
+#[cfg(feature = "replication")]
+pub(crate) fn not_found(what: &str) -> RegistryError {
+    RegistryError::new(ErrorCode::NotFound, format!("{what} not found"))
+}
+
+pub(crate) fn bad_request(message: impl Into<String>) -> RegistryError {
+    RegistryError::new(ErrorCode::BadRequest, message.into())
+}
+
+// --- bodies and answers --------------------------------------------------------------------
+
+async fn read_body(body: Body) -> Result<Bytes> {
+    axum::body::to_bytes(body, MAX_JSON_BYTES)
+        .await
+        .map_err(|_| {
+            RegistryError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body could not be read or is over {MAX_JSON_BYTES} bytes"),
+            )
+        })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+pub(crate) async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T> {
+    parse_json(&read_body(body).await?)
+}
+
+pub(crate) fn json_reply(status: StatusCode, value: &Value) -> Reply {
+    let body = value.to_string();
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .map_err(|e| ApiError(RegistryError::internal(format!("building an answer: {e}"))))
+}
+
+pub(crate) fn created(location: &str, value: Option<&Value>) -> Reply {
+    let body = value.map(Value::to_string).unwrap_or_default();
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header(LOCATION, header_value(&format!("{API_PREFIX}{location}")))
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .map_err(|e| ApiError(RegistryError::internal(format!("building an answer: {e}"))))
+}
+
+pub(crate) fn ok() -> Reply {
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `page` (from 1) and `page_size` (at most [`MAX_PAGE_SIZE`], default 10), as Harbor pages.
+pub(crate) fn page(headers_query: Option<&str>) -> Result<(usize, usize)> {
+    let (mut page, mut size) = (1usize, 10usize);
+    for (key, value) in form_urlencoded::parse(headers_query.unwrap_or("").as_bytes()) {
+        let number = || {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| bad_request(format!("{key} must be a positive number")))
+        };
+        match &*key {
+            "page" => page = number()?,
+            "page_size" => size = number()?.min(MAX_PAGE_SIZE),
+            _ => {}
+        }
+    }
+    Ok((page, size))
+}
+
+pub(crate) fn query_value(parts: &Parts, name: &str) -> Option<String> {
+    form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+// --- users ---------------------------------------------------------------------------------
+
+fn user_json(user: &User) -> Value {
+    json!({
+        "username": user.name,
+        "email": user.email,
+        "sysadmin_flag": user.admin,
+        "creation_time": rfc3339(user.created_at),
+    })
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    username: String,
+    #[serde(default)]
+    email: Option<String>,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct PasswordChange {
+    #[serde(default)]
+    old_password: Option<String>,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+struct SysadminChange {
+    sysadmin_flag: bool,
+}
+
+// --- projects ------------------------------------------------------------------------------
+
+fn project_json(project: &Project, role: Option<ProjectRole>) -> Value {
+    let mut value = json!({
+        "name": project.name,
+        "public": project.public,
+        "metadata": { "public": project.public.to_string() },
+        "owner_name": project.owner,
+        "creation_time": rfc3339(project.created_at),
+    });
+    if let Some(role) = role {
+        value["current_user_role_id"] = json!(role.id());
+        value["current_user_role_name"] = json!(role.name());
+    }
+    value
+}
+
+/// A project's visibility as Harbor's clients send it: `"public": true` or
+/// `"metadata": {"public": "true"}`.
+#[derive(Deserialize, Default)]
+struct ProjectFields {
+    #[serde(default)]
+    public: Option<bool>,
+    #[serde(default)]
+    metadata: Option<ProjectMetadata>,
+}
+
+#[derive(Deserialize, Default)]
+struct ProjectMetadata {
+    #[serde(default)]
+    public: Option<String>,
+}
+
+impl ProjectFields {
+    fn public(&self) -> Result<Option<bool>> {
+        let from_metadata = match self.metadata.as_ref().and_then(|m| m.public.as_deref()) {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(bad_request(format!(
+                    "metadata.public must be \"true\" or \"false\", not {other:?}"
+                )));
+            }
+        };
+        Ok(self.public.or(from_metadata))
+    }
+}
+
+#[derive(Deserialize)]
+struct NewProject {
+    project_name: String,
+    #[serde(flatten)]
+    fields: ProjectFields,
+}
+
+// --- members -------------------------------------------------------------------------------
+
+fn member_json(member: &Member) -> Value {
+    json!({
+        "entity_name": member.user,
+        "entity_type": "u",
+        "project_name": member.project,
+        "role_id": member.role.id(),
+        "role_name": member.role.name(),
+        "creation_time": rfc3339(member.created_at),
+    })
+}
+
+#[derive(Deserialize)]
+struct RoleChange {
+    role_id: u64,
+}
+
+#[derive(Deserialize)]
+struct NewMember {
+    role_id: u64,
+    member_user: MemberUser,
+}
+
+#[derive(Deserialize)]
+struct MemberUser {
+    username: String,
+}
+
+fn role(id: u64) -> Result<ProjectRole> {
+    ProjectRole::from_id(id).ok_or_else(|| {
+        bad_request(format!(
+            "role_id {id} is not a role: 1 projectAdmin, 2 developer, 3 guest, 4 maintainer, \
+             5 limitedGuest"
+        ))
+    })
+}
+
+// --- robot accounts ------------------------------------------------------------------------
+
+fn robot_json(robot: &Robot) -> Value {
+    let access: Vec<Value> = robot
+        .permissions
+        .iter()
+        .map(|permission| {
+            let action = match permission {
+                RobotPermission::Pull => "pull",
+                RobotPermission::Push => "push",
+                RobotPermission::Delete => "delete",
+            };
+            json!({ "resource": "repository", "action": action })
+        })
+        .collect();
+    json!({
+        "name": robot.name,
+        "description": robot.description,
+        "level": "project",
+        "disable": robot.disabled,
+        "expires_at": robot.expires_at.map_or(-1, |at| i64::try_from(at).unwrap_or(i64::MAX)),
+        "creation_time": rfc3339(robot.created_at),
+        "permissions": [{ "kind": "project", "namespace": robot.project, "access": access }],
+    })
+}
+
+#[derive(Deserialize)]
+struct RobotPermissionsField {
+    kind: String,
+    namespace: String,
+    access: Vec<RobotAccessField>,
+}
+
+#[derive(Deserialize)]
+struct RobotAccessField {
+    resource: String,
+    action: String,
+}
+
+#[derive(Deserialize)]
+struct NewRobot {
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// Days; -1 (or absent) never expires.
+    #[serde(default)]
+    duration: Option<i64>,
+    #[serde(default)]
+    level: Option<String>,
+    #[serde(default)]
+    disable: bool,
+    permissions: Vec<RobotPermissionsField>,
+}
+
+/// The project and permissions of a robot's `permissions` field: one project-level entry.
+fn robot_permissions(fields: &[RobotPermissionsField]) -> Result<(String, Vec<RobotPermission>)> {
+    let [entry] = fields else {
+        return Err(bad_request(
+            "a robot account has exactly one permissions entry: its project",
+        ));
+    };
+    if entry.kind != "project" {
+        return Err(bad_request(format!(
+            "robot permissions of kind {:?} are not supported: use \"project\"",
+            entry.kind
+        )));
+    }
+    let mut permissions = Vec::new();
+    for access in &entry.access {
+        let permission = match (access.resource.as_str(), access.action.as_str()) {
+            ("repository", "pull") => RobotPermission::Pull,
+            ("repository", "push") => RobotPermission::Push,
+            ("repository" | "artifact" | "tag", "delete") => RobotPermission::Delete,
+            (resource, action) => {
+                return Err(bad_request(format!(
+                    "robot permission {action} on {resource} is not supported: use pull, push \
+                     or delete on repository"
+                )));
+            }
+        };
+        if !permissions.contains(&permission) {
+            permissions.push(permission);
+        }
+    }
+    if permissions.is_empty() {
+        return Err(bad_request("a robot account needs at least one permission"));
+    }
+    permissions.sort();
+    Ok((entry.namespace.clone(), permissions))
+}
+
+#[derive(Deserialize)]
+struct RobotUpdate {
+    #[serde(default)]
+    disable: Option<bool>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    duration: Option<i64>,
+    #[serde(default)]
+    permissions: Option<Vec<RobotPermissionsField>>,
+}
+
+#[derive(Deserialize, Default)]
+struct SecretChange {
+    #[serde(default)]
+    secret: Option<String>,
+}
