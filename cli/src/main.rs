@@ -9,7 +9,7 @@ use std::time::Duration;
 use berth_runtime::auth::{Auth, AuthConfig, bootstrap, local_keys, rotate_local_keys};
 use berth_runtime::token_keys::{KEPT_PREVIOUS_KEYS, SsmKeys};
 use berth_runtime::{
-    BlobLocation, EventBus, EventLog, MetadataLocation, Routes, S3Options, StorageConfig,
+    AuditLog, BlobLocation, EventBus, EventLog, MetadataLocation, Routes, S3Options, StorageConfig,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
@@ -162,6 +162,10 @@ enum Command {
         /// off (an interrupted upload is left as it was before its last request).
         #[arg(long, env = "BERTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_seconds)]
         shutdown_grace: Duration,
+
+        /// How many days the audit log keeps an entry.
+        #[arg(long, env = "BERTH_AUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        audit_retention_days: u32,
     },
     /// Create what the configured storage needs before first use (the data directory; the
     /// DynamoDB table, idempotently), and the first accounts: the system administrator
@@ -258,7 +262,11 @@ fn main() -> ExitCode {
                 storage,
                 auth,
                 shutdown_grace,
-            } => serve(listen, storage.config(), &auth, shutdown_grace).await,
+                audit_retention_days,
+            } => {
+                let retention = Duration::from_secs(u64::from(audit_retention_days) * 86_400);
+                serve(listen, storage.config(), &auth, shutdown_grace, retention).await
+            }
             Command::UploadFront {
                 listen,
                 shutdown_grace,
@@ -416,6 +424,7 @@ async fn serve(
     storage: StorageConfig,
     auth_args: &AuthArgs,
     grace: Duration,
+    audit_retention: Duration,
 ) -> Result<(), String> {
     let stores = storage
         .open_stores()
@@ -440,8 +449,12 @@ async fn serve(
     let secrets =
         berth_runtime::replication::local_secrets(&storage.data_dir, secret_key.as_deref())
             .map_err(|e| format!("cannot set up the replication secret key: {e}"))?;
-    // Every event becomes a log line; replication follows pushes and deletions.
-    let events = EventBus::new().subscribe(Arc::new(EventLog));
+    // Every event becomes a log line and, what it records, an audit entry; replication
+    // follows pushes and deletions.
+    let mut events = EventBus::new().subscribe(Arc::new(EventLog));
+    if let Some(audit) = &stores.audit {
+        events = events.subscribe(Arc::new(AuditLog::start(audit.clone(), audit_retention)));
+    }
     let replication = berth_runtime::replication::start_local(&stores, secrets, events, |r| r);
     let mut routes = Routes::new()
         .registry(
@@ -449,7 +462,8 @@ async fn serve(
             berth_runtime::Settings::default(),
         )
         .replication(|management| replication.api(management))
-        .events(replication.events.clone());
+        .events(replication.events.clone())
+        .audit(stores.audit.clone());
     if let Some(auth) = &auth {
         routes = routes.accounts(auth, stores.accounts.clone(), stores.metadata.clone());
     }

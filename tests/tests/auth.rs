@@ -10,10 +10,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_auth::{Action, KeyRing, ResourceAccess, TokenIssuer, generate_es256_pem, unix_now};
 use berth_core::events::{AccountResource, Operation};
-use berth_core::{Actor, EntryPoint, Event, EventKind, EventSink};
-use berth_runtime::AccountStore;
+use berth_core::{Actor, EntryPoint, Event, EventBus, EventKind, EventSink};
 use berth_runtime::Routes;
 use berth_runtime::auth::{PasswordHasher, bootstrap};
+use berth_runtime::{AccountStore, AuditLog};
 use berth_tests::authed::{ADMIN_PASSWORD, AuthedParts, authed_parts, serve_on_loopback};
 use berth_tests::{media, sha256};
 use reqwest::StatusCode;
@@ -53,14 +53,27 @@ impl Registry {
             data_dir,
         } = authed_parts().await;
         let events = Arc::new(Recorder::default());
+        let audit = stores
+            .audit
+            .clone()
+            .expect("embedded storage keeps an audit log");
+        let bus = Arc::new(
+            EventBus::new()
+                .subscribe(events.clone())
+                .subscribe(Arc::new(AuditLog::start(
+                    audit.clone(),
+                    Duration::from_secs(86_400),
+                ))),
+        );
         let registry = Arc::new(
             berth_core::Registry::new(stores.blobs.clone(), stores.metadata.clone())
-                .with_events(events.clone()),
+                .with_events(bus.clone()),
         );
         let router = Routes::new()
             .registry(registry, berth_runtime::Settings::default())
             .accounts(&auth, stores.accounts.clone(), stores.metadata.clone())
-            .events(events.clone())
+            .events(bus)
+            .audit(Some(audit))
             .build();
         let (addr, _) = serve_on_loopback(router).await;
         let client = reqwest::Client::builder()
@@ -930,6 +943,36 @@ async fn admin_and_library_are_made_once_only() {
 }
 
 impl Registry {
+    /// `dev` pushes `team/app:v1` and pulls it; `admin` deletes it. Returns its digest.
+    async fn push_pull_delete(&self) -> String {
+        use reqwest::Method;
+        let (_, token) = self.token(DEV, &["repository:team/app:pull,push"]).await;
+        assert_eq!(
+            self.push("team/app", "v1", &token).await,
+            StatusCode::CREATED
+        );
+        let manifest = "/v2/team/app/manifests/v1";
+        let head = self.registry(Method::HEAD, manifest, &token, None).await;
+        assert_eq!(head.status(), StatusCode::OK);
+        let pulled = self.registry(Method::GET, manifest, &token, None).await;
+        assert_eq!(pulled.status(), StatusCode::OK);
+        let digest = pulled.headers()["docker-content-digest"]
+            .to_str()
+            .expect("a digest")
+            .to_owned();
+        let (_, admin_token) = self.token(ADMIN, &["repository:team/app:delete"]).await;
+        let deleted = self
+            .registry(
+                Method::DELETE,
+                &format!("/v2/team/app/manifests/{digest}"),
+                &admin_token,
+                None,
+            )
+            .await;
+        assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+        digest
+    }
+
     /// The events published since the last call.
     fn take_events(&self) -> Vec<Event> {
         std::mem::take(&mut *self.events.0.lock().unwrap_or_else(PoisonError::into_inner))
@@ -938,7 +981,6 @@ impl Registry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_is_published_once_with_its_actor() {
-    use reqwest::Method;
     let registry = populated().await;
     let setup = registry.take_events();
     let changes: Vec<_> = setup
@@ -990,35 +1032,8 @@ async fn every_operation_is_published_once_with_its_actor() {
     assert!(!format!("{refused:?}").contains("Wrong-password"));
 
     // A push, a pull and a delete, each by whoever did it, once each.
-    let (_, token) = registry
-        .token(DEV, &["repository:team/app:pull,push"])
-        .await;
-    assert_eq!(
-        registry.push("team/app", "v1", &token).await,
-        StatusCode::CREATED
-    );
-    let manifest = "/v2/team/app/manifests/v1";
-    let head = registry
-        .registry(Method::HEAD, manifest, &token, None)
-        .await;
-    assert_eq!(head.status(), StatusCode::OK);
-    let digest = head.headers()["docker-content-digest"]
-        .to_str()
-        .expect("a digest")
-        .to_owned();
-    let pulled = registry.registry(Method::GET, manifest, &token, None).await;
-    assert_eq!(pulled.status(), StatusCode::OK);
+    let digest = registry.push_pull_delete().await;
     let dev = Actor::User("dev".into());
-    let (_, admin_token) = registry.token(ADMIN, &["repository:team/app:delete"]).await;
-    let deleted = registry
-        .registry(
-            Method::DELETE,
-            &format!("/v2/team/app/manifests/{digest}"),
-            &admin_token,
-            None,
-        )
-        .await;
-    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
 
     let events = registry.take_events();
     let kinds: Vec<&str> = events
@@ -1059,5 +1074,146 @@ async fn every_operation_is_published_once_with_its_actor() {
         events[1..4]
             .iter()
             .all(|event| event.entry == EntryPoint::Registry)
+    );
+}
+
+/// The audit log's entries `path` answers as `credentials`, once `count` are there (the log
+/// is written in the background).
+async fn audit_entries(
+    registry: &Registry,
+    path: &str,
+    credentials: Option<(&str, &str)>,
+    count: usize,
+) -> (StatusCode, Vec<Value>) {
+    for _ in 0..100 {
+        let (status, answer) = registry
+            .api(reqwest::Method::GET, path, credentials, None)
+            .await;
+        let entries = answer.as_array().cloned().unwrap_or_default();
+        if status != StatusCode::OK || entries.len() >= count {
+            return (status, entries);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path}: fewer than {count} entries after 5 s");
+}
+
+fn field<'a>(entries: &'a [Value], name: &str) -> Vec<&'a str> {
+    entries
+        .iter()
+        .map(|entry| entry[name].as_str().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_holds_each_operation_under_its_user() {
+    use reqwest::Method;
+    let registry = populated().await;
+    let (status, _) = registry.token(Some(("dev", "Wrong-password-7")), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let digest = registry.push_pull_delete().await;
+
+    // The artifact's push, pull and delete, newest first, each under who did it.
+    let (status, artifacts) = audit_entries(
+        &registry,
+        "/audit-logs?q=resource_type%3Dartifact",
+        ADMIN,
+        3,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(field(&artifacts, "operation"), ["delete", "pull", "create"]);
+    assert_eq!(field(&artifacts, "username"), ["admin", "dev", "dev"]);
+    assert_eq!(
+        field(&artifacts, "resource"),
+        [
+            format!("team/app@{digest}").as_str(),
+            &format!("team/app@{digest}"),
+            "team/app:v1"
+        ]
+    );
+    assert!(
+        artifacts.iter().all(|entry| entry["id"].is_u64()
+            && entry["op_time"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+
+    // The refused sign-in, without the password.
+    let (_, failed) = audit_entries(
+        &registry,
+        "/audit-logs?q=operation%3Dlogin_failed",
+        ADMIN,
+        1,
+    )
+    .await;
+    assert_eq!(field(&failed, "resource"), ["dev"]);
+    assert_eq!(field(&failed, "username"), ["anonymous"]);
+    let everything = registry
+        .api(Method::GET, "/audit-logs?page_size=100", ADMIN, None)
+        .await
+        .1;
+    assert!(!everything.to_string().contains("Wrong-password"));
+
+    // Filters and pages.
+    let (_, dev_pulls) = audit_entries(
+        &registry,
+        "/audit-logs?q=username%3Ddev%2Coperation%3Dpull&sort=op_time",
+        ADMIN,
+        1,
+    )
+    .await;
+    assert_eq!(dev_pulls.len(), 1);
+    let response = registry
+        .client
+        .get(registry.url("/api/v2.0/audit-logs?page=2&page_size=2"))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .expect("an answer");
+    let total: usize = response.headers()["x-total-count"]
+        .to_str()
+        .expect("a count")
+        .parse()
+        .expect("a number");
+    let link = response.headers()["link"]
+        .to_str()
+        .expect("links")
+        .to_owned();
+    assert!(total > 4, "{total}");
+    assert!(link.contains("page=1&page_size=2>; rel=\"prev\""), "{link}");
+    assert!(link.contains("page=3&page_size=2>; rel=\"next\""), "{link}");
+    let second: Value = response.json().await.expect("JSON");
+    assert_eq!(second.as_array().map(Vec::len), Some(2));
+
+    // Who sees what: system admins everything, project admins their project's entries,
+    // others nothing.
+    let (status, _) = registry.api(Method::GET, "/audit-logs", DEV, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = registry
+        .api(Method::GET, "/projects/team/logs", DEV, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    registry
+        .admin(
+            Method::PUT,
+            "/projects/team/members/dev",
+            json!({"role_id": 1}),
+        )
+        .await;
+    let (status, team) =
+        audit_entries(&registry, "/projects/team/logs?page_size=100", DEV, 3).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        team.iter().all(|entry| entry["resource"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("team"))),
+        "{team:?}"
+    );
+    let (status, _) = registry
+        .api(Method::GET, "/projects/open/logs", DEV, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "dev is a developer in open, not its admin"
     );
 }

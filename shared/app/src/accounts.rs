@@ -13,6 +13,7 @@ use berth_core::accounts::{
     Member, Project, ProjectRole, ROBOT_PREFIX, Robot, RobotPermission, User, robot_name,
     robot_project, validate_project_name, validate_user_name,
 };
+use berth_core::audit::{AuditPage, AuditQuery, AuditStore};
 use berth_core::events::{AccountResource, Operation};
 use berth_core::ports::MetadataStore;
 use berth_core::{
@@ -133,6 +134,7 @@ pub struct Accounts {
     tokens: Arc<TokenService>,
     settings: AccountSettings,
     events: Option<Arc<dyn EventSink>>,
+    audit: Option<Arc<dyn AuditStore>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -156,7 +158,26 @@ impl Accounts {
             tokens,
             settings,
             events: None,
+            audit: None,
         }
+    }
+
+    /// Answers audit queries from `audit`.
+    pub fn with_audit(mut self, audit: Arc<dyn AuditStore>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit entries `query` asks for (the edge has checked who may ask for which).
+    pub async fn audit_logs(&self, query: &AuditQuery) -> Result<AuditPage> {
+        let Some(audit) = &self.audit else {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                "this deployment keeps no audit log",
+            ));
+        };
+        let now_ms = unix_now().saturating_mul(1000);
+        audit.query(query, now_ms).await
     }
 
     /// Publishes sign-ins and account changes to `events`.

@@ -34,6 +34,7 @@ use crate::ports::{BlobStore, ByteStream, MetadataStore};
 use crate::replication::ReplicationStore;
 
 pub mod account_store;
+pub mod audit_store;
 pub mod replication_store;
 
 /// Runs every blob store case, announcing each on stderr so a failure names its case.

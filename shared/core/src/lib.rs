@@ -2,6 +2,7 @@
 //! the use cases every entry point shares. Nothing here knows about HTTP frameworks or AWS.
 
 pub mod accounts;
+pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod digest;
@@ -15,6 +16,7 @@ pub mod registry;
 pub mod replication;
 
 pub use accounts::AccountStore;
+pub use audit::AuditStore;
 pub use digest::{Algorithm, Digest};
 pub use error::{ErrorCode, ErrorHint, RegistryError, Result};
 pub use events::{Actor, EntryPoint, Event, EventBus, EventKind, EventSink, RequestContext};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use berth_app::Accounts;
 use berth_core::ports::MetadataStore;
-use berth_core::{AccountStore, EventSink, Registry};
+use berth_core::{AccountStore, AuditStore, EventSink, Registry};
 use berth_http::{ManagementApi, Router, Settings, TokenEndpoint, api_router_with, token_router};
 
 use crate::auth::Auth;
@@ -19,6 +19,7 @@ pub struct Routes<'a> {
     #[cfg(feature = "replication")]
     replication: Option<ReplicationApiMaker<'a>>,
     events: Option<Arc<dyn EventSink>>,
+    audit: Option<Arc<dyn AuditStore>>,
 }
 
 /// What the token endpoint and the management API are built from.
@@ -80,6 +81,12 @@ impl<'a> Routes<'a> {
         self
     }
 
+    /// Where the management API reads the audit log from.
+    pub fn audit(mut self, audit: Option<Arc<dyn AuditStore>>) -> Self {
+        self.audit = audit;
+        self
+    }
+
     pub fn build(self) -> Router {
         let mut router = Router::new();
         let management = self.accounts.as_ref().map(|(auth, accounts, metadata)| {
@@ -89,8 +96,12 @@ impl<'a> Routes<'a> {
                 auth.tokens.clone(),
                 auth.config.accounts,
             );
-            Arc::new(ManagementApi::new(match &self.events {
+            let accounts = match &self.events {
                 Some(events) => accounts.with_events(events.clone()),
+                None => accounts,
+            };
+            Arc::new(ManagementApi::new(match &self.audit {
+                Some(audit) => accounts.with_audit(audit.clone()),
                 None => accounts,
             }))
         });

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::ports::{BlobStore, MetadataStore};
-use berth_core::{AccountStore, Registry, RegistryError, ReplicationStore, Result};
+use berth_core::{AccountStore, AuditStore, Registry, RegistryError, ReplicationStore, Result};
 
 #[cfg(feature = "aws")]
 use crate::aws::AwsConfig;
@@ -149,10 +149,12 @@ type LocalParts = (Option<Arc<dyn BlobStore>>, Option<MetadataParts>);
 
 /// One metadata adapter seen through both of its ports: registry metadata and accounts live
 /// together (one redb database, or one DynamoDB table).
+/// The audit log is kept where the adapter can keep it (`None`: not in DynamoDB yet).
 type MetadataParts = (
     Arc<dyn MetadataStore>,
     Arc<dyn AccountStore>,
     Arc<dyn ReplicationStore>,
+    Option<Arc<dyn AuditStore>>,
 );
 
 /// The storage of one registry process.
@@ -171,6 +173,8 @@ pub struct Stores {
     pub metadata: Arc<dyn MetadataStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub replication: Arc<dyn ReplicationStore>,
+    /// Where the audit log is kept, when this storage keeps one.
+    pub audit: Option<Arc<dyn AuditStore>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -215,7 +219,7 @@ impl StorageConfig {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
             BlobLocation::S3 { bucket, prefix } => self.open_s3(aws, bucket, prefix).await?,
         };
-        let (metadata, accounts, replication) = match &self.metadata {
+        let (metadata, accounts, replication, audit) = match &self.metadata {
             MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
             MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
         };
@@ -225,6 +229,7 @@ impl StorageConfig {
             metadata,
             accounts,
             replication,
+            audit,
         })
     }
 
@@ -269,7 +274,8 @@ impl StorageConfig {
                 (
                     m.clone() as Arc<dyn MetadataStore>,
                     m.clone() as Arc<dyn AccountStore>,
-                    m as Arc<dyn ReplicationStore>,
+                    m.clone() as Arc<dyn ReplicationStore>,
+                    Some(m as Arc<dyn AuditStore>),
                 )
             }),
         ))
@@ -322,6 +328,7 @@ async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
         store.clone() as Arc<dyn MetadataStore>,
         store.clone() as Arc<dyn AccountStore>,
         store as Arc<dyn ReplicationStore>,
+        None,
     ))
 }
 

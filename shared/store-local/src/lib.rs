@@ -1,7 +1,7 @@
 //! Berth's local storage, for `berth serve` without any cloud account: blob bytes in a
 //! directory ([`FsBlobStore`]) and registry metadata, accounts, projects and replication in
 //! an embedded redb database ([`RedbMetadataStore`], which implements `MetadataStore`,
-//! `AccountStore` and `ReplicationStore`).
+//! `AccountStore`, `ReplicationStore` and `AuditStore`).
 //!
 //! A data directory holds both:
 //!
@@ -10,10 +10,12 @@
 //! <data-dir>/uploads/...      bytes staged by uploads in progress
 //! <data-dir>/metadata.redb    repositories, manifests, tags, links, referrers, sessions,
 //!                             users, projects, members, robot accounts, login failures,
-//!                             replication endpoints, policies, executions and tasks
+//!                             replication endpoints, policies, executions and tasks,
+//!                             the audit log
 //! ```
 
 mod accounts;
+mod audit;
 mod blobs;
 mod metadata;
 mod replication;

@@ -138,6 +138,7 @@ fn create_tables(db: &Database) -> Result<u64, redb::Error> {
     txn.open_table(BLOB_LINKS)?;
     txn.open_table(UPLOADS)?;
     crate::accounts::create_tables(&txn)?;
+    crate::audit::create_tables(&txn)?;
     txn.commit()?;
     Ok(version)
 }

@@ -43,6 +43,10 @@ pub enum ApiEndpoint {
     UpdateRobot(String),
     RefreshRobotSecret(String),
     DeleteRobot(String),
+    /// `GET /audit-logs`: every entry.
+    AuditLogs,
+    /// `GET /projects/{p}/logs`: the project's entries.
+    ProjectLogs(String),
 }
 
 impl ApiEndpoint {
@@ -88,6 +92,8 @@ impl ApiEndpoint {
                 }
             }
             ["projects", project, "robots"] if get => Self::ListRobots(one(project)),
+            ["projects", project, "logs"] if get => Self::ProjectLogs(one(project)),
+            ["audit-logs"] if get => Self::AuditLogs,
             ["robots"] if method == Method::POST => Self::CreateRobot,
             ["robots", robot] => match *method {
                 Method::GET | Method::HEAD => Self::GetRobot(one(robot)),
@@ -96,11 +102,11 @@ impl ApiEndpoint {
                 Method::DELETE => Self::DeleteRobot(one(robot)),
                 _ => return Err(not_allowed()),
             },
-            ["users" | "projects" | "robots"]
+            ["users" | "projects" | "robots" | "audit-logs"]
             | ["users", _]
             | ["users", _, "password" | "sysadmin"]
             | ["projects", _]
-            | ["projects", _, "members" | "robots"] => return Err(not_allowed()),
+            | ["projects", _, "members" | "robots" | "logs"] => return Err(not_allowed()),
             _ => return Err(unknown()),
         };
         if segments.iter().any(|segment| segment.is_empty()) {
@@ -114,7 +120,9 @@ impl ApiEndpoint {
     pub fn permission(&self) -> Permission {
         match self {
             Self::CreateUser => Permission::CreateUser,
-            Self::ListUsers | Self::DeleteUser(_) | Self::SetSysadmin(_) => Permission::SystemAdmin,
+            Self::ListUsers | Self::DeleteUser(_) | Self::SetSysadmin(_) | Self::AuditLogs => {
+                Permission::SystemAdmin
+            }
             Self::CurrentUser => Permission::User,
             Self::GetUser(user) | Self::ChangePassword(user) => {
                 Permission::SelfOrAdmin(user.clone())
@@ -126,7 +134,8 @@ impl ApiEndpoint {
             | Self::AddMember(project)
             | Self::ChangeMember { project, .. }
             | Self::RemoveMember { project, .. }
-            | Self::ListRobots(project) => Permission::ProjectAdmin(project.clone()),
+            | Self::ListRobots(project)
+            | Self::ProjectLogs(project) => Permission::ProjectAdmin(project.clone()),
             Self::ListMembers(project) | Self::GetMember { project, .. } => {
                 Permission::ProjectMember(project.clone())
             }
@@ -251,6 +260,8 @@ mod tests {
             (Method::POST, "/projects/team"),
             (Method::GET, "/users/alice/password"),
             (Method::POST, "/robots/robot%24team+ci"),
+            (Method::DELETE, "/audit-logs"),
+            (Method::POST, "/projects/team/logs"),
         ] {
             let error = parse(method.clone(), path).expect_err(path);
             assert_eq!(error.code(), ErrorCode::Unsupported, "{method} {path}");

@@ -44,6 +44,7 @@ use crate::response::{ApiError, header_value};
 use crate::token::basic_credentials;
 pub use berth_app::{AccountSettings, ProjectCreation};
 
+mod audit;
 mod endpoint;
 
 /// Where the management API is mounted.
@@ -322,6 +323,17 @@ async fn serve(
             accounts.delete_robot(caller, &name).await?;
             ok()
         }
+        ApiEndpoint::AuditLogs => {
+            let parsed = audit::parse_query(query, None)?;
+            let page = accounts.audit_logs(&parsed).await?;
+            Ok(audit::page_response("/audit-logs", query, &parsed, &page)?)
+        }
+        ApiEndpoint::ProjectLogs(project) => {
+            let path = format!("/projects/{project}/logs");
+            let parsed = audit::parse_query(query, Some(project))?;
+            let page = accounts.audit_logs(&parsed).await?;
+            Ok(audit::page_response(&path, query, &parsed, &page)?)
+        }
     }
 }
 
@@ -382,20 +394,22 @@ pub(crate) fn ok() -> Reply {
 pub(crate) fn page(headers_query: Option<&str>) -> Result<(usize, usize)> {
     let (mut page, mut size) = (1usize, 10usize);
     for (key, value) in form_urlencoded::parse(headers_query.unwrap_or("").as_bytes()) {
-        let number = || {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| bad_request(format!("{key} must be a positive number")))
-        };
         match &*key {
-            "page" => page = number()?,
-            "page_size" => size = number()?.min(MAX_PAGE_SIZE),
+            "page" => page = positive(&key, &value)?,
+            "page_size" => size = positive(&key, &value)?.min(MAX_PAGE_SIZE),
             _ => {}
         }
     }
     Ok((page, size))
+}
+
+/// The query parameter `key`'s value, which must be a number from 1.
+pub(crate) fn positive(key: &str, value: &str) -> Result<usize> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| bad_request(format!("{key} must be a positive number")))
 }
 
 pub(crate) fn query_value(parts: &Parts, name: &str) -> Option<String> {

@@ -1,0 +1,123 @@
+//! The [`AuditStore`] port over the metadata database.
+//!
+//! | table          | key            | value                                  |
+//! |----------------|----------------|----------------------------------------|
+//! | `audit`        | (at_ms, id)    | (the [`AuditEntry`] as JSON, expires at) |
+//! | `audit_ids`    | id             | at_ms                                  |
+//!
+//! Entries are kept in time order, so a query scans the range its times allow, newest first
+//! or oldest first; `audit_ids` makes recording idempotent. Each write also removes a few
+//! entries whose retention has passed, oldest first, as DynamoDB's time to live would.
+
+use async_trait::async_trait;
+use berth_core::audit::{AuditEntry, AuditPage, AuditQuery, AuditStore, MAX_AUDIT_PAGE};
+use berth_core::error::{RegistryError, Result};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::metadata::RedbMetadataStore;
+
+const AUDIT: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("audit");
+const AUDIT_IDS: TableDefinition<u64, u64> = TableDefinition::new("audit_ids");
+
+/// Expired entries one write removes at most.
+const EXPIRED_PER_WRITE: usize = 256;
+
+/// Creates the audit tables (in a database of any earlier release too).
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(AUDIT)?;
+    txn.open_table(AUDIT_IDS)?;
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+#[async_trait]
+impl AuditStore for RedbMetadataStore {
+    async fn record(&self, entries: &[AuditEntry], retention_ms: u64) -> Result<()> {
+        let rows = entries
+            .iter()
+            .map(|entry| {
+                serde_json::to_string(entry)
+                    .map(|json| (entry.at_ms, entry.id, json))
+                    .map_err(|e| RegistryError::internal(format!("encoding an audit entry: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let now = now_ms();
+        self.write(move |txn| {
+            let mut audit = txn.open_table(AUDIT)?;
+            let mut ids = txn.open_table(AUDIT_IDS)?;
+            let expired: Vec<(u64, u64)> = audit
+                .iter()?
+                .take(EXPIRED_PER_WRITE)
+                .filter_map(|row| {
+                    let (key, value) = row.ok()?;
+                    (value.value().1 <= now).then(|| key.value())
+                })
+                .collect();
+            for (at, id) in expired {
+                audit.remove((at, id))?;
+                ids.remove(id)?;
+            }
+            for (at, id, json) in &rows {
+                if ids.get(*id)?.is_some() {
+                    continue;
+                }
+                ids.insert(*id, *at)?;
+                audit.insert((*at, *id), (json.as_str(), at.saturating_add(retention_ms)))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query(&self, query: &AuditQuery, now_ms: u64) -> Result<AuditPage> {
+        let size = query.page_size.clamp(1, MAX_AUDIT_PAGE);
+        let skip = query.page.saturating_sub(1).saturating_mul(size);
+        let from = (query.from_ms.unwrap_or(0), 0);
+        let to = (query.to_ms.unwrap_or(u64::MAX), u64::MAX);
+        let rows = self.read(|txn| {
+            let audit = txn.open_table(AUDIT)?;
+            let range = audit.range(from..=to)?;
+            let mut page = Vec::new();
+            let mut total = 0u64;
+            let mut visit = |row: Result<_, redb::StorageError>| -> Result<(), redb::Error> {
+                let (_, value): (_, redb::AccessGuard<'_, (&str, u64)>) = row?;
+                let (json, expires_at) = value.value();
+                if expires_at <= now_ms {
+                    return Ok(());
+                }
+                let Ok(entry) = serde_json::from_str::<AuditEntry>(json) else {
+                    return Ok(());
+                };
+                if !query.matches(&entry) {
+                    return Ok(());
+                }
+                if usize::try_from(total).is_ok_and(|seen| seen >= skip) && page.len() < size {
+                    page.push(entry);
+                }
+                total += 1;
+                Ok(())
+            };
+            if query.oldest_first {
+                for row in range {
+                    visit(row)?;
+                }
+            } else {
+                for row in range.rev() {
+                    visit(row)?;
+                }
+            }
+            Ok(AuditPage {
+                entries: page,
+                total,
+            })
+        })?;
+        Ok(rows)
+    }
+}
