@@ -190,6 +190,8 @@ QUEUE_CONSUMER = {
 # The partitions of replication records, and of what a push writes.
 REPLICATION_PARTITIONS = {"REPL#*"}
 REGISTRY_PARTITIONS = {"REPO#*", "UPLOAD#*"}
+# The audit log's partitions (meta-dynamodb audit.rs), which the events function writes.
+AUDIT_PARTITIONS = {"AUDIT#*"}
 # The encryption context replication credentials are sealed with (replication_aws.rs).
 CREDENTIAL_CONTEXT = {"kms:EncryptionContext:berth": "replication-credential"}
 READ_ONLY = {
@@ -615,8 +617,9 @@ def check_iam(template, code, front):
             findings.append(f"{name}: lacks {action}, which replication needs")
         if any(a.startswith("ssm:") for a in actions):
             findings.append(f"{name}: must not read the token keys")
-        check_writes(name, resource, [REGISTRY_PARTITIONS | REPLICATION_PARTITIONS])
+        check_writes(name, resource, [REGISTRY_PARTITIONS | REPLICATION_PARTITIONS | AUDIT_PARTITIONS])
         check_decrypt(name, resource, {"kms:Decrypt"}, set())
+        check_event_lines(template, front)
         check_queues(name, resource,
                      {"ReplicationQueue": QUEUE_CONSUMER | {"sqs:SendMessage"},
                       "ReplicationDeadLetterQueue": {"sqs:SendMessage"}})
@@ -749,6 +752,38 @@ def role_actions(name, resource):
         granted |= statement_actions(statement)
     check_action_names(name, granted)
     return granted
+
+
+def check_event_lines(template, front):
+    """Every function's log group, and the upload front's, sends its event lines to the events
+    function, which CloudWatch Logs may invoke for those groups only."""
+    resources = template["Resources"]
+    filters = {
+        body["Properties"].get("LogGroupName", {}).get("Ref"): body
+        for body in resources.values()
+        if body.get("Type") == "AWS::Logs::SubscriptionFilter"
+    }
+    allowed = {
+        body["Properties"].get("SourceArn", {}).get("Fn::GetAtt", [None])[0]
+        for body in resources.values()
+        if body.get("Type") == "AWS::Lambda::Permission"
+        and body["Properties"].get("Principal") == "logs.amazonaws.com"
+    }
+    groups = ["RegistryPullLogGroup", "RegistryPushLogGroup", "TokenLogGroup"]
+    if front:
+        groups.append("UploadFrontLogGroup")
+    for group in groups:
+        subscription = filters.get(group)
+        if subscription is None:
+            findings.append(f"{group}: no subscription filter sends its event lines to the events function")
+            continue
+        properties = subscription["Properties"]
+        if properties.get("DestinationArn") != {"Fn::GetAtt": ["EventsFunction", "Arn"]}:
+            findings.append(f"{group}: its subscription filter must deliver to the events function")
+        if "berth::event" not in properties.get("FilterPattern", ""):
+            findings.append(f"{group}: its subscription filter must select the berth::event lines only")
+        if group not in allowed:
+            findings.append(f"{group}: CloudWatch Logs has no permission to invoke the events function for it")
 
 
 def check_writes(name, resource, partition_sets):

@@ -9,7 +9,8 @@ use std::time::Duration;
 use berth_runtime::auth::{Auth, AuthConfig, bootstrap, local_keys, rotate_local_keys};
 use berth_runtime::token_keys::{KEPT_PREVIOUS_KEYS, SsmKeys};
 use berth_runtime::{
-    AuditLog, BlobLocation, EventBus, EventLog, MetadataLocation, Routes, S3Options, StorageConfig,
+    BlobLocation, EventBus, EventLog, EventRecorder, MetadataLocation, Records, Routes, S3Options,
+    StorageConfig,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
@@ -163,6 +164,10 @@ enum Command {
         #[arg(long, env = "BERTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_seconds)]
         shutdown_grace: Duration,
 
+        /// Keep the audit log and count pulls and pushes (`false`: events are only logged).
+        #[arg(long, env = "BERTH_AUDIT", default_value_t = true, action = clap::ArgAction::Set)]
+        audit: bool,
+
         /// How many days the audit log keeps an entry.
         #[arg(long, env = "BERTH_AUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
         audit_retention_days: u32,
@@ -262,9 +267,11 @@ fn main() -> ExitCode {
                 storage,
                 auth,
                 shutdown_grace,
+                audit,
                 audit_retention_days,
             } => {
-                let retention = Duration::from_secs(u64::from(audit_retention_days) * 86_400);
+                let retention =
+                    audit.then(|| Duration::from_secs(u64::from(audit_retention_days) * 86_400));
                 serve(listen, storage.config(), &auth, shutdown_grace, retention).await
             }
             Command::UploadFront {
@@ -424,7 +431,7 @@ async fn serve(
     storage: StorageConfig,
     auth_args: &AuthArgs,
     grace: Duration,
-    audit_retention: Duration,
+    audit_retention: Option<Duration>,
 ) -> Result<(), String> {
     let stores = storage
         .open_stores()
@@ -452,8 +459,15 @@ async fn serve(
     // Every event becomes a log line and, what it records, an audit entry; replication
     // follows pushes and deletions.
     let mut events = EventBus::new().subscribe(Arc::new(EventLog));
-    if let Some(audit) = &stores.audit {
-        events = events.subscribe(Arc::new(AuditLog::start(audit.clone(), audit_retention)));
+    let records = match audit_retention {
+        Some(retention) => Records {
+            audit: stores.audit.clone().map(|audit| (audit, retention)),
+            statistics: stores.statistics.clone(),
+        },
+        None => Records::default(),
+    };
+    if !records.is_empty() {
+        events = events.subscribe(Arc::new(EventRecorder::start(records)));
     }
     let replication = berth_runtime::replication::start_local(&stores, secrets, events, |r| r);
     let mut routes = Routes::new()
@@ -463,7 +477,8 @@ async fn serve(
         )
         .replication(|management| replication.api(management))
         .events(replication.events.clone())
-        .audit(stores.audit.clone());
+        .audit(stores.audit.clone())
+        .statistics(stores.statistics.clone());
     if let Some(auth) = &auth {
         routes = routes.accounts(auth, stores.accounts.clone(), stores.metadata.clone());
     }

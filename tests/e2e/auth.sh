@@ -230,6 +230,36 @@ scenario_docker() {
   assert_cmd "anonymous docker pull from the public project" docker pull "$public:v1"
   assert_eq "the anonymous pull is the pushed image" "$id" "$(docker image inspect -f '{{.Id}}' "$public:v1")"
   run docker rmi "$public:v1"
+  audited_push_pull_delete
+}
+
+# After the docker push (alice) and pull (anonymous) of $PUBLIC/app:v1 and its deletion (the
+# admin), the audit log holds exactly those operations on it, each under who did it, and the
+# refused docker login without its password.
+audited_push_pull_delete() {
+  local token digest status entries tries=0
+  token=$(token "admin:$ADMIN_PASSWORD" "repository:$PUBLIC/app:pull,delete")
+  status=$(http HEAD "$BASE/v2/$PUBLIC/app/manifests/v1" -H "Authorization: Bearer $token" \
+    -H "Accept: application/vnd.docker.distribution.manifest.v2+json" \
+    -H "Accept: $MT_OCI_MANIFEST")
+  digest=$(last_header docker-content-digest)
+  status=$(http DELETE "$BASE/v2/$PUBLIC/app/manifests/$digest" -H "Authorization: Bearer $token")
+  assert_eq "the admin deletes the pushed image (202)" 202 "$status"
+  # Recorded in the background: wait for the deletion to show.
+  while :; do
+    api GET "/audit-logs?q=resource%3D~$PUBLIC/app&sort=op_time&page_size=100" "admin:$ADMIN_PASSWORD" >/dev/null
+    entries=$(jq -c '[.[] | [.operation, .username, .resource]]' "$E2E_TMP/body")
+    [[ $entries != *'"delete"'* && $((tries++)) -lt 50 ]] || break
+    sleep 0.1
+  done
+  assert_eq "the audit log: alice's push first, the admin's delete last" \
+    "[[\"create\",\"$ALICE\",\"$PUBLIC/app:v1\"],[\"delete\",\"admin\",\"$PUBLIC/app@$digest\"]]" \
+    "$(jq -c '[first, last]' <<<"$entries")"
+  assert_eq "... between them only pulls, every one anonymous (the HEAD is none)" \
+    '[["pull","anonymous"]]' "$(jq -c '.[1:-1] | map(.[0:2]) | unique' <<<"$entries")"
+  api GET "/audit-logs?q=operation%3Dlogin_failed,resource%3D$ALICE" "admin:$ADMIN_PASSWORD" >/dev/null
+  assert_eq "the refused docker login is audited" true "$(jq 'length >= 1' "$E2E_TMP/body")"
+  assert_not "... without the password" grep -q "not-$ALICE_PASSWORD" "$E2E_TMP/body"
 }
 
 scenario_podman() {

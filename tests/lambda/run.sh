@@ -637,6 +637,75 @@ PY
   fi
 }
 
+# awslogs_event LOG OUT: the berth::event lines of function log LOG (and nothing else of it) as
+# the events function receives them from a CloudWatch Logs subscription filter: gzipped JSON
+# in base64 under awslogs.data. Prints how many event lines and manifest pulls it holds.
+awslogs_event() {
+  python3 - "$1" "$2" <<'PY'
+import base64, gzip, json, sys
+
+lines = []
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    try:
+        record = json.loads(line)
+    except ValueError:
+        continue
+    # What the template's filter pattern { $.target = "berth::event" } lets through.
+    if isinstance(record, dict) and record.get("target") == "berth::event":
+        lines.append(line.rstrip("\n"))
+batch = {"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/lambda/berth",
+         "logStream": "2026/12/07/[$LATEST]0", "subscriptionFilters": ["berth-event-lines"],
+         "logEvents": [{"id": str(i), "timestamp": 0, "message": m} for i, m in enumerate(lines)]}
+data = base64.b64encode(gzip.compress(json.dumps(batch).encode())).decode()
+json.dump({"awslogs": {"data": data}}, open(sys.argv[2], "w"))
+pulls = sum(1 for m in lines if json.loads(m).get("event") == "manifest_pulled")
+print(len(lines), pulls)
+PY
+}
+
+# The audit log and pull counts as AWS keeps them: the functions' event lines, delivered to the
+# events function as a CloudWatch Logs subscription would, become audit entries and counts that
+# the token function answers; a pull wrote nothing on its way. Delivered twice, each is
+# recorded once.
+scenario_audit() {
+  pushed_image
+  local out=$E2E_TMP/audit status fn lines pulls answer pull_lines pull_count total
+  # The token function was restarted by the key rotation, with a new log: refuse a sign-in
+  # in this one.
+  status=$(req GET "$GATEWAY_URL/service/token?service=berth" "$out" -u "$ADMIN:wrong-$ADMIN_PASSWORD")
+  assert_eq "a wrong password is refused (401)" 401 "$status"
+  for _ in 1 2; do
+    status=$(areq GET "$GATEWAY_URL/v2/$REPO/manifests/$TAG" "$out" -H "Accept: $MT_OCI_MANIFEST")
+    assert_eq "a manifest GET through the gateway (200)" 200 "$status"
+  done
+  for fn in registry-pull registry-push token; do
+    read -r lines pulls < <(awslogs_event "$E2E_TMP/$fn.log" "$E2E_TMP/awslogs-$fn.json")
+    [[ $fn != registry-pull ]] || { pull_lines=$lines pull_count=$pulls; }
+    answer=$(invoke_events "$E2E_TMP/awslogs-$fn.json") || fail "the events function takes $fn's log lines" "$answer"
+    assert_eq "the events function reads every event line of $fn ($lines)" "$lines" "$(jq -r .events <<<"$answer")"
+  done
+  ((pull_count >= 2)) || fail "the pull function logged its pulls" "$pull_lines event lines, $pull_count pulls"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/audit-logs?q=operation%3Dpull,resource%3D~$REPO&page_size=100" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the token function lists the audit log (200)" 200 "$status"
+  assert_eq "every logged manifest pull is one audit entry" "$pull_count" "$(header "$out.headers" x-total-count)"
+  assert_eq "... each under the account that pulled" "[\"$ADMIN\"]" "$(jq -c '[.[].username] | unique' "$out.body")"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/projects/$PROJECT/repositories/${REPO#"$PROJECT"/}" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the token function answers the repository's counters (200)" 200 "$status"
+  assert_eq "... every logged pull counted once" "$pull_count" "$(jq -r .pull_count "$out.body")"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/audit-logs?q=operation%3Dcreate,resource%3D$REPO:$TAG" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the push of $REPO:$TAG is in the audit log" true "$(jq 'length >= 1' "$out.body")"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/audit-logs?q=operation%3Dlogin_failed" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "... and the refused sign-in, naming the account" "$ADMIN" "$(jq -r '.[0].resource' "$out.body")"
+  assert_not "... without its password" grep -q "wrong-$ADMIN_PASSWORD" "$out.body"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/audit-logs?page_size=1" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  total=$(header "$out.headers" x-total-count)
+  answer=$(invoke_events "$E2E_TMP/awslogs-registry-pull.json") || fail "the events function takes a delivery again" "$answer"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/audit-logs?page_size=1" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "a batch delivered again adds no audit entry" "$total" "$(header "$out.headers" x-total-count)"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/projects/$PROJECT/repositories/${REPO#"$PROJECT"/}" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "... and no pull" "$pull_count" "$(jq -r .pull_count "$out.body")"
+}
+
 # --- measurements --------------------------------------------------------------
 
 # Memory of each function process: VmRSS now, VmHWM (peak) so far.
@@ -718,6 +787,7 @@ rotate_keys
 run_scenario "key rotation" scenario_rotation
 start_events_function
 run_scenario "replication through the events function" scenario_replication
+run_scenario "the audit log through the events function" scenario_audit
 run_front_scenarios
 [[ -z ${FRONT_BENCH_MIB:-} ]] || bench_front
 log_step "finished in $((SECONDS - start))s"

@@ -95,12 +95,13 @@ front_received() {
     awk -F: '{ sum += $2 } END { print sum + 0 }'
 }
 
-# assert_front_pushed WHAT REPOSITORY: the front's audit line of a blob of REPOSITORY, pushed by
+# assert_front_pushed WHAT REPOSITORY: the front's event line of a blob of REPOSITORY, pushed by
 # the admin.
 assert_front_pushed() {
+  local line
+  line=$(grep 'berth::event' "$E2E_TMP/upload-front.log" | grep -F "subject=\"$2@" | tail -n 1 || true)
   assert_match "... and the front logged the blob $1 pushed, as the admin" \
-    "blob pushed through the upload front actor=\"$ADMIN\" repository=$2 " \
-    "$(grep "repository=$2 " "$E2E_TMP/upload-front.log" | tail -n 1)"
+    "event=\"blob_pushed\".*actor=\"$ADMIN\".*entry=\"upload-front\"" "$line"
 }
 
 # front_token REPO: a push token for REPO.
@@ -358,7 +359,7 @@ scenario_front_image() {
   run_to "$E2E_TMP/front-image-push.log" timeout "$CLIENT_TIMEOUT" docker push "$ref"
   pass "docker push through the gateway to the containerised front succeeds"
   assert_contains "... and the container logged the blob pushed, as the admin" \
-    "$(docker logs "$container" 2>&1 | grep "lambda/front-image-$RUN_ID" | grep 'blob pushed through the upload front' | tail -n 1)" \
+    "$(docker logs "$container" 2>&1 | grep "lambda/front-image-$RUN_ID" | grep '"event":"blob_pushed"' | tail -n 1)" \
     "\"actor\":\"$ADMIN\""
   docker rmi "$ref" >/dev/null
   run_to "$E2E_TMP/front-image-pull.log" timeout "$CLIENT_TIMEOUT" docker pull "$ref"

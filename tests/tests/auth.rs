@@ -13,7 +13,7 @@ use berth_core::events::{AccountResource, Operation};
 use berth_core::{Actor, EntryPoint, Event, EventBus, EventKind, EventSink};
 use berth_runtime::Routes;
 use berth_runtime::auth::{PasswordHasher, bootstrap};
-use berth_runtime::{AccountStore, AuditLog};
+use berth_runtime::{AccountStore, EventRecorder, Records};
 use berth_tests::authed::{ADMIN_PASSWORD, AuthedParts, authed_parts, serve_on_loopback};
 use berth_tests::{media, sha256};
 use reqwest::StatusCode;
@@ -60,10 +60,10 @@ impl Registry {
         let bus = Arc::new(
             EventBus::new()
                 .subscribe(events.clone())
-                .subscribe(Arc::new(AuditLog::start(
-                    audit.clone(),
-                    Duration::from_secs(86_400),
-                ))),
+                .subscribe(Arc::new(EventRecorder::start(Records {
+                    audit: Some((audit.clone(), Duration::from_secs(86_400))),
+                    statistics: stores.statistics.clone(),
+                }))),
         );
         let registry = Arc::new(
             berth_core::Registry::new(stores.blobs.clone(), stores.metadata.clone())
@@ -74,6 +74,7 @@ impl Registry {
             .accounts(&auth, stores.accounts.clone(), stores.metadata.clone())
             .events(bus)
             .audit(Some(audit))
+            .statistics(stores.statistics.clone())
             .build();
         let (addr, _) = serve_on_loopback(router).await;
         let client = reqwest::Client::builder()
@@ -1215,5 +1216,128 @@ async fn the_audit_log_holds_each_operation_under_its_user() {
         status,
         StatusCode::FORBIDDEN,
         "dev is a developer in open, not its admin"
+    );
+}
+
+/// `path` as `credentials` once `ready` holds of its answer (statistics are counted in the
+/// background).
+async fn once(
+    registry: &Registry,
+    path: &str,
+    credentials: Option<(&str, &str)>,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut answer = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = registry
+            .api(reqwest::Method::GET, path, credentials, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        answer = body;
+        if ready(&answer) {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path}: still {answer} after 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_count_a_known_sequence_of_pushes_and_pulls() {
+    use reqwest::Method;
+    let registry = populated().await;
+    let (_, token) = registry
+        .token(
+            DEV,
+            &[
+                "repository:team/app:pull,push",
+                "repository:open/tool:pull,push",
+            ],
+        )
+        .await;
+    assert_eq!(
+        registry.push("team/app", "v1", &token).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        registry.push("open/tool", "v1", &token).await,
+        StatusCode::CREATED
+    );
+    for (repository, pulls) in [("team/app", 3), ("open/tool", 1)] {
+        for _ in 0..pulls {
+            let path = format!("/v2/{repository}/manifests/v1");
+            let pulled = registry.registry(Method::GET, &path, &token, None).await;
+            assert_eq!(pulled.status(), StatusCode::OK);
+        }
+    }
+    // A HEAD is no pull.
+    let head = registry
+        .registry(Method::HEAD, "/v2/team/app/manifests/v1", &token, None)
+        .await;
+    assert_eq!(head.status(), StatusCode::OK);
+
+    let app = once(
+        &registry,
+        "/projects/team/repositories/app",
+        DEV,
+        |answer| answer["pull_count"] == 3,
+    )
+    .await;
+    assert_eq!(app["name"], "team/app");
+    assert!(
+        app["pull_time"].is_string() && app["update_time"].is_string(),
+        "{app}"
+    );
+    let artifact = once(
+        &registry,
+        "/projects/open/repositories/tool/artifacts/v1",
+        None,
+        |answer| answer["pull_count"] == 1,
+    )
+    .await;
+    assert!(
+        artifact["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert!(artifact["push_time"].is_string(), "{artifact}");
+    let (status, _) = registry
+        .api(Method::GET, "/projects/team/repositories/app", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a private project is hidden");
+
+    let pulls = once(&registry, "/statistics/pulls?top=5", ADMIN, |answer| {
+        answer["most_pulled"][1]["pull_count"] == 1
+    })
+    .await;
+    assert_eq!(
+        pulls["most_pulled"],
+        json!([
+            {"repository_name": "team/app", "pull_count": 3},
+            {"repository_name": "open/tool", "pull_count": 1},
+        ])
+    );
+    let daily = pulls["daily_pulls"].as_array().expect("days");
+    assert_eq!(daily.len(), 30);
+    assert_eq!(daily[29]["pull_count"], 4, "{daily:?}");
+    assert!(daily[..29].iter().all(|day| day["pull_count"] == 0));
+    let (status, _) = registry
+        .api(Method::GET, "/statistics/pulls", DEV, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Project and repository counts, as each caller sees them.
+    let (status, all) = registry.api(Method::GET, "/statistics", ADMIN, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(all["private_repo_count"], 1, "{all}");
+    assert_eq!(all["public_repo_count"], 1, "{all}");
+    assert_eq!(all["total_repo_count"], 2, "{all}");
+    let (_, anonymous) = registry.api(Method::GET, "/statistics", None, None).await;
+    assert_eq!(anonymous["private_project_count"], 0, "{anonymous}");
+    assert_eq!(anonymous["private_repo_count"], 0, "{anonymous}");
+    assert_eq!(anonymous["public_repo_count"], 1, "{anonymous}");
+    assert_eq!(
+        anonymous["public_project_count"], all["public_project_count"],
+        "public projects are everyone's: {anonymous} {all}"
     );
 }

@@ -16,10 +16,12 @@ use berth_core::accounts::{
 use berth_core::audit::{AuditPage, AuditQuery, AuditStore};
 use berth_core::events::{AccountResource, Operation};
 use berth_core::ports::MetadataStore;
+use berth_core::statistics::{DailyPulls, StatisticsStore, Usage};
 use berth_core::{
     AccountStore, Actor, ErrorCode, Event, EventKind, EventSink, RegistryError, RequestContext,
     Result,
 };
+use berth_core::{Digest, Reference, RepositoryName};
 
 use crate::permission::{Caller, Permission, bad_request, forbidden, not_found, unauthorized};
 
@@ -135,6 +137,16 @@ pub struct Accounts {
     settings: AccountSettings,
     events: Option<Arc<dyn EventSink>>,
     audit: Option<Arc<dyn AuditStore>>,
+    statistics: Option<Arc<dyn StatisticsStore>>,
+}
+
+/// How many projects and repositories a caller sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub private_projects: u64,
+    pub public_projects: u64,
+    pub private_repositories: u64,
+    pub public_repositories: u64,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -159,7 +171,110 @@ impl Accounts {
             settings,
             events: None,
             audit: None,
+            statistics: None,
         }
+    }
+
+    /// Answers usage queries from `statistics`.
+    pub fn with_statistics(mut self, statistics: Arc<dyn StatisticsStore>) -> Self {
+        self.statistics = Some(statistics);
+        self
+    }
+
+    fn counters(&self) -> Result<&dyn StatisticsStore> {
+        self.statistics.as_deref().ok_or_else(|| {
+            RegistryError::new(ErrorCode::Unsupported, "this deployment counts no pulls")
+        })
+    }
+
+    /// The projects and repositories the caller sees, public and private.
+    pub async fn summary(&self, caller: &Caller) -> Result<Summary> {
+        let mut visible = std::collections::HashMap::new();
+        let mut page = 1;
+        loop {
+            let batch = self.projects(caller, page, MAX_PAGE_SIZE).await?;
+            let full = batch.len() == MAX_PAGE_SIZE;
+            for (project, _) in batch {
+                visible.insert(project.name, project.public);
+            }
+            if !full {
+                break;
+            }
+            page += 1;
+        }
+        let mut summary = Summary::default();
+        for public in visible.values() {
+            *if *public {
+                &mut summary.public_projects
+            } else {
+                &mut summary.private_projects
+            } += 1;
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let names = self
+                .metadata
+                .repositories(after.as_deref(), MAX_PAGE_SIZE)
+                .await?;
+            for name in &names {
+                match visible.get(berth_core::audit::project_of(name).as_str()) {
+                    Some(true) => summary.public_repositories += 1,
+                    Some(false) => summary.private_repositories += 1,
+                    None => {}
+                }
+            }
+            if names.len() < MAX_PAGE_SIZE {
+                return Ok(summary);
+            }
+            after = names.last().cloned();
+        }
+    }
+
+    /// The most pulled repositories (at most `limit`) and the pulls per day of the last
+    /// [`berth_core::statistics::DAILY_PULL_DAYS`] days.
+    pub async fn pull_statistics(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<(String, u64)>, Vec<DailyPulls>)> {
+        let counters = self.counters()?;
+        let today = unix_now() / 86_400;
+        Ok((
+            counters.most_pulled(limit).await?,
+            counters.daily_pulls(today).await?,
+        ))
+    }
+
+    /// A repository's pull count, last pull and last push.
+    pub async fn repository_usage(&self, repository: &RepositoryName) -> Result<Usage> {
+        if !self.metadata.repository_exists(repository).await? {
+            return Err(RegistryError::new(
+                ErrorCode::NotFound,
+                format!("repository {repository} not found"),
+            ));
+        }
+        self.counters()?.repository_usage(repository).await
+    }
+
+    /// The artifact a tag or digest names, with its pull count, last pull and last push.
+    pub async fn artifact_usage(
+        &self,
+        repository: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<(Digest, Usage)> {
+        let found = match reference {
+            Reference::Tag(tag) => self.metadata.tagged_manifest(repository, tag).await?,
+            Reference::Digest(digest) => self.metadata.manifest(repository, digest).await?,
+        };
+        let digest = found
+            .ok_or_else(|| {
+                RegistryError::new(
+                    ErrorCode::NotFound,
+                    format!("artifact {repository}:{reference} not found"),
+                )
+            })?
+            .digest;
+        let usage = self.counters()?.artifact_usage(repository, &digest).await?;
+        Ok((digest, usage))
     }
 
     /// Answers audit queries from `audit`.
@@ -279,6 +394,13 @@ impl Accounts {
                     return Err(project_not_found(project));
                 }
                 Ok(())
+            }
+            Permission::ProjectReader(project) => {
+                if self.project_visible(caller, project).await? {
+                    Ok(())
+                } else {
+                    Err(project_not_found(project))
+                }
             }
             Permission::ProjectAdmin(project) => {
                 signed_in()?;

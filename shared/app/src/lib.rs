@@ -1,18 +1,20 @@
 //! Berth's application layer: the use cases of the management API (users, projects, members,
 //! robot accounts, sign-in, audit queries), each taking the caller and its request context,
 //! the one place their permissions are checked, and the subscribers every event reaches: the
-//! event log (a line each) and the audit log.
+//! event log (a line each) and the recorder (audit entries and pull counts).
 //!
 //! The registry's own use cases are [`berth_core::Registry`]'s; they take the same
 //! [`RequestContext`](berth_core::RequestContext) and publish to the same
 //! [`EventSink`](berth_core::EventSink).
 
 pub mod accounts;
-pub mod audit;
 pub mod event_log;
 pub mod permission;
+pub mod recorder;
 
-pub use accounts::{AccountSettings, Accounts, ProjectCreation, RobotChange, RobotSpec, SignIn};
-pub use audit::AuditLog;
+pub use accounts::{
+    AccountSettings, Accounts, ProjectCreation, RobotChange, RobotSpec, SignIn, Summary,
+};
 pub use event_log::EventLog;
 pub use permission::{Caller, Permission};
+pub use recorder::{EventRecorder, Records};

@@ -50,6 +50,9 @@ pub enum Permission {
     /// The project's members and system administrators; to anyone else the project does
     /// not exist.
     ProjectMember(String),
+    /// Anyone who sees the project: anyone for a public one, its members and system
+    /// administrators for a private one; to anyone else it does not exist.
+    ProjectReader(String),
     /// The project's admins and system administrators. A private project the caller is not
     /// in does not exist for them.
     ProjectAdmin(String),

@@ -16,8 +16,8 @@ const ID_LIMIT: u64 = 1 << 53;
 /// One recorded operation, as Harbor's audit log shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
-    /// Derived from the request id and what the entry records: recording the same event again
-    /// (a redelivery) finds the same id, which a store keeps once.
+    /// Derived from the request id and what the entry records: the same event recorded again
+    /// (a redelivery) makes the same entry, which a store keeps once.
     pub id: u64,
     /// Unix time in milliseconds.
     pub at_ms: u64,
@@ -215,8 +215,8 @@ pub struct AuditPage {
 /// Keeps the audit log.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Records `entries`, each kept until `retention_ms` after its time. An entry whose id is
-    /// already recorded stays as it is: recording is idempotent.
+    /// Records `entries`, each kept until `retention_ms` after its time. Recording an entry
+    /// again (the same id and time: a redelivered event) keeps it once.
     async fn record(&self, entries: &[AuditEntry], retention_ms: u64) -> Result<()>;
 
     /// The page the query asks for, newest first unless it says otherwise (ties by id), and

@@ -36,6 +36,7 @@ use crate::replication::ReplicationStore;
 pub mod account_store;
 pub mod audit_store;
 pub mod replication_store;
+pub mod statistics_store;
 
 /// Runs every blob store case, announcing each on stderr so a failure names its case.
 pub async fn run_all_blob_store(store: &dyn BlobStore) {

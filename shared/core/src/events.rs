@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
 use crate::digest::Digest;
 use crate::names::{Reference, RepositoryName, Tag};
 
@@ -11,13 +13,14 @@ use crate::names::{Reference, RepositoryName, Tag};
 const ROBOT_PREFIX: &str = "robot$";
 
 /// Who acts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
 pub enum Actor {
     Anonymous,
     User(String),
     Robot(String),
     /// Berth itself: a replication run, a maintenance job.
-    System(&'static str),
+    System(String),
 }
 
 impl Actor {
@@ -43,7 +46,8 @@ impl Actor {
 }
 
 /// Through which door a request came.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EntryPoint {
     /// The OCI distribution API, `/v2/`.
     Registry,
@@ -97,13 +101,19 @@ impl RequestContext {
     }
 
     /// Berth's own job `job` (such as `replication`), run as request `run_id`.
-    pub fn system(job: &'static str, run_id: impl Into<String>) -> Self {
-        Self::new(Actor::System(job), run_id, "", EntryPoint::System)
+    pub fn system(job: &str, run_id: impl Into<String>) -> Self {
+        Self::new(
+            Actor::System(job.to_owned()),
+            run_id,
+            "",
+            EntryPoint::System,
+        )
     }
 }
 
 /// What a management operation did to a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Operation {
     Create,
     Update,
@@ -121,7 +131,8 @@ impl Operation {
 }
 
 /// The kinds of account resource the management API changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AccountResource {
     User,
     Project,
@@ -141,7 +152,8 @@ impl AccountResource {
 }
 
 /// Something that happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
 pub enum EventKind {
     /// A manifest was stored, under `tag` (which moved to it) when pushed by tag.
     ManifestPushed {
@@ -210,8 +222,9 @@ pub enum EventKind {
     MaintenanceRun { job: String, status: String },
 }
 
-/// One event: what happened, who did it, when, in which request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One event: what happened, who did it, when, in which request. Its JSON form is what the
+/// event log writes and the events function reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Unix time in milliseconds.
     pub at_ms: u64,
@@ -323,7 +336,7 @@ mod tests {
             Actor::Robot("robot$team+ci".into())
         );
         assert_eq!(Actor::Anonymous.name(), "anonymous");
-        assert_eq!(Actor::System("replication").name(), "replication");
+        assert_eq!(Actor::System("replication".into()).name(), "replication");
     }
 
     #[test]
@@ -347,5 +360,31 @@ mod tests {
             assert_eq!(seen[0].actor.name(), "alice");
             assert_eq!(seen[0].request_id, "r1");
         }
+    }
+
+    #[test]
+    fn an_event_reads_back_from_its_json() {
+        let context = RequestContext::new(
+            Actor::named("robot$team+ci"),
+            "r2",
+            "10.0.0.1",
+            EntryPoint::Registry,
+        );
+        let event = Event::now(
+            &context,
+            EventKind::ManifestPulled {
+                repository: "team/app".parse().expect("a name"),
+                reference: "v1".parse().expect("a tag"),
+                digest: "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                    .parse()
+                    .expect("a digest"),
+            },
+        );
+        let json = serde_json::to_string(&event).expect("JSON");
+        assert!(json.contains(r#""type":"manifest_pulled""#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<Event>(&json).expect("read back"),
+            event
+        );
     }
 }

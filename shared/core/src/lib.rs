@@ -14,6 +14,7 @@ pub mod ports;
 pub mod range;
 pub mod registry;
 pub mod replication;
+pub mod statistics;
 
 pub use accounts::AccountStore;
 pub use audit::AuditStore;
@@ -23,3 +24,4 @@ pub use events::{Actor, EntryPoint, Event, EventBus, EventKind, EventSink, Reque
 pub use names::{Reference, RepositoryName, Tag, UploadId};
 pub use registry::Registry;
 pub use replication::ReplicationStore;
+pub use statistics::StatisticsStore;

@@ -1,6 +1,6 @@
 //! Berth's registry metadata, accounts and replication records in one DynamoDB table:
 //! [`DynamoMetadataStore`] implements the `MetadataStore`, `AccountStore` and
-//! `ReplicationStore` ports, and [`create_table`] creates the table for `berth init` and tests.
+//! `ReplicationStore`, `AuditStore` and `StatisticsStore` ports, and [`create_table`] creates the table for `berth init` and tests.
 //! [`stream_change`] reads the table's stream back as registry pushes and deletions.
 //!
 //! The items are those of the embedded redb store (`berth-store-local`, whose semantics this
@@ -33,6 +33,12 @@
 //! | replication execution | `REPL#EXECUTION` | `<id>`                              | `policy` (its policy id), `record` (JSON)                             |
 //! | replication task     | `REPL#EXECUTION#<execution id>` | `TASK#<id>`           | `status`, `record` (JSON)                                             |
 //! | schedule claim       | `REPL#SCHEDULE` | `<policy id>`                         | `fired` (the last fire time claimed)                                  |
+//! | audit entry          | `AUDIT#<yyyy-mm-dd>` | `<at_ms>#<id>`                   | `entry` (JSON), `expires_at`                                          |
+//! | audit day            | `AUDIT#DAYS`   | `<yyyy-mm-dd>`                         | `expires_at`                                                          |
+//! | repository usage     | `STATS#REPOSITORIES` | `<repository>`                   | `pulls`, `last_pull`, `pushed`                                        |
+//! | artifact usage       | `REPO#<name>`  | `STATS#<digest>`                       | `pulls`, `last_pull`, `pushed`                                        |
+//! | daily pulls          | `STATS#DAILY`  | `<day>` (8 digits)                     | `pulls`, `expires_at`                                                 |
+//! | count claim          | `COUNTED#<id>` | `META`                                 | `expires_at`                                                          |
 //!
 //! Replication ids (`<id>`, `<kind>` aside) are written as 20 zero-padded digits, so that key
 //! order is numeric order.
@@ -168,9 +174,11 @@
 //! message; the cause, which may name the table or the endpoint, is for the log.
 
 mod accounts;
+mod audit;
 mod error;
 mod replication;
 mod schema;
+mod statistics;
 mod store;
 mod stream;
 mod toolkit;

@@ -189,6 +189,20 @@ async fn account_store_conforms() {
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn audit_store_conforms() {
+    let (_client, _table, store) = fresh_store().await;
+    berth_core::conformance::audit_store::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn statistics_store_conforms() {
+    let (_client, _table, store) = fresh_store().await;
+    berth_core::conformance::statistics_store::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
 async fn create_table_is_idempotent_and_checks_the_schema() {
     let (client, table, store) = fresh_store().await;
     let repo = repository(&unique("idempotent"));

@@ -6,14 +6,22 @@
 //! | DynamoDB stream batch (`Records[].eventSource` = `aws:dynamodb`) | each push or deletion ([`berth_meta_dynamodb::stream_changes`]) starts the event-based policies it matches | `batchItemFailures`: the first record whose policies could not be started, so Lambda retries from it |
 //! | SQS batch (`Records[].eventSource` = `aws:sqs`) | runs each message's [`Job`] | `batchItemFailures`: the messages whose job failed, which SQS delivers again and, after the queue's `maxReceiveCount`, moves to the dead-letter queue |
 //! | EventBridge schedule (`source` = `aws.events`, `detail-type` = `Scheduled Event`) | starts the scheduled policies due in the last [`SCHEDULE_WINDOW`] | the executions started |
+//! | CloudWatch Logs subscription (`awslogs.data`) | the functions' event lines ([`berth_app::event_log`]) recorded in the audit log and the pull and push counters, each once however often it is delivered | how many events, audit entries and counts; an error when they could not be recorded, so Lambda delivers the batch again |
 //!
 //! A task that failed and was dispatched again after a delay ([`Outcome::Retrying`]) is a
 //! success for SQS: the next attempt is a new message.
 
+use std::io::Read as _;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use berth_app::event_log::read_line;
+use berth_app::recorder::{Records, record};
+use berth_core::Event as RegistryEvent;
 use berth_meta_dynamodb::{StreamChange, stream_changes};
 use berth_replication::engine::{Event, Job, Outcome, Replicator, unix_now};
+use flate2::read::GzDecoder;
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use tracing::Instrument;
@@ -33,6 +41,8 @@ pub enum EventShape {
     Queue,
     /// An EventBridge scheduled event.
     Schedule,
+    /// Log lines from a CloudWatch Logs subscription filter.
+    Logs,
     Unknown,
 }
 
@@ -53,6 +63,9 @@ pub fn event_shape(event: &Value) -> EventShape {
             Some("aws:sqs") => EventShape::Queue,
             _ => EventShape::Unknown,
         };
+    }
+    if event.pointer("/awslogs/data").is_some_and(Value::is_string) {
+        return EventShape::Logs;
     }
     let field = |name| event.get(name).and_then(Value::as_str);
     if field("source") == Some("aws.events") && field("detail-type") == Some("Scheduled Event") {
@@ -83,14 +96,55 @@ pub fn replication_event(change: StreamChange) -> Event {
 }
 
 /// The events function's handler, built once per cold start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventsHandler {
     replicator: Arc<Replicator>,
+    records: Records,
+}
+
+impl std::fmt::Debug for EventsHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsHandler")
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The events of a CloudWatch Logs subscription's `awslogs.data`: base64 of gzipped JSON
+/// whose `logEvents[].message` are log lines; lines that are not event lines are skipped.
+pub fn logged_events(data: &str) -> Result<Vec<RegistryEvent>, String> {
+    let gzipped = BASE64
+        .decode(data)
+        .map_err(|e| format!("awslogs.data is not base64: {e}"))?;
+    let mut json = String::new();
+    GzDecoder::new(gzipped.as_slice())
+        .read_to_string(&mut json)
+        .map_err(|e| format!("awslogs.data is not gzipped text: {e}"))?;
+    let batch: Value =
+        serde_json::from_str(&json).map_err(|e| format!("awslogs.data is not JSON: {e}"))?;
+    Ok(batch
+        .get("logEvents")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|line| line.get("message").and_then(Value::as_str))
+        .filter_map(read_line)
+        .collect())
 }
 
 impl EventsHandler {
     pub fn new(replicator: Arc<Replicator>) -> Self {
-        Self { replicator }
+        Self {
+            replicator,
+            records: Records::default(),
+        }
+    }
+
+    /// Records the logged events' audit entries and counts in `records`.
+    pub fn with_records(mut self, records: Records) -> Self {
+        self.records = records;
+        self
     }
 
     /// The Lambda entry point.
@@ -111,9 +165,10 @@ impl EventsHandler {
             EventShape::TableStream => Ok(self.table_stream(records(event)).await),
             EventShape::Queue => Ok(self.queue(records(event)).await),
             EventShape::Schedule => self.schedule().await,
+            EventShape::Logs => self.logs(event).await,
             EventShape::Unknown => {
-                let problem = "the event is none of a DynamoDB stream batch, an SQS batch or an \
-                               EventBridge scheduled event";
+                let problem = "the event is none of a DynamoDB stream batch, an SQS batch, an \
+                               EventBridge scheduled event or CloudWatch Logs data";
                 tracing::error!(
                     keys = ?event.as_object().map(|o| o.keys().collect::<Vec<_>>()),
                     "{problem}"
@@ -189,6 +244,20 @@ impl EventsHandler {
         batch_item_failures(failed)
     }
 
+    /// Records the events of logged lines. Recording is idempotent, so a batch that failed
+    /// part way is delivered again whole.
+    async fn logs(&self, event: &Value) -> Result<Value, String> {
+        let data = event
+            .pointer("/awslogs/data")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let events = logged_events(data)?;
+        let (entries, counts) = record(&self.records, &events)
+            .await
+            .map_err(|error| format!("the logged events could not be recorded: {error}"))?;
+        Ok(json!({ "events": events.len(), "audit_entries": entries, "counts": counts }))
+    }
+
     async fn schedule(&self) -> Result<Value, String> {
         let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
         match self.replicator.tick(now - SCHEDULE_WINDOW, now).await {
@@ -225,7 +294,61 @@ fn batch_item_failures<'a>(ids: impl IntoIterator<Item = &'a str>) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
+
+    use berth_core::{Actor, EntryPoint, EventKind, RequestContext};
+
     use super::*;
+
+    /// `lines` as CloudWatch Logs delivers them to a subscribed function.
+    fn awslogs(lines: &[String]) -> Value {
+        let batch = json!({
+            "messageType": "DATA_MESSAGE",
+            "logGroup": "/aws/lambda/berth-registry-pull",
+            "logEvents": lines.iter().enumerate().map(|(i, line)| json!({
+                "id": i.to_string(), "timestamp": 1_700_000_000_000u64, "message": line,
+            })).collect::<Vec<_>>(),
+        });
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(batch.to_string().as_bytes())
+            .expect("compressed");
+        json!({ "awslogs": { "data": BASE64.encode(gzip.finish().expect("compressed")) } })
+    }
+
+    #[test]
+    fn logged_event_lines_are_read_back_and_other_lines_skipped() {
+        let context = RequestContext::new(
+            Actor::named("dev"),
+            "gw-1",
+            "10.0.0.9",
+            EntryPoint::Registry,
+        );
+        let event = berth_core::Event::now(
+            &context,
+            EventKind::TagDeleted {
+                repository: "team/app".parse().expect("a name"),
+                tag: "v1".parse().expect("a tag"),
+            },
+        );
+        let line = json!({
+            "level": "INFO",
+            "target": "berth::event",
+            "event": "tag_deleted",
+            "record": serde_json::to_string(&event).expect("JSON"),
+        });
+        let payload = awslogs(&[
+            line.to_string(),
+            r#"{"level":"INFO","target":"berth::access","status":200}"#.to_owned(),
+            "START RequestId: 1 Version: $LATEST".to_owned(),
+        ]);
+        assert_eq!(event_shape(&payload), EventShape::Logs);
+        let data = payload
+            .pointer("/awslogs/data")
+            .and_then(Value::as_str)
+            .expect("data");
+        assert_eq!(logged_events(data).expect("read"), vec![event]);
+        assert!(logged_events("not base64!").is_err());
+    }
 
     #[test]
     fn shapes() {

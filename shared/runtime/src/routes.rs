@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use berth_app::Accounts;
 use berth_core::ports::MetadataStore;
-use berth_core::{AccountStore, AuditStore, EventSink, Registry};
+use berth_core::{AccountStore, AuditStore, EventSink, Registry, StatisticsStore};
 use berth_http::{ManagementApi, Router, Settings, TokenEndpoint, api_router_with, token_router};
 
 use crate::auth::Auth;
@@ -20,6 +20,7 @@ pub struct Routes<'a> {
     replication: Option<ReplicationApiMaker<'a>>,
     events: Option<Arc<dyn EventSink>>,
     audit: Option<Arc<dyn AuditStore>>,
+    statistics: Option<Arc<dyn StatisticsStore>>,
 }
 
 /// What the token endpoint and the management API are built from.
@@ -87,6 +88,12 @@ impl<'a> Routes<'a> {
         self
     }
 
+    /// Where the management API reads pull and push counts from.
+    pub fn statistics(mut self, statistics: Option<Arc<dyn StatisticsStore>>) -> Self {
+        self.statistics = statistics;
+        self
+    }
+
     pub fn build(self) -> Router {
         let mut router = Router::new();
         let management = self.accounts.as_ref().map(|(auth, accounts, metadata)| {
@@ -100,8 +107,12 @@ impl<'a> Routes<'a> {
                 Some(events) => accounts.with_events(events.clone()),
                 None => accounts,
             };
-            Arc::new(ManagementApi::new(match &self.audit {
+            let accounts = match &self.audit {
                 Some(audit) => accounts.with_audit(audit.clone()),
+                None => accounts,
+            };
+            Arc::new(ManagementApi::new(match &self.statistics {
+                Some(statistics) => accounts.with_statistics(statistics.clone()),
                 None => accounts,
             }))
         });

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::ports::{BlobStore, MetadataStore};
-use berth_core::{AccountStore, AuditStore, Registry, RegistryError, ReplicationStore, Result};
+use berth_core::{
+    AccountStore, AuditStore, Registry, RegistryError, ReplicationStore, Result, StatisticsStore,
+};
 
 #[cfg(feature = "aws")]
 use crate::aws::AwsConfig;
@@ -149,12 +151,12 @@ type LocalParts = (Option<Arc<dyn BlobStore>>, Option<MetadataParts>);
 
 /// One metadata adapter seen through both of its ports: registry metadata and accounts live
 /// together (one redb database, or one DynamoDB table).
-/// The audit log is kept where the adapter can keep it (`None`: not in DynamoDB yet).
 type MetadataParts = (
     Arc<dyn MetadataStore>,
     Arc<dyn AccountStore>,
     Arc<dyn ReplicationStore>,
     Option<Arc<dyn AuditStore>>,
+    Option<Arc<dyn StatisticsStore>>,
 );
 
 /// The storage of one registry process.
@@ -175,6 +177,8 @@ pub struct Stores {
     pub replication: Arc<dyn ReplicationStore>,
     /// Where the audit log is kept, when this storage keeps one.
     pub audit: Option<Arc<dyn AuditStore>>,
+    /// Where pulls and pushes are counted, when this storage counts them.
+    pub statistics: Option<Arc<dyn StatisticsStore>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -219,7 +223,7 @@ impl StorageConfig {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
             BlobLocation::S3 { bucket, prefix } => self.open_s3(aws, bucket, prefix).await?,
         };
-        let (metadata, accounts, replication, audit) = match &self.metadata {
+        let (metadata, accounts, replication, audit, statistics) = match &self.metadata {
             MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
             MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
         };
@@ -230,6 +234,7 @@ impl StorageConfig {
             accounts,
             replication,
             audit,
+            statistics,
         })
     }
 
@@ -275,7 +280,8 @@ impl StorageConfig {
                     m.clone() as Arc<dyn MetadataStore>,
                     m.clone() as Arc<dyn AccountStore>,
                     m.clone() as Arc<dyn ReplicationStore>,
-                    Some(m as Arc<dyn AuditStore>),
+                    Some(m.clone() as Arc<dyn AuditStore>),
+                    Some(m as Arc<dyn StatisticsStore>),
                 )
             }),
         ))
@@ -327,8 +333,9 @@ async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
     Ok((
         store.clone() as Arc<dyn MetadataStore>,
         store.clone() as Arc<dyn AccountStore>,
-        store as Arc<dyn ReplicationStore>,
-        None,
+        store.clone() as Arc<dyn ReplicationStore>,
+        Some(store.clone() as Arc<dyn AuditStore>),
+        Some(store as Arc<dyn StatisticsStore>),
     ))
 }
 

@@ -14,7 +14,7 @@ use berth_core::audit::{AuditEntry, AuditPage, AuditQuery, AuditStore, MAX_AUDIT
 use berth_core::error::{RegistryError, Result};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::metadata::RedbMetadataStore;
+use crate::metadata::{RedbMetadataStore, now_ms};
 
 const AUDIT: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("audit");
 const AUDIT_IDS: TableDefinition<u64, u64> = TableDefinition::new("audit_ids");
@@ -27,14 +27,6 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(AUDIT)?;
     txn.open_table(AUDIT_IDS)?;
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 #[async_trait]

@@ -1,7 +1,7 @@
 //! Berth's local storage, for `berth serve` without any cloud account: blob bytes in a
 //! directory ([`FsBlobStore`]) and registry metadata, accounts, projects and replication in
 //! an embedded redb database ([`RedbMetadataStore`], which implements `MetadataStore`,
-//! `AccountStore`, `ReplicationStore` and `AuditStore`).
+//! `AccountStore`, `ReplicationStore`, `AuditStore` and `StatisticsStore`).
 //!
 //! A data directory holds both:
 //!
@@ -11,7 +11,7 @@
 //! <data-dir>/metadata.redb    repositories, manifests, tags, links, referrers, sessions,
 //!                             users, projects, members, robot accounts, login failures,
 //!                             replication endpoints, policies, executions and tasks,
-//!                             the audit log
+//!                             the audit log, pull and push counters
 //! ```
 
 mod accounts;
@@ -19,6 +19,7 @@ mod audit;
 mod blobs;
 mod metadata;
 mod replication;
+mod statistics;
 
 use std::path::Path;
 

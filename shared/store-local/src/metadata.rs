@@ -139,6 +139,7 @@ fn create_tables(db: &Database) -> Result<u64, redb::Error> {
     txn.open_table(UPLOADS)?;
     crate::accounts::create_tables(&txn)?;
     crate::audit::create_tables(&txn)?;
+    crate::statistics::create_tables(&txn)?;
     txn.commit()?;
     Ok(version)
 }
@@ -492,6 +493,15 @@ fn encode_session(session: &UploadSession) -> Result<(String, u64, String)> {
 }
 
 /// A redb failure. redb's messages name no paths, and the cause is only ever logged.
+/// The time now, in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 pub(crate) fn db_error(e: impl Into<redb::Error>) -> RegistryError {
     RegistryError::internal(format!("metadata store: {}", e.into()))
 }

@@ -47,6 +47,22 @@ pub enum ApiEndpoint {
     AuditLogs,
     /// `GET /projects/{p}/logs`: the project's entries.
     ProjectLogs(String),
+    /// `GET /statistics`: project and repository counts.
+    Statistics,
+    /// `GET /statistics/pulls`: the most pulled repositories and pulls per day.
+    PullStatistics,
+    /// `GET /projects/{p}/repositories/{r}`: a repository's pulls and pushes (`r` without the
+    /// project, slashes written `%2F`, or `%252F` as Harbor's clients do).
+    GetRepository {
+        project: String,
+        repository: String,
+    },
+    /// `GET /projects/{p}/repositories/{r}/artifacts/{reference}`.
+    GetArtifact {
+        project: String,
+        repository: String,
+        reference: String,
+    },
 }
 
 impl ApiEndpoint {
@@ -94,6 +110,24 @@ impl ApiEndpoint {
             ["projects", project, "robots"] if get => Self::ListRobots(one(project)),
             ["projects", project, "logs"] if get => Self::ProjectLogs(one(project)),
             ["audit-logs"] if get => Self::AuditLogs,
+            ["statistics"] if get => Self::Statistics,
+            ["statistics", "pulls"] if get => Self::PullStatistics,
+            ["projects", project, "repositories", repository] if get => Self::GetRepository {
+                project: one(project),
+                repository: decode_again(repository),
+            },
+            [
+                "projects",
+                project,
+                "repositories",
+                repository,
+                "artifacts",
+                reference,
+            ] if get => Self::GetArtifact {
+                project: one(project),
+                repository: decode_again(repository),
+                reference: one(reference),
+            },
             ["robots"] if method == Method::POST => Self::CreateRobot,
             ["robots", robot] => match *method {
                 Method::GET | Method::HEAD => Self::GetRobot(one(robot)),
@@ -102,7 +136,10 @@ impl ApiEndpoint {
                 Method::DELETE => Self::DeleteRobot(one(robot)),
                 _ => return Err(not_allowed()),
             },
-            ["users" | "projects" | "robots" | "audit-logs"]
+            ["users" | "projects" | "robots" | "audit-logs" | "statistics"]
+            | ["statistics", "pulls"]
+            | ["projects", _, "repositories", _]
+            | ["projects", _, "repositories", _, "artifacts", _]
             | ["users", _]
             | ["users", _, "password" | "sysadmin"]
             | ["projects", _]
@@ -127,7 +164,13 @@ impl ApiEndpoint {
             Self::GetUser(user) | Self::ChangePassword(user) => {
                 Permission::SelfOrAdmin(user.clone())
             }
-            Self::ListProjects | Self::ProjectExists | Self::GetProject(_) => Permission::Anyone,
+            Self::ListProjects | Self::ProjectExists | Self::GetProject(_) | Self::Statistics => {
+                Permission::Anyone
+            }
+            Self::PullStatistics => Permission::SystemAdmin,
+            Self::GetRepository { project, .. } | Self::GetArtifact { project, .. } => {
+                Permission::ProjectReader(project.clone())
+            }
             Self::CreateProject => Permission::CreateProject,
             Self::UpdateProject(project)
             | Self::DeleteProject(project)
@@ -147,6 +190,11 @@ impl ApiEndpoint {
             | Self::DeleteRobot(robot) => Permission::RobotAdmin(robot.clone()),
         }
     }
+}
+
+/// A repository segment decoded once more: Harbor's clients write its slashes `%252F`.
+fn decode_again(segment: &str) -> String {
+    percent_decode_str(segment).decode_utf8_lossy().into_owned()
 }
 
 pub(crate) fn unknown_endpoint(method: &Method, path: &str) -> RegistryError {
@@ -261,6 +309,7 @@ mod tests {
             (Method::GET, "/users/alice/password"),
             (Method::POST, "/robots/robot%24team+ci"),
             (Method::DELETE, "/audit-logs"),
+            (Method::PUT, "/projects/team/repositories/app"),
             (Method::POST, "/projects/team/logs"),
         ] {
             let error = parse(method.clone(), path).expect_err(path);

@@ -323,6 +323,61 @@ async fn serve(
             accounts.delete_robot(caller, &name).await?;
             ok()
         }
+        ApiEndpoint::Statistics => {
+            let summary = accounts.summary(caller).await?;
+            json_reply(
+                StatusCode::OK,
+                &json!({
+                    "private_project_count": summary.private_projects,
+                    "public_project_count": summary.public_projects,
+                    "total_project_count": summary.private_projects + summary.public_projects,
+                    "private_repo_count": summary.private_repositories,
+                    "public_repo_count": summary.public_repositories,
+                    "total_repo_count": summary.private_repositories + summary.public_repositories,
+                }),
+            )
+        }
+        ApiEndpoint::PullStatistics => {
+            let top = match query_value(parts, "top") {
+                Some(top) => positive("top", &top)?.min(MAX_PAGE_SIZE),
+                None => 10,
+            };
+            let (most_pulled, daily) = accounts.pull_statistics(top).await?;
+            let most_pulled: Vec<Value> = most_pulled
+                .iter()
+                .map(|(name, pulls)| json!({ "repository_name": name, "pull_count": pulls }))
+                .collect();
+            let daily: Vec<Value> = daily
+                .iter()
+                .map(|day| json!({ "date": day_date(day.day), "pull_count": day.pulls }))
+                .collect();
+            json_reply(
+                StatusCode::OK,
+                &json!({ "most_pulled": most_pulled, "daily_pulls": daily }),
+            )
+        }
+        ApiEndpoint::GetRepository {
+            project,
+            repository,
+        } => {
+            let name = repository_name(&project, &repository)?;
+            let usage = accounts.repository_usage(&name).await?;
+            let mut answer = json!({ "name": name.as_str(), "project_name": project });
+            usage_fields(&mut answer, &usage, "update_time");
+            json_reply(StatusCode::OK, &answer)
+        }
+        ApiEndpoint::GetArtifact {
+            project,
+            repository,
+            reference,
+        } => {
+            let name = repository_name(&project, &repository)?;
+            let reference: berth_core::Reference = reference.parse()?;
+            let (digest, usage) = accounts.artifact_usage(&name, &reference).await?;
+            let mut answer = json!({ "digest": digest.as_str(), "repository_name": name.as_str() });
+            usage_fields(&mut answer, &usage, "push_time");
+            json_reply(StatusCode::OK, &answer)
+        }
         ApiEndpoint::AuditLogs => {
             let parsed = audit::parse_query(query, None)?;
             let page = accounts.audit_logs(&parsed).await?;
@@ -335,6 +390,33 @@ async fn serve(
             Ok(audit::page_response(&path, query, &parsed, &page)?)
         }
     }
+}
+
+#[cfg(feature = "replication")]
+/// `project/repository` as a repository name.
+fn repository_name(project: &str, repository: &str) -> Result<berth_core::RepositoryName> {
+    format!("{project}/{repository}").parse()
+}
+
+/// A day since the Unix epoch as `yyyy-mm-dd`.
+fn day_date(day: u64) -> String {
+    i64::try_from(day * 86_400)
+        .ok()
+        .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0))
+        .map(|time| time.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// Harbor's usage fields: `pull_count`, `pull_time` and the push time under `push_name`.
+fn usage_fields(answer: &mut Value, usage: &berth_core::statistics::Usage, push_name: &str) {
+    let time = |ms: Option<u64>| {
+        ms.and_then(|ms| i64::try_from(ms).ok())
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    answer["pull_count"] = json!(usage.pull_count);
+    answer["pull_time"] = json!(time(usage.last_pull_ms));
+    answer[push_name] = json!(time(usage.push_ms));
 }
 
 #[cfg(feature = "replication")]

@@ -365,6 +365,22 @@ fn bytes(var: Lookup<'_>, name: &'static str, default: u64) -> Result<u64, Confi
     }
 }
 
+/// How long the audit log keeps an entry, in milliseconds: `BERTH_AUDIT_RETENTION_DAYS`, 1 to
+/// 3650 days, 90 by default.
+#[cfg(feature = "aws-replication")]
+pub(super) fn audit_retention(var: Lookup<'_>) -> Result<u64, ConfigError> {
+    const NAME: &str = "BERTH_AUDIT_RETENTION_DAYS";
+    let days = match var(NAME)? {
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|days| (1..=3650).contains(days))
+            .ok_or_else(|| ConfigError::new(NAME, format!("is {text:?}, not 1 to 3650 days")))?,
+        None => 90,
+    };
+    Ok(days * 86_400_000)
+}
+
 /// A number of seconds, like `1200s` or `1200`.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let number = text.strip_suffix('s').unwrap_or(text);

@@ -12,7 +12,7 @@ use berth_http::{KeyRefresh, RegistryAuth, Role, Router, Settings, UploadHandoff
 
 use super::env::{ConfigError, FunctionConfig, UploadFrontSettings};
 #[cfg(feature = "aws-replication")]
-use super::env::{Lookup, ReplicationConfig, env_var, storage_from_vars};
+use super::env::{Lookup, ReplicationConfig, audit_retention, env_var, storage_from_vars};
 use super::gateway::gateway_layers;
 #[cfg(feature = "aws-replication")]
 use crate::StorageConfig;
@@ -101,11 +101,14 @@ impl FunctionConfig {
     }
 }
 
-/// The token function's routes, before any replication API joins them.
+/// The token function's routes, before any replication API joins them: its events go to the
+/// log, and it answers audit queries from the table (which the events function fills).
 fn token_routes<'a>(auth: &'a Auth, stores: &crate::Stores) -> Routes<'a> {
     Routes::new()
         .accounts(auth, stores.accounts.clone(), stores.metadata.clone())
         .events(Arc::new(EventLog))
+        .audit(stores.audit.clone())
+        .statistics(stores.statistics.clone())
 }
 
 /// A function's registry: every event it publishes becomes a log line, which costs a pull no
@@ -311,8 +314,15 @@ pub async fn start_events() -> Result<crate::events::EventsHandler, StartError> 
     let var: Lookup<'_> = &|name| Ok(env_var(name)?.filter(|value| !value.is_empty()));
     let storage = storage_from_vars(var).map_err(StartError::Config)?;
     let config = ReplicationConfig::from_env().map_err(StartError::Config)?;
-    let (_, replication) = AwsReplication::open(&storage, &config).await?;
-    Ok(crate::events::EventsHandler::new(replication.replicator))
+    let retention = audit_retention(var).map_err(StartError::Config)?;
+    let (stores, replication) = AwsReplication::open(&storage, &config).await?;
+    let records = berth_app::Records {
+        audit: stores
+            .audit
+            .map(|audit| (audit, std::time::Duration::from_millis(retention))),
+        statistics: stores.statistics,
+    };
+    Ok(crate::events::EventsHandler::new(replication.replicator).with_records(records))
 }
 
 /// The token function's keys, loaded again from Parameter Store every

@@ -1,0 +1,165 @@
+//! The [`StatisticsStore`] port over the metadata database.
+//!
+//! | table              | key                  | value                                    |
+//! |--------------------|----------------------|------------------------------------------|
+//! | `repository_usage` | repository           | (pulls, last pull ms, push ms; 0: never) |
+//! | `artifact_usage`   | (repository, digest) | the same                                 |
+//! | `daily_pulls`      | day since the epoch  | pulls                                    |
+//! | `counted`          | count id             | when it was counted (ms)                 |
+//! | `counted_at`       | (ms, count id)       | `()`                                     |
+//!
+//! `counted` makes counting idempotent; ids older than [`REMEMBERED_MS`] are forgotten a
+//! batch per write (a redelivery comes within hours), as are daily counts past the window.
+
+use async_trait::async_trait;
+use berth_core::error::Result;
+use berth_core::statistics::{
+    Count, DAILY_PULL_DAYS, DailyPulls, StatisticsStore, Usage, daily_window,
+};
+use berth_core::{Digest, RepositoryName};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::metadata::{RedbMetadataStore, now_ms};
+
+type UsageRow = (u64, u64, u64);
+
+const REPOSITORY_USAGE: TableDefinition<&str, UsageRow> = TableDefinition::new("repository_usage");
+const ARTIFACT_USAGE: TableDefinition<(&str, &str), UsageRow> =
+    TableDefinition::new("artifact_usage");
+const DAILY_PULLS: TableDefinition<u64, u64> = TableDefinition::new("daily_pulls");
+const COUNTED: TableDefinition<u64, u64> = TableDefinition::new("counted");
+const COUNTED_AT: TableDefinition<(u64, u64), ()> = TableDefinition::new("counted_at");
+
+/// How long a count's id is remembered against redelivery.
+const REMEMBERED_MS: u64 = 7 * 86_400_000;
+/// Forgotten ids one write removes at most.
+const FORGOTTEN_PER_WRITE: usize = 256;
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(REPOSITORY_USAGE)?;
+    txn.open_table(ARTIFACT_USAGE)?;
+    txn.open_table(DAILY_PULLS)?;
+    txn.open_table(COUNTED)?;
+    txn.open_table(COUNTED_AT)?;
+    Ok(())
+}
+
+fn counted(row: UsageRow, count: &Count) -> UsageRow {
+    let (pulls, last_pull, push) = row;
+    if count.pull {
+        (pulls + 1, last_pull.max(count.at_ms), push)
+    } else {
+        (pulls, last_pull, push.max(count.at_ms))
+    }
+}
+
+fn usage((pull_count, last_pull, push): UsageRow) -> Usage {
+    Usage {
+        pull_count,
+        last_pull_ms: (last_pull > 0).then_some(last_pull),
+        push_ms: (push > 0).then_some(push),
+    }
+}
+
+#[async_trait]
+impl StatisticsStore for RedbMetadataStore {
+    async fn record(&self, counts: &[Count]) -> Result<()> {
+        let counts = counts.to_vec();
+        let now = now_ms();
+        self.write(move |txn| {
+            let mut seen = txn.open_table(COUNTED)?;
+            let mut seen_at = txn.open_table(COUNTED_AT)?;
+            let forgotten: Vec<(u64, u64)> = seen_at
+                .range(..(now.saturating_sub(REMEMBERED_MS), 0))?
+                .take(FORGOTTEN_PER_WRITE)
+                .filter_map(|row| row.ok().map(|(key, _)| key.value()))
+                .collect();
+            for (at, id) in forgotten {
+                seen_at.remove((at, id))?;
+                seen.remove(id)?;
+            }
+            let mut repositories = txn.open_table(REPOSITORY_USAGE)?;
+            let mut artifacts = txn.open_table(ARTIFACT_USAGE)?;
+            let mut daily = txn.open_table(DAILY_PULLS)?;
+            for count in &counts {
+                if seen.insert(count.id, now)?.is_some() {
+                    continue;
+                }
+                seen_at.insert((now, count.id), ())?;
+                let repository = count.repository.as_str();
+                let row = repositories
+                    .get(repository)?
+                    .map_or((0, 0, 0), |r| r.value());
+                repositories.insert(repository, counted(row, count))?;
+                let key = (repository, count.digest.as_str());
+                let row = artifacts.get(key)?.map_or((0, 0, 0), |r| r.value());
+                artifacts.insert(key, counted(row, count))?;
+                if count.pull {
+                    let pulls = daily.get(count.day())?.map_or(0, |r| r.value());
+                    daily.insert(count.day(), pulls + 1)?;
+                }
+            }
+            let stale = (now / 86_400_000).saturating_sub(DAILY_PULL_DAYS * 2);
+            let old: Vec<u64> = daily
+                .range(..stale)?
+                .take(FORGOTTEN_PER_WRITE)
+                .filter_map(|row| row.ok().map(|(day, _)| day.value()))
+                .collect();
+            for day in old {
+                daily.remove(day)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn repository_usage(&self, repository: &RepositoryName) -> Result<Usage> {
+        self.read(|txn| {
+            Ok(usage(
+                txn.open_table(REPOSITORY_USAGE)?
+                    .get(repository.as_str())?
+                    .map_or((0, 0, 0), |row| row.value()),
+            ))
+        })
+    }
+
+    async fn artifact_usage(&self, repository: &RepositoryName, digest: &Digest) -> Result<Usage> {
+        self.read(|txn| {
+            Ok(usage(
+                txn.open_table(ARTIFACT_USAGE)?
+                    .get((repository.as_str(), digest.as_str()))?
+                    .map_or((0, 0, 0), |row| row.value()),
+            ))
+        })
+    }
+
+    async fn most_pulled(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        let mut all = self.read(|txn| {
+            let table = txn.open_table(REPOSITORY_USAGE)?;
+            let mut all = Vec::new();
+            for row in table.iter()? {
+                let (name, row) = row?;
+                let (pulls, _, _) = row.value();
+                if pulls > 0 {
+                    all.push((name.value().to_owned(), pulls));
+                }
+            }
+            Ok(all)
+        })?;
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn daily_pulls(&self, today: u64) -> Result<Vec<DailyPulls>> {
+        self.read(|txn| {
+            let table = txn.open_table(DAILY_PULLS)?;
+            daily_window(today)
+                .map(|day| {
+                    let pulls = table.get(day)?.map_or(0, |row| row.value());
+                    Ok(DailyPulls { day, pulls })
+                })
+                .collect()
+        })
+    }
+}
