@@ -9,8 +9,8 @@ use std::time::Duration;
 use berth_runtime::auth::{Auth, AuthConfig, bootstrap, local_keys, rotate_local_keys};
 use berth_runtime::token_keys::{KEPT_PREVIOUS_KEYS, SsmKeys};
 use berth_runtime::{
-    BlobLocation, EventBus, EventLog, EventRecorder, MetadataLocation, Records, Routes, S3Options,
-    StorageConfig,
+    BlobLocation, EventBus, EventLog, EventRecorder, MetadataLocation, Records, Retries, Routes,
+    S3Options, StorageConfig, WebhookSender,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
@@ -469,6 +469,11 @@ async fn serve(
     if !records.is_empty() {
         events = events.subscribe(Arc::new(EventRecorder::start(records)));
     }
+    if let Some(webhooks) = &stores.webhooks {
+        let sender = WebhookSender::start(webhooks.clone(), Retries::default())
+            .map_err(|e| format!("cannot start webhook deliveries: {e}"))?;
+        events = events.subscribe(Arc::new(sender));
+    }
     let replication = berth_runtime::replication::start_local(&stores, secrets, events, |r| r);
     let mut routes = Routes::new()
         .registry(
@@ -478,7 +483,8 @@ async fn serve(
         .replication(|management| replication.api(management))
         .events(replication.events.clone())
         .audit(stores.audit.clone())
-        .statistics(stores.statistics.clone());
+        .statistics(stores.statistics.clone())
+        .webhooks(stores.webhooks.clone());
     if let Some(auth) = &auth {
         routes = routes.accounts(auth, stores.accounts.clone(), stores.metadata.clone());
     }

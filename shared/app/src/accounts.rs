@@ -17,6 +17,7 @@ use berth_core::audit::{AuditPage, AuditQuery, AuditStore};
 use berth_core::events::{AccountResource, Operation};
 use berth_core::ports::MetadataStore;
 use berth_core::statistics::{DailyPulls, StatisticsStore, Usage};
+use berth_core::webhooks::WebhookStore;
 use berth_core::{
     AccountStore, Actor, ErrorCode, Event, EventKind, EventSink, RegistryError, RequestContext,
     Result,
@@ -138,6 +139,7 @@ pub struct Accounts {
     events: Option<Arc<dyn EventSink>>,
     audit: Option<Arc<dyn AuditStore>>,
     statistics: Option<Arc<dyn StatisticsStore>>,
+    webhooks: Option<Arc<dyn WebhookStore>>,
 }
 
 /// How many projects and repositories a caller sees.
@@ -172,7 +174,18 @@ impl Accounts {
             events: None,
             audit: None,
             statistics: None,
+            webhooks: None,
         }
+    }
+
+    /// Keeps webhook policies in `webhooks`.
+    pub fn with_webhooks(mut self, webhooks: Arc<dyn WebhookStore>) -> Self {
+        self.webhooks = Some(webhooks);
+        self
+    }
+
+    pub(crate) fn webhook_store(&self) -> Option<&dyn WebhookStore> {
+        self.webhooks.as_deref()
     }
 
     /// Answers usage queries from `statistics`.
@@ -307,7 +320,7 @@ impl Accounts {
         }
     }
 
-    fn changed(
+    pub(crate) fn changed(
         &self,
         caller: &Caller,
         resource: AccountResource,

@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod event_log;
 pub mod permission;
 pub mod recorder;
+pub mod webhooks;
 
 pub use accounts::{
     AccountSettings, Accounts, ProjectCreation, RobotChange, RobotSpec, SignIn, Summary,
@@ -18,3 +19,4 @@ pub use accounts::{
 pub use event_log::EventLog;
 pub use permission::{Caller, Permission};
 pub use recorder::{EventRecorder, Records};
+pub use webhooks::{Retries, WebhookSender, WebhookSpec};

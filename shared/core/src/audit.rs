@@ -86,7 +86,8 @@ impl AuditEntry {
                 let project = match resource {
                     crate::events::AccountResource::User => None,
                     crate::events::AccountResource::Project => Some(name.clone()),
-                    crate::events::AccountResource::Member => {
+                    crate::events::AccountResource::Member
+                    | crate::events::AccountResource::Webhook => {
                         name.split('/').next().map(str::to_owned)
                     }
                     crate::events::AccountResource::Robot => {

@@ -37,6 +37,7 @@ pub mod account_store;
 pub mod audit_store;
 pub mod replication_store;
 pub mod statistics_store;
+pub mod webhook_store;
 
 /// Runs every blob store case, announcing each on stderr so a failure names its case.
 pub async fn run_all_blob_store(store: &dyn BlobStore) {

@@ -138,6 +138,8 @@ pub enum AccountResource {
     Project,
     Member,
     Robot,
+    /// A project's webhook policy, named `project/policy`.
+    Webhook,
 }
 
 impl AccountResource {
@@ -147,6 +149,7 @@ impl AccountResource {
             Self::Project => "project",
             Self::Member => "project_member",
             Self::Robot => "robot",
+            Self::Webhook => "webhook_policy",
         }
     }
 }

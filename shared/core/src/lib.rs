@@ -15,6 +15,7 @@ pub mod range;
 pub mod registry;
 pub mod replication;
 pub mod statistics;
+pub mod webhooks;
 
 pub use accounts::AccountStore;
 pub use audit::AuditStore;
@@ -25,3 +26,4 @@ pub use names::{Reference, RepositoryName, Tag, UploadId};
 pub use registry::Registry;
 pub use replication::ReplicationStore;
 pub use statistics::StatisticsStore;
+pub use webhooks::WebhookStore;

@@ -1,6 +1,6 @@
 //! Berth's registry metadata, accounts and replication records in one DynamoDB table:
 //! [`DynamoMetadataStore`] implements the `MetadataStore`, `AccountStore` and
-//! `ReplicationStore`, `AuditStore` and `StatisticsStore` ports, and [`create_table`] creates the table for `berth init` and tests.
+//! `ReplicationStore`, `AuditStore`, `StatisticsStore` and `WebhookStore` ports, and [`create_table`] creates the table for `berth init` and tests.
 //! [`stream_change`] reads the table's stream back as registry pushes and deletions.
 //!
 //! The items are those of the embedded redb store (`berth-store-local`, whose semantics this
@@ -39,6 +39,10 @@
 //! | artifact usage       | `REPO#<name>`  | `STATS#<digest>`                       | `pulls`, `last_pull`, `pushed`                                        |
 //! | daily pulls          | `STATS#DAILY`  | `<day>` (8 digits)                     | `pulls`, `expires_at`                                                 |
 //! | count claim          | `COUNTED#<id>` | `META`                                 | `expires_at`                                                          |
+//! | webhook policy       | `PROJECT#<name>` | `WEBHOOK#<id>`                       | `record` (JSON)                                                       |
+//! | webhook policy name  | `PROJECT#<name>` | `WEBHOOKNAME#<policy name>`          | `id`                                                                  |
+//! | webhook id counter   | `PROJECT#<name>` | `WEBHOOKCOUNTER`                     | `last_id`                                                             |
+//! | webhook delivery     | `HOOKS#<project>#<id>` | `<created ms>#<delivery id>`   | `record` (JSON)                                                       |
 //!
 //! Replication ids (`<id>`, `<kind>` aside) are written as 20 zero-padded digits, so that key
 //! order is numeric order.
@@ -182,6 +186,7 @@ mod statistics;
 mod store;
 mod stream;
 mod toolkit;
+mod webhooks;
 
 pub use replication::REPLICATION_PREFIX;
 pub use schema::{

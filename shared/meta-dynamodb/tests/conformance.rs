@@ -203,6 +203,13 @@ async fn statistics_store_conforms() {
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn webhook_store_conforms() {
+    let (_client, _table, store) = fresh_store().await;
+    berth_core::conformance::webhook_store::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
 async fn create_table_is_idempotent_and_checks_the_schema() {
     let (client, table, store) = fresh_store().await;
     let repo = repository(&unique("idempotent"));

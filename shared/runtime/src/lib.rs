@@ -23,7 +23,7 @@ mod storage;
 #[cfg(feature = "aws")]
 pub mod token_keys;
 
-pub use berth_app::{EventLog, EventRecorder, Records};
+pub use berth_app::{EventLog, EventRecorder, Records, Retries, WebhookSender};
 pub use berth_core::{AccountStore, EventBus};
 pub use berth_http::{AccountSettings, ProjectCreation, Role, Settings, remember_peer};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use berth_app::Accounts;
 use berth_core::ports::MetadataStore;
-use berth_core::{AccountStore, AuditStore, EventSink, Registry, StatisticsStore};
+use berth_core::{AccountStore, AuditStore, EventSink, Registry, StatisticsStore, WebhookStore};
 use berth_http::{ManagementApi, Router, Settings, TokenEndpoint, api_router_with, token_router};
 
 use crate::auth::Auth;
@@ -21,6 +21,7 @@ pub struct Routes<'a> {
     events: Option<Arc<dyn EventSink>>,
     audit: Option<Arc<dyn AuditStore>>,
     statistics: Option<Arc<dyn StatisticsStore>>,
+    webhooks: Option<Arc<dyn WebhookStore>>,
 }
 
 /// What the token endpoint and the management API are built from.
@@ -94,6 +95,12 @@ impl<'a> Routes<'a> {
         self
     }
 
+    /// Where the management API keeps webhook policies.
+    pub fn webhooks(mut self, webhooks: Option<Arc<dyn WebhookStore>>) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
     pub fn build(self) -> Router {
         let mut router = Router::new();
         let management = self.accounts.as_ref().map(|(auth, accounts, metadata)| {
@@ -111,8 +118,12 @@ impl<'a> Routes<'a> {
                 Some(audit) => accounts.with_audit(audit.clone()),
                 None => accounts,
             };
-            Arc::new(ManagementApi::new(match &self.statistics {
+            let accounts = match &self.statistics {
                 Some(statistics) => accounts.with_statistics(statistics.clone()),
+                None => accounts,
+            };
+            Arc::new(ManagementApi::new(match &self.webhooks {
+                Some(webhooks) => accounts.with_webhooks(webhooks.clone()),
                 None => accounts,
             }))
         });

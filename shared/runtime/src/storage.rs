@@ -9,6 +9,7 @@ use std::time::Duration;
 use berth_core::ports::{BlobStore, MetadataStore};
 use berth_core::{
     AccountStore, AuditStore, Registry, RegistryError, ReplicationStore, Result, StatisticsStore,
+    WebhookStore,
 };
 
 #[cfg(feature = "aws")]
@@ -157,6 +158,7 @@ type MetadataParts = (
     Arc<dyn ReplicationStore>,
     Option<Arc<dyn AuditStore>>,
     Option<Arc<dyn StatisticsStore>>,
+    Option<Arc<dyn WebhookStore>>,
 );
 
 /// The storage of one registry process.
@@ -179,6 +181,8 @@ pub struct Stores {
     pub audit: Option<Arc<dyn AuditStore>>,
     /// Where pulls and pushes are counted, when this storage counts them.
     pub statistics: Option<Arc<dyn StatisticsStore>>,
+    /// Where webhook policies and deliveries are kept.
+    pub webhooks: Option<Arc<dyn WebhookStore>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -223,7 +227,7 @@ impl StorageConfig {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
             BlobLocation::S3 { bucket, prefix } => self.open_s3(aws, bucket, prefix).await?,
         };
-        let (metadata, accounts, replication, audit, statistics) = match &self.metadata {
+        let (metadata, accounts, replication, audit, statistics, webhooks) = match &self.metadata {
             MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
             MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
         };
@@ -235,6 +239,7 @@ impl StorageConfig {
             replication,
             audit,
             statistics,
+            webhooks,
         })
     }
 
@@ -281,7 +286,8 @@ impl StorageConfig {
                     m.clone() as Arc<dyn AccountStore>,
                     m.clone() as Arc<dyn ReplicationStore>,
                     Some(m.clone() as Arc<dyn AuditStore>),
-                    Some(m as Arc<dyn StatisticsStore>),
+                    Some(m.clone() as Arc<dyn StatisticsStore>),
+                    Some(m as Arc<dyn WebhookStore>),
                 )
             }),
         ))
@@ -335,7 +341,8 @@ async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
         store.clone() as Arc<dyn AccountStore>,
         store.clone() as Arc<dyn ReplicationStore>,
         Some(store.clone() as Arc<dyn AuditStore>),
-        Some(store as Arc<dyn StatisticsStore>),
+        Some(store.clone() as Arc<dyn StatisticsStore>),
+        Some(store as Arc<dyn WebhookStore>),
     ))
 }
 

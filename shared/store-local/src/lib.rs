@@ -1,7 +1,7 @@
 //! Berth's local storage, for `berth serve` without any cloud account: blob bytes in a
 //! directory ([`FsBlobStore`]) and registry metadata, accounts, projects and replication in
 //! an embedded redb database ([`RedbMetadataStore`], which implements `MetadataStore`,
-//! `AccountStore`, `ReplicationStore`, `AuditStore` and `StatisticsStore`).
+//! `AccountStore`, `ReplicationStore`, `AuditStore`, `StatisticsStore` and `WebhookStore`).
 //!
 //! A data directory holds both:
 //!
@@ -11,7 +11,8 @@
 //! <data-dir>/metadata.redb    repositories, manifests, tags, links, referrers, sessions,
 //!                             users, projects, members, robot accounts, login failures,
 //!                             replication endpoints, policies, executions and tasks,
-//!                             the audit log, pull and push counters
+//!                             the audit log, pull and push counters, webhook policies
+//!                             and deliveries
 //! ```
 
 mod accounts;
@@ -20,6 +21,7 @@ mod blobs;
 mod metadata;
 mod replication;
 mod statistics;
+mod webhooks;
 
 use std::path::Path;
 

@@ -41,6 +41,13 @@ async fn redb_statistics_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_webhook_store_conforms() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = RedbMetadataStore::open(dir.path().join("metadata.redb")).expect("opening");
+    berth_core::conformance::webhook_store::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_replication_store_conforms() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = RedbMetadataStore::open(dir.path().join("metadata.redb")).expect("opening");

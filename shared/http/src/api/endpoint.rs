@@ -47,6 +47,25 @@ pub enum ApiEndpoint {
     AuditLogs,
     /// `GET /projects/{p}/logs`: the project's entries.
     ProjectLogs(String),
+    ListWebhooks(String),
+    CreateWebhook(String),
+    GetWebhook {
+        project: String,
+        id: String,
+    },
+    UpdateWebhook {
+        project: String,
+        id: String,
+    },
+    DeleteWebhook {
+        project: String,
+        id: String,
+    },
+    /// `GET /projects/{p}/webhook/policies/{id}/executions`: the policy's deliveries.
+    WebhookDeliveries {
+        project: String,
+        id: String,
+    },
     /// `GET /statistics`: project and repository counts.
     Statistics,
     /// `GET /statistics/pulls`: the most pulled repositories and pulls per day.
@@ -110,6 +129,25 @@ impl ApiEndpoint {
             ["projects", project, "robots"] if get => Self::ListRobots(one(project)),
             ["projects", project, "logs"] if get => Self::ProjectLogs(one(project)),
             ["audit-logs"] if get => Self::AuditLogs,
+            ["projects", project, "webhook", "policies"] if get => Self::ListWebhooks(one(project)),
+            ["projects", project, "webhook", "policies"] if method == Method::POST => {
+                Self::CreateWebhook(one(project))
+            }
+            ["projects", project, "webhook", "policies", id] => {
+                let (project, id) = (one(project), one(id));
+                match *method {
+                    Method::GET | Method::HEAD => Self::GetWebhook { project, id },
+                    Method::PUT => Self::UpdateWebhook { project, id },
+                    Method::DELETE => Self::DeleteWebhook { project, id },
+                    _ => return Err(not_allowed()),
+                }
+            }
+            ["projects", project, "webhook", "policies", id, "executions"] if get => {
+                Self::WebhookDeliveries {
+                    project: one(project),
+                    id: one(id),
+                }
+            }
             ["statistics"] if get => Self::Statistics,
             ["statistics", "pulls"] if get => Self::PullStatistics,
             ["projects", project, "repositories", repository] if get => Self::GetRepository {
@@ -138,6 +176,8 @@ impl ApiEndpoint {
             },
             ["users" | "projects" | "robots" | "audit-logs" | "statistics"]
             | ["statistics", "pulls"]
+            | ["projects", _, "webhook", "policies"]
+            | ["projects", _, "webhook", "policies", _, "executions"]
             | ["projects", _, "repositories", _]
             | ["projects", _, "repositories", _, "artifacts", _]
             | ["users", _]
@@ -178,7 +218,13 @@ impl ApiEndpoint {
             | Self::ChangeMember { project, .. }
             | Self::RemoveMember { project, .. }
             | Self::ListRobots(project)
-            | Self::ProjectLogs(project) => Permission::ProjectAdmin(project.clone()),
+            | Self::ProjectLogs(project)
+            | Self::ListWebhooks(project)
+            | Self::CreateWebhook(project)
+            | Self::GetWebhook { project, .. }
+            | Self::UpdateWebhook { project, .. }
+            | Self::DeleteWebhook { project, .. }
+            | Self::WebhookDeliveries { project, .. } => Permission::ProjectAdmin(project.clone()),
             Self::ListMembers(project) | Self::GetMember { project, .. } => {
                 Permission::ProjectMember(project.clone())
             }
@@ -310,6 +356,8 @@ mod tests {
             (Method::POST, "/robots/robot%24team+ci"),
             (Method::DELETE, "/audit-logs"),
             (Method::PUT, "/projects/team/repositories/app"),
+            (Method::PATCH, "/projects/team/webhook/policies/1"),
+            (Method::POST, "/projects/team/webhook/policies/1/executions"),
             (Method::POST, "/projects/team/logs"),
         ] {
             let error = parse(method.clone(), path).expect_err(path);

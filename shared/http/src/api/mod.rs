@@ -46,6 +46,7 @@ pub use berth_app::{AccountSettings, ProjectCreation};
 
 mod audit;
 mod endpoint;
+mod webhooks;
 
 /// Where the management API is mounted.
 pub const API_PREFIX: &str = "/api/v2.0";
@@ -323,6 +324,47 @@ async fn serve(
             accounts.delete_robot(caller, &name).await?;
             ok()
         }
+        ApiEndpoint::ListWebhooks(project) => {
+            let policies = accounts.webhooks(&project).await?;
+            json_reply(
+                StatusCode::OK,
+                &Value::Array(policies.iter().map(webhooks::policy_json).collect()),
+            )
+        }
+        ApiEndpoint::CreateWebhook(project) => {
+            let spec = webhooks::read_spec(body).await?;
+            let policy = accounts.create_webhook(caller, &project, spec).await?;
+            created(
+                &format!("/projects/{project}/webhook/policies/{}", policy.id),
+                Some(&webhooks::policy_json(&policy)),
+            )
+        }
+        ApiEndpoint::GetWebhook { project, id } => {
+            let policy = accounts.webhook(&project, webhooks::id(&id)?).await?;
+            json_reply(StatusCode::OK, &webhooks::policy_json(&policy))
+        }
+        ApiEndpoint::UpdateWebhook { project, id } => {
+            let id = webhooks::id(&id)?;
+            let spec = webhooks::read_spec(body).await?;
+            accounts.update_webhook(caller, &project, id, spec).await?;
+            ok()
+        }
+        ApiEndpoint::DeleteWebhook { project, id } => {
+            accounts
+                .delete_webhook(caller, &project, webhooks::id(&id)?)
+                .await?;
+            ok()
+        }
+        ApiEndpoint::WebhookDeliveries { project, id } => {
+            let (_, size) = page(query)?;
+            let deliveries = accounts
+                .deliveries(&project, webhooks::id(&id)?, size)
+                .await?;
+            json_reply(
+                StatusCode::OK,
+                &Value::Array(deliveries.iter().map(webhooks::delivery_json).collect()),
+            )
+        }
         ApiEndpoint::Statistics => {
             let summary = accounts.summary(caller).await?;
             json_reply(
@@ -392,7 +434,6 @@ async fn serve(
     }
 }
 
-#[cfg(feature = "replication")]
 /// `project/repository` as a repository name.
 fn repository_name(project: &str, repository: &str) -> Result<berth_core::RepositoryName> {
     format!("{project}/{repository}").parse()

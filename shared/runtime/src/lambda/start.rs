@@ -109,6 +109,7 @@ fn token_routes<'a>(auth: &'a Auth, stores: &crate::Stores) -> Routes<'a> {
         .events(Arc::new(EventLog))
         .audit(stores.audit.clone())
         .statistics(stores.statistics.clone())
+        .webhooks(stores.webhooks.clone())
 }
 
 /// A function's registry: every event it publishes becomes a log line, which costs a pull no
