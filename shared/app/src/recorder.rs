@@ -11,8 +11,9 @@ use berth_core::statistics::{Count, StatisticsStore};
 use berth_core::{Event, EventSink, Result};
 use tokio::sync::mpsc;
 
-/// The most events one write records.
-const BATCH: usize = 100;
+/// The most events one write records: when the writer falls behind, each write takes more,
+/// so the cost of a commit is shared by many events.
+const BATCH: usize = 2_000;
 /// How often a batch that cannot be written is tried, with a growing pause between tries.
 const ATTEMPTS: u32 = 5;
 
@@ -45,19 +46,31 @@ impl Records {
 /// Records the audit entries and counts of `events`; recording them again records nothing
 /// more. Returns how many entries and counts there were.
 pub async fn record(records: &Records, events: &[Event]) -> Result<(usize, usize)> {
-    let mut written = (0, 0);
-    if let Some((audit, retention)) = &records.audit {
-        let entries: Vec<AuditEntry> = events.iter().filter_map(AuditEntry::of).collect();
-        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-        audit.record(&entries, retention_ms).await?;
-        written.0 = entries.len();
+    let mut entries = Vec::new();
+    let mut counts = Vec::new();
+    for event in events {
+        let Some(entry) = AuditEntry::of(event) else {
+            continue;
+        };
+        if records.statistics.is_some()
+            && let Some(count) = Count::with_id(event, entry.id)
+        {
+            counts.push(count);
+        }
+        entries.push(entry);
     }
+    let audited = match &records.audit {
+        Some((audit, retention)) => {
+            let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+            audit.record(&entries, retention_ms).await?;
+            entries.len()
+        }
+        None => 0,
+    };
     if let Some(statistics) = &records.statistics {
-        let counts: Vec<Count> = events.iter().filter_map(Count::of).collect();
         statistics.record(&counts).await?;
-        written.1 = counts.len();
     }
-    Ok(written)
+    Ok((audited, counts.len()))
 }
 
 /// Records the events it receives, from a background task.
@@ -77,8 +90,7 @@ impl EventRecorder {
 
 impl EventSink for EventRecorder {
     fn publish(&self, event: &Event) {
-        let recorded = AuditEntry::of(event).is_some() || Count::of(event).is_some();
-        if recorded && self.events.send(event.clone()).is_err() {
+        if AuditEntry::records(&event.kind) && self.events.send(event.clone()).is_err() {
             tracing::warn!("the event recorder has stopped: an event was not recorded");
         }
     }

@@ -34,6 +34,18 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// Whether an event of this kind records an entry (a cheap test, for the request path).
+    pub fn records(kind: &EventKind) -> bool {
+        !matches!(
+            kind,
+            EventKind::BlobPushed { .. }
+                | EventKind::BlobPulled { .. }
+                | EventKind::BlobMounted { .. }
+                | EventKind::BlobDeleted { .. }
+                | EventKind::MaintenanceRun { .. }
+        )
+    }
+
     /// The entry an event records, if it records one (blob traffic is not audited: the
     /// artifact's push and pull are).
     pub fn of(event: &Event) -> Option<Self> {

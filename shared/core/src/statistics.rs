@@ -27,6 +27,11 @@ pub struct Count {
 impl Count {
     /// What `event` counts: manifest pulls and pushes.
     pub fn of(event: &Event) -> Option<Self> {
+        Self::with_id(event, AuditEntry::of(event)?.id)
+    }
+
+    /// What `event` counts, under the audit id `id` already made for it.
+    pub fn with_id(event: &Event, id: u64) -> Option<Self> {
         let (repository, digest, pull) = match &event.kind {
             EventKind::ManifestPulled {
                 repository, digest, ..
@@ -37,7 +42,7 @@ impl Count {
             _ => return None,
         };
         Some(Self {
-            id: AuditEntry::of(event)?.id,
+            id,
             repository: repository.clone(),
             digest: digest.clone(),
             at_ms: event.at_ms,

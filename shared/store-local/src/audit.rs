@@ -3,11 +3,11 @@
 //! | table          | key            | value                                  |
 //! |----------------|----------------|----------------------------------------|
 //! | `audit`        | (at_ms, id)    | (the [`AuditEntry`] as JSON, expires at) |
-//! | `audit_ids`    | id             | at_ms                                  |
 //!
 //! Entries are kept in time order, so a query scans the range its times allow, newest first
-//! or oldest first; `audit_ids` makes recording idempotent. Each write also removes a few
-//! entries whose retention has passed, oldest first, as DynamoDB's time to live would.
+//! or oldest first; an entry recorded again has the same key, so it is kept once. Each write
+//! also removes a few entries whose retention has passed, oldest first, as DynamoDB's time to
+//! live would.
 
 use async_trait::async_trait;
 use berth_core::audit::{AuditEntry, AuditPage, AuditQuery, AuditStore, MAX_AUDIT_PAGE};
@@ -17,7 +17,6 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use crate::metadata::{RedbMetadataStore, now_ms};
 
 const AUDIT: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("audit");
-const AUDIT_IDS: TableDefinition<u64, u64> = TableDefinition::new("audit_ids");
 
 /// Expired entries one write removes at most.
 const EXPIRED_PER_WRITE: usize = 256;
@@ -25,7 +24,6 @@ const EXPIRED_PER_WRITE: usize = 256;
 /// Creates the audit tables (in a database of any earlier release too).
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(AUDIT)?;
-    txn.open_table(AUDIT_IDS)?;
     Ok(())
 }
 
@@ -43,24 +41,19 @@ impl AuditStore for RedbMetadataStore {
         let now = now_ms();
         self.write(move |txn| {
             let mut audit = txn.open_table(AUDIT)?;
-            let mut ids = txn.open_table(AUDIT_IDS)?;
-            let expired: Vec<(u64, u64)> = audit
-                .iter()?
-                .take(EXPIRED_PER_WRITE)
-                .filter_map(|row| {
-                    let (key, value) = row.ok()?;
-                    (value.value().1 <= now).then(|| key.value())
-                })
-                .collect();
-            for (at, id) in expired {
-                audit.remove((at, id))?;
-                ids.remove(id)?;
+            // The oldest entries first: the first one still kept ends the look.
+            let mut expired: Vec<(u64, u64)> = Vec::new();
+            for row in audit.iter()?.take(EXPIRED_PER_WRITE) {
+                let (key, value) = row?;
+                if value.value().1 > now {
+                    break;
+                }
+                expired.push(key.value());
+            }
+            for key in expired {
+                audit.remove(key)?;
             }
             for (at, id, json) in &rows {
-                if ids.get(*id)?.is_some() {
-                    continue;
-                }
-                ids.insert(*id, *at)?;
                 audit.insert((*at, *id), (json.as_str(), at.saturating_add(retention_ms)))?;
             }
             Ok(())

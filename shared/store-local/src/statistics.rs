@@ -11,6 +11,8 @@
 //! `counted` makes counting idempotent; ids older than [`REMEMBERED_MS`] are forgotten a
 //! batch per write (a redelivery comes within hours), as are daily counts past the window.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use berth_core::error::Result;
 use berth_core::statistics::{
@@ -53,6 +55,11 @@ fn counted(row: UsageRow, count: &Count) -> UsageRow {
     }
 }
 
+/// `row` with the pulls and times of `added` added.
+fn merged(row: UsageRow, added: UsageRow) -> UsageRow {
+    (row.0 + added.0, row.1.max(added.1), row.2.max(added.2))
+}
+
 fn usage((pull_count, last_pull, push): UsageRow) -> Usage {
     Usage {
         pull_count,
@@ -78,26 +85,46 @@ impl StatisticsStore for RedbMetadataStore {
                 seen_at.remove((at, id))?;
                 seen.remove(id)?;
             }
-            let mut repositories = txn.open_table(REPOSITORY_USAGE)?;
-            let mut artifacts = txn.open_table(ARTIFACT_USAGE)?;
-            let mut daily = txn.open_table(DAILY_PULLS)?;
+            // Counted once each, then added up per repository, artifact and day, so that a
+            // batch of pulls of one image is one update of each counter.
+            let mut fresh: Vec<&Count> = Vec::with_capacity(counts.len());
             for count in &counts {
-                if seen.insert(count.id, now)?.is_some() {
-                    continue;
+                if seen.insert(count.id, now)?.is_none() {
+                    seen_at.insert((now, count.id), ())?;
+                    fresh.push(count);
                 }
-                seen_at.insert((now, count.id), ())?;
+            }
+            let mut by_repository: BTreeMap<&str, UsageRow> = BTreeMap::new();
+            let mut by_artifact: BTreeMap<(&str, &str), UsageRow> = BTreeMap::new();
+            let mut by_day: BTreeMap<u64, u64> = BTreeMap::new();
+            for count in fresh {
                 let repository = count.repository.as_str();
+                let row = by_repository.entry(repository).or_default();
+                *row = counted(*row, count);
+                let row = by_artifact
+                    .entry((repository, count.digest.as_str()))
+                    .or_default();
+                *row = counted(*row, count);
+                if count.pull {
+                    *by_day.entry(count.day()).or_default() += 1;
+                }
+            }
+            let mut repositories = txn.open_table(REPOSITORY_USAGE)?;
+            for (repository, added) in by_repository {
                 let row = repositories
                     .get(repository)?
                     .map_or((0, 0, 0), |r| r.value());
-                repositories.insert(repository, counted(row, count))?;
-                let key = (repository, count.digest.as_str());
+                repositories.insert(repository, merged(row, added))?;
+            }
+            let mut artifacts = txn.open_table(ARTIFACT_USAGE)?;
+            for (key, added) in by_artifact {
                 let row = artifacts.get(key)?.map_or((0, 0, 0), |r| r.value());
-                artifacts.insert(key, counted(row, count))?;
-                if count.pull {
-                    let pulls = daily.get(count.day())?.map_or(0, |r| r.value());
-                    daily.insert(count.day(), pulls + 1)?;
-                }
+                artifacts.insert(key, merged(row, added))?;
+            }
+            let mut daily = txn.open_table(DAILY_PULLS)?;
+            for (day, pulls) in by_day {
+                let before = daily.get(day)?.map_or(0, |r| r.value());
+                daily.insert(day, before + pulls)?;
             }
             let stale = (now / 86_400_000).saturating_sub(DAILY_PULL_DAYS * 2);
             let old: Vec<u64> = daily
