@@ -94,6 +94,10 @@ DYNAMODB_ACCOUNTS = DYNAMODB_ADAPTER / "accounts.rs"
 # The ReplicationStore adapter: the token function's replication API and the events function
 # call it, the registry functions never do.
 DYNAMODB_REPLICATION = DYNAMODB_ADAPTER / "replication.rs"
+# The audit log and counters (written by the events function, read by the token function),
+# and webhook policies (the token function's).
+DYNAMODB_RECORDS = [DYNAMODB_ADAPTER / "audit.rs", DYNAMODB_ADAPTER / "statistics.rs"]
+DYNAMODB_WEBHOOKS = DYNAMODB_ADAPTER / "webhooks.rs"
 # Reads the stream's records; makes no request.
 DYNAMODB_STREAM = DYNAMODB_ADAPTER / "stream.rs"
 # The replication adapters of the runtime: SQS and KMS calls.
@@ -157,6 +161,7 @@ STORE_HELPERS = {
     "delete_item": {"dynamodb:DeleteItem"},
     "query_all": {"dynamodb:Query"},
     "batch_get_items": {"dynamodb:BatchGetItem"},
+    "batch_write": {"dynamodb:BatchWriteItem"},
 }
 # Table administration for `berth init` and tests; the registry functions never call it.
 DYNAMODB_ADMINISTRATION = {
@@ -190,8 +195,9 @@ QUEUE_CONSUMER = {
 # The partitions of replication records, and of what a push writes.
 REPLICATION_PARTITIONS = {"REPL#*"}
 REGISTRY_PARTITIONS = {"REPO#*", "UPLOAD#*"}
-# The audit log's partitions (meta-dynamodb audit.rs), which the events function writes.
-AUDIT_PARTITIONS = {"AUDIT#*"}
+# The audit log's and the counters' partitions (meta-dynamodb audit.rs, statistics.rs), which
+# the events function writes (artifact counters live in REPO# partitions).
+AUDIT_PARTITIONS = {"AUDIT#*", "STATS#*", "COUNTED#*"}
 # The encryption context replication credentials are sealed with (replication_aws.rs).
 CREDENTIAL_CONTEXT = {"kms:EncryptionContext:berth": "replication-credential"}
 READ_ONLY = {
@@ -430,7 +436,8 @@ def front_actions():
             if field in ports:
                 ports[field].add(method)
     s3 = rust_functions(S3_ADAPTER)
-    excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM}
+    excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM, DYNAMODB_WEBHOOKS,
+                *DYNAMODB_RECORDS}
     dynamodb = rust_functions(DYNAMODB_ADAPTER, excluded)
     needed = set()
     for field, (functions, operations, ignored) in {
@@ -495,7 +502,8 @@ def code_actions():
     account and replication stores, the replication carriers and the upload front."""
     s3 = calls(S3_ADAPTER, S3_OPERATIONS, CLIENT_ACCESSORS)
     ignored = CLIENT_ACCESSORS | DYNAMODB_ADMINISTRATION
-    excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM}
+    excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM, DYNAMODB_WEBHOOKS,
+                *DYNAMODB_RECORDS}
     dynamodb = calls(DYNAMODB_ADAPTER, DYNAMODB_OPERATIONS, ignored, excluded)
     for path, text in sources(DYNAMODB_ADAPTER, excluded):
         for item in re.findall(r"\b([A-Z][A-Za-z]*)::builder\s*\(", text):
@@ -521,7 +529,25 @@ def code_actions():
     if re.search(r"::builder\s*\(", replication_text) and "transact" in replication_text:
         findings.append(f"{DYNAMODB_REPLICATION}: map its transactions in scripts/check-infra.sh")
     carriers = calls(AWS_REPLICATION, AWS_REPLICATION_OPERATIONS, CLIENT_ACCESSORS)
+
+    def store_actions(path):
+        """The actions one store file needs: its SDK calls, the items of its transactions and
+        batches, and the table helpers it calls."""
+        found = calls(path, DYNAMODB_OPERATIONS, ignored)
+        text = path.read_text()
+        for item in re.findall(r"\b([A-Z][A-Za-z]*)::builder\s*\(", text):
+            found |= DYNAMODB_TRANSACTION_ITEMS.get(item, set())
+            found |= {"PutRequest": {"dynamodb:BatchWriteItem"},
+                      "DeleteRequest": {"dynamodb:BatchWriteItem"}}.get(item, set())
+        for helper in re.findall(r"\.\s*([a-z_]+)\s*\(", text):
+            found |= STORE_HELPERS.get(helper, set())
+        return found
+
+    records = set().union(*(store_actions(path) for path in DYNAMODB_RECORDS))
+    webhooks = store_actions(DYNAMODB_WEBHOOKS)
     return {
+        "records": records,
+        "webhooks": webhooks,
         "needed": needed,
         "accounts": accounts,
         "replication": replication,
@@ -542,6 +568,7 @@ def check_iam(template, code, front):
     """The functions' IAM actions against the code, with the upload front on or off."""
     needed, accounts = code["needed"], code["accounts"]
     replication, carriers = code["replication"], code["carriers"]
+    records, webhooks = code["records"], code["webhooks"]
     functions = {}
     for name, resource in template.get("Resources", {}).items():
         if resource.get("Type") != "AWS::Serverless::Function":
@@ -589,16 +616,18 @@ def check_iam(template, code, front):
         allowed = (
             READ_ONLY - {"dynamodb:Scan"} - S3_ACTIONS
             | accounts
+            | webhooks
             | api
             | {"ssm:GetParameter", "kms:Decrypt"}
         )
         for action in sorted(actions - allowed):
             findings.append(f"{name}: {action} is not what the token function needs")
-        for action in sorted((accounts | {"ssm:GetParameter"}) - actions):
-            findings.append(f"{name}: lacks {action}, which the account adapter needs")
+        for action in sorted((accounts | webhooks | {"ssm:GetParameter"}) - actions):
+            findings.append(f"{name}: lacks {action}, which the account and webhook adapters need")
         for action in sorted(api - actions):
             findings.append(f"{name}: lacks {action}, which the replication API needs")
-        check_writes(name, template["Resources"][name], [ACCOUNT_PARTITIONS, REPLICATION_PARTITIONS])
+        check_writes(name, template["Resources"][name],
+                     [ACCOUNT_PARTITIONS | WEBHOOK_PARTITIONS, REPLICATION_PARTITIONS])
         check_decrypt(name, template["Resources"][name], {"kms:Encrypt", "kms:Decrypt"}, {name})
         check_queues(name, template["Resources"][name],
                      {"ReplicationQueue": {"sqs:SendMessage"},
@@ -610,7 +639,8 @@ def check_iam(template, code, front):
         resource = template["Resources"][name]
         # A push's rights (pull replication stores what it copies), the replication store,
         # the stream, its queue, and opening credentials.
-        required = needed | replication | STREAM_READ | QUEUE_CONSUMER | {"sqs:SendMessage", "kms:Decrypt"}
+        required = (needed | replication | records | STREAM_READ | QUEUE_CONSUMER
+                    | {"sqs:SendMessage", "kms:Decrypt"})
         for action in sorted(actions - required):
             findings.append(f"{name}: {action} is not what the events function needs")
         for action in sorted(required - actions):
@@ -731,6 +761,8 @@ def check_events_function(name, resource, template):
 S3_ACTIONS = {"s3:GetObject", "s3:ListBucket"}
 # The partitions of account items (shared/meta-dynamodb/src/schema.rs).
 ACCOUNT_PARTITIONS = {"USER#*", "PROJECT#*", "LOGIN#*"}
+# Webhook deliveries, which the token function deletes with their policy.
+WEBHOOK_PARTITIONS = {"HOOKS#*"}
 
 
 def statements(resource):
