@@ -5,9 +5,10 @@
 //! a remote that is down then comes back, wrong credentials, stopping, and the API's checks.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use berth_core::EventBus;
+use berth_core::{Actor, Event, EventBus, EventKind, EventSink};
 use berth_replication::remote::{RemoteConfig, RemoteRegistry};
 use berth_runtime::Routes;
 use berth_tests::authed::{ADMIN_PASSWORD, authed_parts, serve_on_loopback};
@@ -24,7 +25,31 @@ struct Berth {
     addr: SocketAddr,
     client: reqwest::Client,
     replication: berth_runtime::replication::LocalReplication,
+    /// The ends of replication executions the registry published.
+    runs: Arc<Runs>,
     _data_dir: TempDir,
+}
+
+/// The `ReplicationRun` events published, in order.
+#[derive(Default)]
+struct Runs(Mutex<Vec<(u64, String, String)>>);
+
+impl EventSink for Runs {
+    fn publish(&self, event: &Event) {
+        if let EventKind::ReplicationRun {
+            policy,
+            execution,
+            status,
+        } = &event.kind
+        {
+            assert_eq!(event.actor, Actor::System("replication".into()));
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).push((
+                *execution,
+                policy.clone(),
+                status.clone(),
+            ));
+        }
+    }
 }
 
 impl Berth {
@@ -32,10 +57,13 @@ impl Berth {
         let parts = authed_parts().await;
         let secrets =
             berth_runtime::replication::local_secrets(parts.data_dir.path(), None).expect("a key");
-        let replication =
-            berth_runtime::replication::start_local(&parts.stores, secrets, EventBus::new(), |r| {
-                r.with_retry_base(Duration::from_millis(200))
-            });
+        let runs = Arc::new(Runs::default());
+        let replication = berth_runtime::replication::start_local(
+            &parts.stores,
+            secrets,
+            EventBus::new().subscribe(runs.clone()),
+            |r| r.with_retry_base(Duration::from_millis(200)),
+        );
         let router = Routes::new()
             .registry(
                 replication.registry.clone(),
@@ -59,8 +87,29 @@ impl Berth {
                 .build()
                 .expect("a client"),
             replication,
+            runs,
             _data_dir: data_dir,
         }
+    }
+
+    /// The published ends of execution `id`, once there is one.
+    async fn run_ends(&self, id: u64) -> Vec<(u64, String, String)> {
+        for _ in 0..100 {
+            let ends: Vec<_> = self
+                .runs
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .filter(|end| end.0 == id)
+                .cloned()
+                .collect();
+            if !ends.is_empty() {
+                return ends;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("execution {id}: no end was published");
     }
 
     fn url(&self) -> String {
@@ -445,6 +494,12 @@ async fn manual_push_to_distribution_and_scheduled_pull_from_it() {
     assert_eq!(finished["status"], "Succeed", "{finished}");
     assert_eq!(finished["trigger"], "manual");
     assert_eq!(finished["total"], 2, "both tags: {finished}");
+    let ends = berth.run_ends(execution).await;
+    assert!(
+        ends.iter()
+            .all(|end| end.1 == "to-distribution" && end.2 == "Succeed"),
+        "the run's end, published as it happened: {ends:?}"
+    );
 
     let peer = RemoteRegistry::new(RemoteConfig {
         url: distribution.url.clone(),

@@ -12,7 +12,9 @@ use berth_core::replication::{
     Direction, Execution, IdKind, Operation, Policy, RegistryEndpoint, ReplicationStore, Task,
     TaskStatus, Trigger, TriggerKind,
 };
-use berth_core::{AccountStore, ErrorCode, EventKind, Registry, RegistryError, Result};
+use berth_core::{
+    AccountStore, ErrorCode, EventKind, EventSink, Registry, RegistryError, RequestContext, Result,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::copy::{CopyJob, MountHints, copy_artifact};
@@ -153,6 +155,8 @@ pub struct Replicator {
     accounts: Option<Arc<dyn AccountStore>>,
     /// Per endpoint, where blobs were seen in it: later copies mount instead of sending.
     hints: std::sync::Mutex<std::collections::HashMap<u64, Arc<MountHints>>>,
+    /// Where the end of each execution is published.
+    events: Option<Arc<dyn EventSink>>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -186,6 +190,7 @@ impl Replicator {
             retry_base: Duration::from_secs(5),
             chunk_size: None,
             hints: std::sync::Mutex::default(),
+            events: None,
             accounts: None,
         }
     }
@@ -196,6 +201,46 @@ impl Replicator {
     pub fn with_accounts(mut self, accounts: Arc<dyn AccountStore>) -> Self {
         self.accounts = Some(accounts);
         self
+    }
+
+    /// Publishes the end of each execution (a `ReplicationRun` event) to `events`. Each
+    /// settled job then reads its execution's tasks to tell whether it was the last.
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Publishes the execution's end, if it has ended. Two workers settling its last tasks
+    /// at once may both publish it: the event's request id (the execution's) makes it one
+    /// audit entry.
+    async fn publish_if_ended(&self, execution_id: u64) -> Result<()> {
+        let Some(events) = &self.events else {
+            return Ok(());
+        };
+        let Some(execution) = self.store.execution(execution_id).await? else {
+            return Ok(());
+        };
+        let view = self.view(execution).await?;
+        if view.status == "InProgress" {
+            return Ok(());
+        }
+        let policy = match self.store.policy(view.execution.policy_id).await? {
+            Some(policy) => policy.name,
+            None => view.execution.policy_id.to_string(),
+        };
+        let context = RequestContext::system(
+            "replication",
+            format!("replication-execution-{execution_id}"),
+        );
+        events.publish(&berth_core::Event::now(
+            &context,
+            EventKind::ReplicationRun {
+                policy,
+                execution: execution_id,
+                status: view.status.to_owned(),
+            },
+        ));
+        Ok(())
     }
 
     async fn ensure_project(&self, repository: &str) -> Result<()> {
@@ -319,8 +364,18 @@ impl Replicator {
     /// Runs one job; the carrier calls this for every job it receives.
     pub async fn handle(&self, job: Job) -> Result<Outcome> {
         match job {
-            Job::Plan { execution } => self.plan(execution).await.map(|()| Outcome::Done),
-            Job::Task { execution, task } => self.run_task(execution, task).await,
+            Job::Plan { execution } => {
+                self.plan(execution).await?;
+                self.publish_if_ended(execution).await?;
+                Ok(Outcome::Done)
+            }
+            Job::Task { execution, task } => {
+                let outcome = self.run_task(execution, task).await?;
+                if matches!(outcome, Outcome::Done) {
+                    self.publish_if_ended(execution).await?;
+                }
+                Ok(outcome)
+            }
             Job::Event(event) => self.on_event(event).await.map(|()| Outcome::Done),
         }
     }

@@ -68,7 +68,8 @@ pub fn start_local(
             secrets,
             Arc::new(queue.clone()),
         )
-        .with_accounts(stores.accounts.clone()),
+        .with_accounts(stores.accounts.clone())
+        .with_events(events.clone()),
     ));
     let dead_letters = Arc::new(LocalDeadLetters::default());
     tokio::spawn(run_workers(
