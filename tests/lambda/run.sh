@@ -702,8 +702,30 @@ scenario_audit() {
   answer=$(invoke_events "$E2E_TMP/awslogs-registry-pull.json") || fail "the events function takes a delivery again" "$answer"
   status=$(req GET "$GATEWAY_URL/api/v2.0/audit-logs?page_size=1" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
   assert_eq "a batch delivered again adds no audit entry" "$total" "$(header "$out.headers" x-total-count)"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/statistics" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the token function counts projects and repositories (200)" 200 "$status"
+  assert_eq "... the private project's repositories among them" true "$(jq '.private_repo_count >= 1' "$out.body")"
   status=$(req GET "$GATEWAY_URL/api/v2.0/projects/$PROJECT/repositories/${REPO#"$PROJECT"/}" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
   assert_eq "... and no pull" "$pull_count" "$(jq -r .pull_count "$out.body")"
+}
+
+# Webhook policies in the table, through the token function: made, listed, refused when the
+# name is taken, deleted. (Delivery from AWS is not built: the functions keep the policies.)
+scenario_webhook_policies() {
+  local out=$E2E_TMP/webhooks status id policies=$GATEWAY_URL/api/v2.0/projects/$PROJECT/webhook/policies
+  local body='{"name":"ci","event_types":["PUSH_ARTIFACT"],"targets":[{"type":"http","address":"https://ci.example/hook","auth_header":"Bearer hook-secret"}]}'
+  status=$(req POST "$policies" "$out" -u "$ADMIN:$ADMIN_PASSWORD" -H 'Content-Type: application/json' -d "$body")
+  assert_eq "the token function makes a webhook policy (201)" 201 "$status"
+  id=$(jq -r .id "$out.body")
+  assert_not "... and never answers its auth header" grep -q hook-secret "$out.body"
+  status=$(req POST "$policies" "$out" -u "$ADMIN:$ADMIN_PASSWORD" -H 'Content-Type: application/json' -d "$body")
+  assert_eq "a second policy of that name is refused (409)" 409 "$status"
+  status=$(req GET "$policies" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "... the project's policies are listed (200)" '["ci"]' "$(jq -c '[.[].name]' "$out.body")"
+  status=$(req DELETE "$policies/$id" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "... and deleted (200)" 200 "$status"
+  status=$(req GET "$policies/$id" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "... and gone (404)" 404 "$status"
 }
 
 # --- measurements --------------------------------------------------------------
@@ -788,6 +810,7 @@ run_scenario "key rotation" scenario_rotation
 start_events_function
 run_scenario "replication through the events function" scenario_replication
 run_scenario "the audit log through the events function" scenario_audit
+run_scenario "webhook policies through the token function" scenario_webhook_policies
 run_front_scenarios
 [[ -z ${FRONT_BENCH_MIB:-} ]] || bench_front
 log_step "finished in $((SECONDS - start))s"
