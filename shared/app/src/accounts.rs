@@ -202,19 +202,14 @@ impl Accounts {
 
     /// The projects and repositories the caller sees, public and private.
     pub async fn summary(&self, caller: &Caller) -> Result<Summary> {
-        let mut visible = std::collections::HashMap::new();
-        let mut page = 1;
-        loop {
-            let batch = self.projects(caller, page, MAX_PAGE_SIZE).await?;
-            let full = batch.len() == MAX_PAGE_SIZE;
-            for (project, _) in batch {
-                visible.insert(project.name, project.public);
-            }
-            if !full {
-                break;
-            }
-            page += 1;
-        }
+        // Every visible project in one pass (one page as large as there are projects): the
+        // memberships are read once and the project listing scanned once.
+        let visible: std::collections::HashMap<String, bool> = self
+            .projects(caller, 1, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|(project, _)| (project.name, project.public))
+            .collect();
         let mut summary = Summary::default();
         for public in visible.values() {
             *if *public {
