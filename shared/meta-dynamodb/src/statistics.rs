@@ -7,14 +7,18 @@
 //! | daily pulls      | `STATS#DAILY`        | `<day>` (zero-padded days since the epoch) | `pulls`, `expires_at` |
 //! | count claim      | `COUNTED#<id>`       | `META`               | `expires_at`                              |
 //!
-//! Each count is one transaction: its claim (which fails if the count was made before, so a
-//! redelivered event is counted once) and the counters it adds to. Repository counters share
+//! Each pull is one transaction: its claim (which fails if the count was made before, so a
+//! redelivered event is counted once) and the counters it adds to. Pull and push times are
+//! then moved forward only (a conditional update per item and batch), so events recorded out
+//! of order keep the latest. Repository counters share
 //! one partition, so that the most pulled are one query. Claims expire after a week and daily
 //! counts after twice the window, by time to live.
 
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use berth_core::error::{RegistryError, Result};
 use berth_core::statistics::{
@@ -23,7 +27,8 @@ use berth_core::statistics::{
 use berth_core::{Digest, RepositoryName};
 
 use crate::DynamoMetadataStore;
-use crate::schema::{META, SORT_KEY, TTL_ATTRIBUTE, repository_pk};
+use crate::error::sdk_error;
+use crate::schema::{META, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, repository_pk};
 use crate::toolkit::{Item, Outcome, Query, key, n, names, number_attr, string_attr, values};
 
 const REPOSITORIES_PARTITION: &str = "STATS#REPOSITORIES";
@@ -56,31 +61,21 @@ fn usage_of(item: Option<&Item>) -> Result<Usage> {
 }
 
 impl DynamoMetadataStore {
-    /// Adds `count` to the usage item `key`: one more pull and its time, or the push time.
-    fn usage_update(&self, key: Item, count: &Count) -> Result<TransactWriteItem> {
-        let (expression, time_name) = if count.pull {
-            ("ADD #pulls :one SET #time = :at", "last_pull")
-        } else {
-            ("SET #time = :at", "pushed")
-        };
-        let mut used_names = vec![("#time", time_name)];
-        let mut used_values = vec![(":at", n(count.at_ms))];
-        if count.pull {
-            used_names.push(("#pulls", "pulls"));
-            used_values.push((":one", n(1)));
-        }
+    /// One more pull on the usage item `key`.
+    fn pull_added(&self, key: Item) -> Result<TransactWriteItem> {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key))
-            .update_expression(expression)
-            .set_expression_attribute_names(Some(names(&used_names)))
-            .set_expression_attribute_values(Some(values(used_values)))
+            .update_expression("ADD #pulls :one")
+            .set_expression_attribute_names(Some(names(&[("#pulls", "pulls")])))
+            .set_expression_attribute_values(Some(values(vec![(":one", n(1))])))
             .build()
             .map_err(build_error)?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    fn count_items(&self, count: &Count, now_s: u64) -> Result<Vec<TransactWriteItem>> {
+    /// A pull's transaction: its claim and the counters it adds to.
+    fn pull_items(&self, count: &Count, now_s: u64) -> Result<Vec<TransactWriteItem>> {
         let mut claim = key(format!("COUNTED#{}", count.id), META);
         claim.insert(TTL_ATTRIBUTE.to_owned(), n(now_s + CLAIM_SECONDS));
         let claim = Put::builder()
@@ -90,35 +85,67 @@ impl DynamoMetadataStore {
             .set_expression_attribute_names(Some(names(&[("#sk", SORT_KEY)])))
             .build()
             .map_err(build_error)?;
-        let repository = count.repository.as_str();
-        let mut items = vec![
+        let (repository, artifact) = usage_keys(count);
+        let expires = (count.day() + 2 * DAILY_PULL_DAYS + 1) * 86_400;
+        let daily = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(DAILY_PARTITION, day_sk(count.day()))))
+            .update_expression("ADD #pulls :one SET #expires = :expires")
+            .set_expression_attribute_names(Some(names(&[
+                ("#pulls", "pulls"),
+                ("#expires", TTL_ATTRIBUTE),
+            ])))
+            .set_expression_attribute_values(Some(values(vec![
+                (":one", n(1)),
+                (":expires", n(expires)),
+            ])))
+            .build()
+            .map_err(build_error)?;
+        Ok(vec![
             TransactWriteItem::builder().put(claim).build(),
-            self.usage_update(key(REPOSITORIES_PARTITION, repository), count)?,
-            self.usage_update(
-                key(repository_pk(repository), format!("STATS#{}", count.digest)),
-                count,
-            )?,
-        ];
-        if count.pull {
-            let expires = (count.day() + 2 * DAILY_PULL_DAYS + 1) * 86_400;
-            let update = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(DAILY_PARTITION, day_sk(count.day()))))
-                .update_expression("ADD #pulls :one SET #expires = :expires")
-                .set_expression_attribute_names(Some(names(&[
-                    ("#pulls", "pulls"),
-                    ("#expires", TTL_ATTRIBUTE),
-                ])))
-                .set_expression_attribute_values(Some(values(vec![
-                    (":one", n(1)),
-                    (":expires", n(expires)),
-                ])))
-                .build()
-                .map_err(build_error)?;
-            items.push(TransactWriteItem::builder().update(update).build());
-        }
-        Ok(items)
+            self.pull_added(repository)?,
+            self.pull_added(artifact)?,
+            TransactWriteItem::builder().update(daily).build(),
+        ])
     }
+
+    /// Moves the time `name` of the usage item `key` to `at`, unless it holds a later one:
+    /// DynamoDB has no maximum, so the update is conditional, and its failed condition is a
+    /// later time kept.
+    async fn keep_latest(&self, key: Item, name: &str, at: u64) -> Result<()> {
+        let sent = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET #time = :at")
+            .condition_expression("attribute_not_exists(#time) OR #time < :at")
+            .set_expression_attribute_names(Some(names(&[("#time", name)])))
+            .set_expression_attribute_values(Some(values(vec![(":at", n(at))])))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+}
+
+/// The usage items a count adds to: its repository's and its artifact's.
+fn usage_keys(count: &Count) -> (Item, Item) {
+    let repository = count.repository.as_str();
+    (
+        key(REPOSITORIES_PARTITION, repository),
+        key(repository_pk(repository), format!("STATS#{}", count.digest)),
+    )
 }
 
 #[async_trait]
@@ -127,10 +154,26 @@ impl StatisticsStore for DynamoMetadataStore {
         let now_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
+        // The latest pull and push time of each usage item in the batch, moved once each
+        // after the counts (a time kept is the same whichever delivery sets it).
+        let mut latest: BTreeMap<(String, String, &str), u64> = BTreeMap::new();
         for count in counts {
-            // A failed condition is a claim made before: a redelivery, counted already.
-            let (Outcome::Committed | Outcome::ConditionFailed) =
-                self.transact(self.count_items(count, now_s)?).await?;
+            if count.pull {
+                // A failed condition is a claim made before: a redelivery, counted already.
+                let (Outcome::Committed | Outcome::ConditionFailed) =
+                    self.transact(self.pull_items(count, now_s)?).await?;
+            }
+            let name = if count.pull { "last_pull" } else { "pushed" };
+            let (repository, artifact) = usage_keys(count);
+            for item in [repository, artifact] {
+                let pk = string_attr(&item, PARTITION_KEY)?.to_owned();
+                let sk = string_attr(&item, SORT_KEY)?.to_owned();
+                let at = latest.entry((pk, sk, name)).or_default();
+                *at = (*at).max(count.at_ms);
+            }
+        }
+        for ((pk, sk, name), at) in latest {
+            self.keep_latest(key(pk, sk), name, at).await?;
         }
         Ok(())
     }

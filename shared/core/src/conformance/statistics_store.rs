@@ -13,6 +13,8 @@ const NOON: u64 = 20_000 * DAY_MS + DAY_MS / 2;
 pub async fn run_all(store: &dyn StatisticsStore) {
     super::announce("statistics_store::pulls_and_pushes_are_counted_once");
     pulls_and_pushes_are_counted_once(store).await;
+    super::announce("statistics_store::times_are_the_latest_whatever_the_order");
+    times_are_the_latest_whatever_the_order(store).await;
     super::announce("statistics_store::most_pulled_and_daily_pulls");
     most_pulled_and_daily_pulls(store).await;
 }
@@ -79,6 +81,35 @@ pub async fn pulls_and_pushes_are_counted_once(store: &dyn StatisticsStore) {
     );
     let other = store.artifact_usage(&repo, &second).await.expect("read");
     assert_eq!((other.pull_count, other.push_ms), (1, None));
+}
+
+/// Events arrive out of order (log batches from several functions): an older pull or push
+/// recorded later keeps the later time.
+pub async fn times_are_the_latest_whatever_the_order(store: &dyn StatisticsStore) {
+    let repo = repository();
+    let image = digest("late");
+    for batch in [
+        [
+            count(&repo, &image, NOON + 5000, true),
+            count(&repo, &image, NOON + 9000, false),
+        ],
+        [
+            count(&repo, &image, NOON + 1000, true),
+            count(&repo, &image, NOON, false),
+        ],
+    ] {
+        store.record(&batch).await.expect("counted");
+    }
+    let expected = Usage {
+        pull_count: 2,
+        last_pull_ms: Some(NOON + 5000),
+        push_ms: Some(NOON + 9000),
+    };
+    assert_eq!(store.repository_usage(&repo).await.expect("read"), expected);
+    assert_eq!(
+        store.artifact_usage(&repo, &image).await.expect("read"),
+        expected
+    );
 }
 
 pub async fn most_pulled_and_daily_pulls(store: &dyn StatisticsStore) {
