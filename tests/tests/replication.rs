@@ -3,6 +3,7 @@
 //! peer. Event-triggered push of a multi-arch image with a tag filter, deletion replication,
 //! manual push to Distribution with namespace rewriting, scheduled pull from Distribution,
 //! a remote that is down then comes back, wrong credentials, stopping, and the API's checks.
+//! A run's end reaches the project's `REPLICATION` webhooks.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use berth_core::{Actor, Event, EventBus, EventKind, EventSink};
 use berth_replication::remote::{RemoteConfig, RemoteRegistry};
-use berth_runtime::Routes;
+use berth_runtime::{Retries, Routes, WebhookSender};
 use berth_tests::authed::{ADMIN_PASSWORD, authed_parts, serve_on_loopback};
 use berth_tests::distribution::{Distribution, free_port};
 use berth_tests::{Image, index, media, platform_descriptor, sha256};
@@ -32,7 +33,10 @@ struct Berth {
 
 /// The `ReplicationRun` events published, in order.
 #[derive(Default)]
-struct Runs(Mutex<Vec<(u64, String, String)>>);
+struct Runs(Mutex<Vec<RunEnd>>);
+
+/// An execution's id, its policy's name, its status and the projects it replicated.
+type RunEnd = (u64, String, String, Vec<String>);
 
 impl EventSink for Runs {
     fn publish(&self, event: &Event) {
@@ -40,6 +44,7 @@ impl EventSink for Runs {
             policy,
             execution,
             status,
+            projects,
         } = &event.kind
         {
             assert_eq!(event.actor, Actor::System("replication".into()));
@@ -47,6 +52,7 @@ impl EventSink for Runs {
                 *execution,
                 policy.clone(),
                 status.clone(),
+                projects.clone(),
             ));
         }
     }
@@ -58,10 +64,18 @@ impl Berth {
         let secrets =
             berth_runtime::replication::local_secrets(parts.data_dir.path(), None).expect("a key");
         let runs = Arc::new(Runs::default());
+        let webhooks = parts.stores.webhooks.clone();
+        let sender = WebhookSender::start(
+            webhooks.clone().expect("embedded storage keeps webhooks"),
+            Retries::default(),
+        )
+        .expect("the sender starts");
         let replication = berth_runtime::replication::start_local(
             &parts.stores,
             secrets,
-            EventBus::new().subscribe(runs.clone()),
+            EventBus::new()
+                .subscribe(runs.clone())
+                .subscribe(Arc::new(sender)),
             |r| r.with_retry_base(Duration::from_millis(200)),
         );
         let router = Routes::new()
@@ -76,6 +90,7 @@ impl Berth {
             )
             .replication(|management| replication.api(management))
             .events(replication.events.clone())
+            .webhooks(webhooks)
             .build();
         let (addr, _) = serve_on_loopback(router).await;
         let data_dir = parts.data_dir;
@@ -93,7 +108,7 @@ impl Berth {
     }
 
     /// The published ends of execution `id`, once there is one.
-    async fn run_ends(&self, id: u64) -> Vec<(u64, String, String)> {
+    async fn run_ends(&self, id: u64) -> Vec<RunEnd> {
         for _ in 0..100 {
             let ends: Vec<_> = self
                 .runs
@@ -328,6 +343,42 @@ async fn blob_bytes(client: &RemoteRegistry, repo: &str, bytes: &[u8]) -> Vec<u8
     pieces.concat()
 }
 
+/// A webhook receiver on loopback: the bodies it was sent.
+async fn webhook_receiver() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::post(
+                |axum::extract::State(received): axum::extract::State<Arc<Mutex<Vec<Value>>>>,
+                 body: String| async move {
+                    received
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(serde_json::from_str(&body).unwrap_or(Value::Null));
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let (addr, _) = serve_on_loopback(router).await;
+    (addr, received)
+}
+
+/// The first body the receiver got, once it got one.
+async fn wait_for_body(received: &Mutex<Vec<Value>>) -> Value {
+    for _ in 0..200 {
+        if let Some(body) = received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first()
+        {
+            return body.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no webhook delivery arrived");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_push_replicates_v_tags_of_a_multi_arch_image_byte_identical_and_deletions_follow() {
     let (source, target) = tokio::join!(Berth::start(), Berth::start());
@@ -473,6 +524,17 @@ async fn manual_push_to_distribution_and_scheduled_pull_from_it() {
     )
     .await;
 
+    let (hooks, received) = webhook_receiver().await;
+    berth
+        .create(
+            "/projects/library/webhook/policies",
+            json!({
+                "name": "replication-runs",
+                "event_types": ["REPLICATION"],
+                "targets": [{"type": "http", "address": format!("http://{hooks}/")}],
+            }),
+        )
+        .await;
     let endpoint = berth
         .add_endpoint("distribution", &distribution.url, None)
         .await;
@@ -497,8 +559,18 @@ async fn manual_push_to_distribution_and_scheduled_pull_from_it() {
     let ends = berth.run_ends(execution).await;
     assert!(
         ends.iter()
-            .all(|end| end.1 == "to-distribution" && end.2 == "Succeed"),
+            .all(|end| end.1 == "to-distribution" && end.2 == "Succeed" && end.3 == ["library"]),
         "the run's end, published as it happened: {ends:?}"
+    );
+    let delivered = wait_for_body(&received).await;
+    assert_eq!(delivered["type"], "REPLICATION", "{delivered}");
+    assert_eq!(
+        delivered["event_data"]["replication"]["execution_id"], execution,
+        "{delivered}"
+    );
+    assert_eq!(
+        delivered["event_data"]["replication"]["job_status"], "Succeed",
+        "{delivered}"
     );
 
     let peer = RemoteRegistry::new(RemoteConfig {

@@ -66,6 +66,7 @@ pub fn describe(kind: &EventKind) -> (&'static str, String) {
             policy,
             execution,
             status,
+            ..
         } => (
             "replication_run",
             format!("policy {policy} execution {execution}: {status}"),

@@ -19,4 +19,4 @@ pub use accounts::{
 pub use event_log::EventLog;
 pub use permission::{Caller, Permission};
 pub use recorder::{EventRecorder, Records};
-pub use webhooks::{Retries, WebhookSender, WebhookSpec};
+pub use webhooks::{Deliverer, Retries, WebhookJob, WebhookQueue, WebhookSender, WebhookSpec};

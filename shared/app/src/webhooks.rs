@@ -1,13 +1,15 @@
-//! Webhooks: the policy use cases, and [`WebhookSender`], the subscriber that delivers each
-//! event a project's enabled policies follow to their targets, from background tasks, with
-//! retries and a record of every delivery. A slow or failing target never slows a push or a
-//! pull: publishing only queues the event.
+//! Webhooks: the policy use cases, and their delivery. [`Deliverer`] turns an event into
+//! [`WebhookJob`]s (one per target of each enabled policy that follows it) and makes one
+//! attempt of a job at a time, recording it; what carries a job between attempts is the
+//! caller's: [`WebhookSender`] in-process, with pauses between attempts, or a queue in AWS
+//! (the events function). A slow or failing target never slows a push or a pull: publishing
+//! only queues the event. Delivery is at least once: a receiver may see an event again, under
+//! the same delivery id.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_auth::unix_now;
-use berth_core::audit::project_of;
 use berth_core::events::{AccountResource, Operation};
 use berth_core::webhooks::{
     Delivery, DeliveryStatus, PayloadFormat, WebhookEventType, WebhookPolicy, WebhookStore,
@@ -15,6 +17,7 @@ use berth_core::webhooks::{
 };
 use berth_core::{ErrorCode, Event, EventKind, EventSink, RegistryError, Result};
 use chrono::{DateTime, SecondsFormat};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
@@ -43,15 +46,57 @@ impl Default for Retries {
     }
 }
 
-/// Delivers events to the targets of the policies that follow them.
-#[derive(Debug, Clone)]
-pub struct WebhookSender {
-    events: mpsc::UnboundedSender<Event>,
+impl Retries {
+    /// The pause after failed attempt `attempt` (from 1), or `None` when it was the last.
+    pub fn pause_after(&self, attempt: u32) -> Option<Duration> {
+        (attempt < self.attempts.max(1)).then(|| {
+            let growth = 4u32.saturating_pow(attempt.saturating_sub(1));
+            self.first_pause.saturating_mul(growth)
+        })
+    }
 }
 
-impl WebhookSender {
-    /// Starts the sender on the current runtime.
-    pub fn start(store: Arc<dyn WebhookStore>, retries: Retries) -> Result<Self> {
+/// One event for one target of one policy, between its attempts. It names the policy and
+/// the target instead of holding them: each attempt reads the policy again, so a policy
+/// disabled or deleted meanwhile stops its deliveries, and a target's auth header never
+/// travels in a queue message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    pub project: String,
+    pub policy_id: u64,
+    /// The target's place in the policy's targets.
+    pub target: usize,
+    pub event: Event,
+    /// The attempt this job makes, from 1.
+    pub attempt: u32,
+}
+
+/// What carries webhook jobs between attempts, out of process (in AWS, the events function's
+/// queue).
+#[async_trait::async_trait]
+pub trait WebhookQueue: Send + Sync + 'static {
+    /// Queues `job`, to be attempted after `delay`.
+    async fn enqueue(&self, job: &WebhookJob, delay: Duration) -> Result<()>;
+}
+
+/// Makes deliveries' attempts and records them.
+pub struct Deliverer {
+    store: Arc<dyn WebhookStore>,
+    retries: Retries,
+    verifying: reqwest::Client,
+    trusting: reqwest::Client,
+}
+
+impl std::fmt::Debug for Deliverer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer")
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deliverer {
+    pub fn new(store: Arc<dyn WebhookStore>, retries: Retries) -> Result<Self> {
         let client = |insecure| {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -61,100 +106,98 @@ impl WebhookSender {
                 .build()
                 .map_err(|e| RegistryError::internal(format!("the webhook HTTP client: {e}")))
         };
-        let clients = Arc::new(Clients {
+        Ok(Self {
+            store,
+            retries,
             verifying: client(false)?,
             trusting: client(true)?,
-        });
-        let (events, received) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(store, clients, retries, received));
-        Ok(Self { events })
+        })
     }
-}
 
-impl EventSink for WebhookSender {
-    fn publish(&self, event: &Event) {
-        if WebhookEventType::of(event).is_some() && event.repository().is_some() {
-            self.events.send(event.clone()).ok();
-        }
+    pub fn retries(&self) -> Retries {
+        self.retries
     }
-}
 
-struct Clients {
-    verifying: reqwest::Client,
-    trusting: reqwest::Client,
-}
-
-async fn dispatch(
-    store: Arc<dyn WebhookStore>,
-    clients: Arc<Clients>,
-    retries: Retries,
-    mut received: mpsc::UnboundedReceiver<Event>,
-) {
-    while let Some(event) = received.recv().await {
-        let (Some(kind), Some(repository)) = (WebhookEventType::of(&event), event.repository())
-        else {
-            continue;
-        };
-        let project = project_of(repository.as_str());
-        let policies = match store.webhooks(&project).await {
-            Ok(policies) => policies,
-            Err(error) => {
-                tracing::error!(%error, project, "the webhook policies could not be read: an event was not delivered");
+    /// The first attempts of the deliveries of `events`: one per target of each enabled
+    /// policy of an event's projects that follows its type. Each project's policies are read
+    /// once.
+    pub async fn jobs(&self, events: &[Event]) -> Result<Vec<WebhookJob>> {
+        let mut policies: std::collections::HashMap<String, Vec<WebhookPolicy>> =
+            std::collections::HashMap::new();
+        let mut jobs = Vec::new();
+        for event in events {
+            let Some(kind) = WebhookEventType::of(event) else {
                 continue;
-            }
-        };
-        for policy in policies
-            .into_iter()
-            .filter(|policy| policy.enabled && policy.event_types.contains(&kind))
-        {
-            for (index, target) in policy.targets.clone().into_iter().enumerate() {
-                let delivery = Delivery {
-                    id: delivery_id(&event, policy.id, index, &target.address),
-                    project: project.clone(),
-                    policy_id: policy.id,
-                    event_type: kind,
-                    address: target.address.clone(),
-                    status: DeliveryStatus::Running,
-                    attempts: 0,
-                    http_code: None,
-                    error: None,
-                    created_ms: event.at_ms,
-                    updated_ms: event.at_ms,
-                };
-                let body = payload(&event, kind, &policy, &target, delivery.id);
-                tokio::spawn(deliver(
-                    store.clone(),
-                    clients.clone(),
-                    retries,
-                    target,
-                    delivery,
-                    body,
-                ));
+            };
+            for project in event.projects() {
+                if !policies.contains_key(&project) {
+                    let read = self.store.webhooks(&project).await?;
+                    policies.insert(project.clone(), read);
+                }
+                let followers = policies[&project]
+                    .iter()
+                    .filter(|policy| policy.enabled && policy.event_types.contains(&kind));
+                for policy in followers {
+                    jobs.extend((0..policy.targets.len()).map(|target| WebhookJob {
+                        project: project.clone(),
+                        policy_id: policy.id,
+                        target,
+                        event: event.clone(),
+                        attempt: 1,
+                    }));
+                }
             }
         }
+        Ok(jobs)
     }
-}
 
-/// Tries one delivery until it succeeds or its attempts are used up, recording each attempt.
-async fn deliver(
-    store: Arc<dyn WebhookStore>,
-    clients: Arc<Clients>,
-    retries: Retries,
-    target: WebhookTarget,
-    mut delivery: Delivery,
-    body: Value,
-) {
-    let client = if target.skip_cert_verify {
-        &clients.trusting
-    } else {
-        &clients.verifying
-    };
-    let content_type = match target.payload_format {
-        PayloadFormat::Default => "application/json",
-        PayloadFormat::CloudEvents => "application/cloudevents+json",
-    };
-    let mut pause = retries.first_pause;
-    for attempt in 1..=retries.attempts.max(1) {
+    /// Makes `job`'s attempt and records it. Returns the pause before the next attempt when
+    /// this one failed and attempts remain; `None` when the delivery is over (delivered,
+    /// failed for good, or its policy no longer sends it). An error is a policy that could
+    /// not be read: nothing was sent.
+    pub async fn attempt(&self, job: &WebhookJob) -> Result<Option<Duration>> {
+        let Some(kind) = WebhookEventType::of(&job.event) else {
+            return Ok(None);
+        };
+        let policy = self.store.webhook(&job.project, job.policy_id).await?;
+        let Some((policy, target)) = policy
+            .filter(|policy| policy.enabled && policy.event_types.contains(&kind))
+            .and_then(|policy| {
+                let target = policy.targets.get(job.target).cloned()?;
+                Some((policy, target))
+            })
+        else {
+            tracing::debug!(
+                project = job.project,
+                policy = job.policy_id,
+                "a webhook delivery stopped: its policy or target is gone or disabled"
+            );
+            return Ok(None);
+        };
+        let id = delivery_id(&job.event, policy.id, job.target, &target.address);
+        let body = payload(&job.event, kind, &policy, &target, id);
+        let mut delivery = Delivery {
+            id,
+            project: job.project.clone(),
+            policy_id: policy.id,
+            event_type: kind,
+            address: target.address.clone(),
+            status: DeliveryStatus::Running,
+            attempts: job.attempt,
+            http_code: None,
+            error: None,
+            created_ms: job.event.at_ms,
+            updated_ms: job.event.at_ms,
+        };
+        let client = if target.skip_cert_verify {
+            &self.trusting
+        } else {
+            &self.verifying
+        };
+        let content_type = match target.payload_format {
+            PayloadFormat::Default => "application/json",
+            PayloadFormat::CloudEvents => "application/cloudevents+json",
+        };
         let mut request = client
             .post(&target.address)
             .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -163,42 +206,92 @@ async fn deliver(
             request = request.header(reqwest::header::AUTHORIZATION, auth);
         }
         let outcome = request.send().await;
-        delivery.attempts = attempt;
         delivery.updated_ms = unix_now().saturating_mul(1000);
         match outcome {
             Ok(answer) if answer.status().is_success() => {
                 delivery.http_code = Some(answer.status().as_u16());
                 delivery.status = DeliveryStatus::Success;
-                delivery.error = None;
             }
             Ok(answer) => {
                 delivery.http_code = Some(answer.status().as_u16());
                 delivery.error = Some(format!("the target answered {}", answer.status()));
             }
             Err(error) => {
-                delivery.http_code = None;
                 delivery.error = Some(format!("the target could not be reached: {error}"));
             }
         }
-        if delivery.status != DeliveryStatus::Success && attempt == retries.attempts.max(1) {
+        let pause = match delivery.status {
+            DeliveryStatus::Success => None,
+            _ => self.retries.pause_after(job.attempt),
+        };
+        if delivery.status != DeliveryStatus::Success && pause.is_none() {
             delivery.status = DeliveryStatus::Error;
+            tracing::warn!(
+                address = delivery.address,
+                attempts = delivery.attempts,
+                error = delivery.error.as_deref().unwrap_or_default(),
+                "a webhook delivery failed"
+            );
         }
-        if let Err(error) = store.record_delivery(&delivery).await {
+        // The attempt was made: failing to record it must not make it again.
+        if let Err(error) = self.store.record_delivery(&delivery).await {
             tracing::error!(%error, delivery = delivery.id, "a webhook delivery could not be recorded");
         }
-        if delivery.status != DeliveryStatus::Running {
-            break;
-        }
-        tokio::time::sleep(pause).await;
-        pause = pause.saturating_mul(4);
+        Ok(pause)
     }
-    if delivery.status == DeliveryStatus::Error {
-        tracing::warn!(
-            address = delivery.address,
-            attempts = delivery.attempts,
-            error = delivery.error.as_deref().unwrap_or_default(),
-            "a webhook delivery failed"
-        );
+}
+
+/// Delivers events in-process: each delivery runs on its own task, pausing between attempts.
+#[derive(Debug, Clone)]
+pub struct WebhookSender {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl WebhookSender {
+    /// Starts the sender on the current runtime.
+    pub fn start(store: Arc<dyn WebhookStore>, retries: Retries) -> Result<Self> {
+        let deliverer = Arc::new(Deliverer::new(store, retries)?);
+        let (events, received) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch(deliverer, received));
+        Ok(Self { events })
+    }
+}
+
+impl EventSink for WebhookSender {
+    fn publish(&self, event: &Event) {
+        if WebhookEventType::of(event).is_some() {
+            self.events.send(event.clone()).ok();
+        }
+    }
+}
+
+async fn dispatch(deliverer: Arc<Deliverer>, mut received: mpsc::UnboundedReceiver<Event>) {
+    while let Some(event) = received.recv().await {
+        let jobs = match deliverer.jobs(std::slice::from_ref(&event)).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::error!(%error, "the webhook policies could not be read: an event was not delivered");
+                continue;
+            }
+        };
+        for mut job in jobs {
+            let deliverer = deliverer.clone();
+            tokio::spawn(async move {
+                loop {
+                    match deliverer.attempt(&job).await {
+                        Ok(Some(pause)) => {
+                            tokio::time::sleep(pause).await;
+                            job.attempt += 1;
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            tracing::error!(%error, project = job.project, policy = job.policy_id, "a webhook policy could not be read: a delivery stopped");
+                            break;
+                        }
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -263,6 +356,22 @@ pub fn payload(
         _ => None,
     };
     let mut data = json!({ "resources": [resource] });
+    if let EventKind::ReplicationRun {
+        policy: name,
+        execution,
+        status,
+        ..
+    } = &event.kind
+    {
+        data = json!({
+            "replication": {
+                "policy_name": name,
+                "execution_id": execution,
+                "job_status": status,
+                "execution_timestamp": event.at_ms / 1000,
+            }
+        });
+    }
     if let Some(repository) = repository {
         let full = repository.as_str();
         resource_url(&mut data, full);
@@ -465,6 +574,38 @@ impl Accounts {
             AccountResource::Webhook,
             operation,
             format!("{}/{}", policy.project, policy.name),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pause_is_four_times_the_one_before_until_the_last_attempt() {
+        let retries = Retries::default();
+        let pauses: Vec<_> = (1..=5)
+            .map(|attempt| retries.pause_after(attempt))
+            .collect();
+        assert_eq!(
+            pauses,
+            [
+                Some(Duration::from_secs(1)),
+                Some(Duration::from_secs(4)),
+                Some(Duration::from_secs(16)),
+                None,
+                None
+            ]
+        );
+        let once = Retries {
+            attempts: 0,
+            ..retries
+        };
+        assert_eq!(
+            once.pause_after(1),
+            None,
+            "one attempt at least, and no more"
         );
     }
 }

@@ -215,11 +215,14 @@ pub enum EventKind {
         operation: Operation,
         name: String,
     },
-    /// A replication execution ended.
+    /// A replication execution ended. `projects` are this registry's projects it copied
+    /// from (a push policy) or into (a pull policy), whose webhooks hear of it.
     ReplicationRun {
         policy: String,
         execution: u64,
         status: String,
+        #[serde(default)]
+        projects: Vec<String>,
     },
     /// A maintenance job ran.
     MaintenanceRun { job: String, status: String },
@@ -253,6 +256,15 @@ impl Event {
             client: context.client.clone(),
             entry: context.entry,
             kind,
+        }
+    }
+
+    /// The projects the event belongs to: its repository's, or a replication run's.
+    pub fn projects(&self) -> Vec<String> {
+        match (&self.kind, self.repository()) {
+            (_, Some(repository)) => vec![crate::audit::project_of(repository.as_str())],
+            (EventKind::ReplicationRun { projects, .. }, None) => projects.clone(),
+            _ => Vec::new(),
         }
     }
 
@@ -363,6 +375,47 @@ mod tests {
             assert_eq!(seen[0].actor.name(), "alice");
             assert_eq!(seen[0].request_id, "r1");
         }
+    }
+
+    #[test]
+    fn an_event_belongs_to_its_repository_s_project_or_its_run_s() {
+        let context = RequestContext::system("replication", "replication-execution-7");
+        let tag_deleted = Event::now(
+            &context,
+            EventKind::TagDeleted {
+                repository: "team/tools/app".parse().expect("a name"),
+                tag: "v1".parse().expect("a tag"),
+            },
+        );
+        assert_eq!(tag_deleted.projects(), ["team"]);
+        let run = Event::now(
+            &context,
+            EventKind::ReplicationRun {
+                policy: "mirror".into(),
+                execution: 7,
+                status: "Succeed".into(),
+                projects: vec!["library".into(), "team".into()],
+            },
+        );
+        assert_eq!(run.projects(), ["library", "team"]);
+        let login = Event::now(
+            &context,
+            EventKind::LoginFailed {
+                username: "alice".into(),
+            },
+        );
+        assert!(login.projects().is_empty());
+        // A run logged before runs named their projects reads back with none.
+        let older = r#"{"type":"replication_run","policy":"p","execution":1,"status":"Failed"}"#;
+        assert_eq!(
+            serde_json::from_str::<EventKind>(older).expect("read"),
+            EventKind::ReplicationRun {
+                policy: "p".into(),
+                execution: 1,
+                status: "Failed".into(),
+                projects: Vec::new(),
+            }
+        );
     }
 
     #[test]

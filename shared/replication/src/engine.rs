@@ -224,7 +224,25 @@ impl Replicator {
         if view.status == "InProgress" {
             return Ok(());
         }
-        let policy = match self.store.policy(view.execution.policy_id).await? {
+        let policy = self.store.policy(view.execution.policy_id).await?;
+        // This registry's side of each copy: the sources of a push, the destinations of a pull.
+        let mut projects: Vec<String> = self
+            .store
+            .tasks(execution_id)
+            .await?
+            .iter()
+            .map(
+                |task| match policy.as_ref().map(|policy| policy.direction) {
+                    Some(Direction::Pull) => {
+                        berth_core::audit::project_of(&task.destination_repository)
+                    }
+                    _ => berth_core::audit::project_of(&task.source_repository),
+                },
+            )
+            .collect();
+        projects.sort();
+        projects.dedup();
+        let policy = match policy {
             Some(policy) => policy.name,
             None => view.execution.policy_id.to_string(),
         };
@@ -238,6 +256,7 @@ impl Replicator {
                 policy,
                 execution: execution_id,
                 status: view.status.to_owned(),
+                projects,
             },
         ));
         Ok(())
