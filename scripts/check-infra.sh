@@ -647,7 +647,8 @@ def check_iam(template, code, front):
             findings.append(f"{name}: lacks {action}, which replication needs")
         if any(a.startswith("ssm:") for a in actions):
             findings.append(f"{name}: must not read the token keys")
-        check_writes(name, resource, [REGISTRY_PARTITIONS | REPLICATION_PARTITIONS | AUDIT_PARTITIONS])
+        check_writes(name, resource, [REGISTRY_PARTITIONS | REPLICATION_PARTITIONS | AUDIT_PARTITIONS
+                                      | WEBHOOK_PARTITIONS])
         check_decrypt(name, resource, {"kms:Decrypt"}, set())
         check_event_lines(template, front)
         check_queues(name, resource,
@@ -761,7 +762,8 @@ def check_events_function(name, resource, template):
 S3_ACTIONS = {"s3:GetObject", "s3:ListBucket"}
 # The partitions of account items (shared/meta-dynamodb/src/schema.rs).
 ACCOUNT_PARTITIONS = {"USER#*", "PROJECT#*", "LOGIN#*"}
-# Webhook deliveries, which the token function deletes with their policy.
+# Webhook deliveries, which the events function records and the token function deletes with
+# their policy.
 WEBHOOK_PARTITIONS = {"HOOKS#*"}
 
 

@@ -29,6 +29,7 @@
 #   LAMBDA_LAYER_MIB   size of the random file in the image's layer, MiB (default 50)
 #   LAMBDA_SKIP_BUILD=1  use the function binaries and gateway already built
 #   LAMBDA_BUILD_MODE  release (default) or debug: the profile of the functions' build
+#   LAMBDA_FRONT_SCENARIOS=0  skip the upload front's scenarios (and its container image)
 #   BERTH_BIN          berth, for `berth init` (default target/release/berth, else target/debug/berth)
 #   E2E_KEEP_TMP=1     keep the scratch directory (function, emulator and gateway logs)
 #
@@ -559,7 +560,7 @@ scenario_rotation() {
 # queued message back to the events function, which copies the image.
 scenario_replication() {
   pushed_image
-  local out=$E2E_TMP/replication status port endpoint policy answer event dist_dir dist_pid
+  local out=$E2E_TMP/replication status port endpoint policy answer event dist_dir dist_pid execution
   [[ -x $DISTRIBUTION ]] || fail "docker-registry is installed" "no $DISTRIBUTION (apt-get install docker-registry)"
   port=$(free_port)
   dist_dir=$E2E_TMP/distribution
@@ -624,6 +625,11 @@ PY
   status=$(req GET "$GATEWAY_URL/api/v2.0/replication/executions?policy_id=$policy" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
   assert_eq "the execution is listed (200)" 200 "$status"
   assert_eq "... and succeeded (Harbor's \"Succeed\")" Succeed "$(jq -r '.[0].status' "$out.body")"
+  execution=$(jq -r '.[0].id' "$out.body")
+  status=$(req GET "$GATEWAY_URL/api/v2.0/audit-logs?q=operation%3Dreplicate" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the events function recorded the run's end in the audit log" \
+    "replication to-distribution execution $execution replication" \
+    "$(jq -r '.[0] | "\(.resource_type) \(.resource) \(.username)"' "$out.body")"
 
   answer=$(invoke_events "$ROOT/infra/events/replication/schedule.json") || fail "the events function takes a schedule" "$answer"
   assert_eq "a schedule with no scheduled policy starts nothing" '{"started":[]}' "$(jq -c . <<<"$answer")"
@@ -710,7 +716,7 @@ scenario_audit() {
 }
 
 # Webhook policies in the table, through the token function: made, listed, refused when the
-# name is taken, deleted. (Delivery from AWS is not built: the functions keep the policies.)
+# name is taken, deleted.
 scenario_webhook_policies() {
   local out=$E2E_TMP/webhooks status id policies=$GATEWAY_URL/api/v2.0/projects/$PROJECT/webhook/policies
   local body='{"name":"ci","event_types":["PUSH_ARTIFACT"],"targets":[{"type":"http","address":"https://ci.example/hook","auth_header":"Bearer hook-secret"}]}'
@@ -726,6 +732,131 @@ scenario_webhook_policies() {
   assert_eq "... and deleted (200)" 200 "$status"
   status=$(req GET "$policies/$id" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
   assert_eq "... and gone (404)" 404 "$status"
+}
+
+# webhook_receiver DIR PORT: a receiver on loopback that writes each POST to DIR (path,
+# headers, body) and answers 200 on /ok and 500 elsewhere.
+webhook_receiver() {
+  mkdir -p "$1"
+  exec python3 - "$1" "$2" <<'PY'
+import http.server, json, os, sys
+
+directory, port = sys.argv[1], int(sys.argv[2])
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        name = os.path.join(directory, f"{len(os.listdir(directory)):03}.json")
+        with open(name, "w") as out:
+            json.dump({"path": self.path,
+                       "headers": {name.lower(): value for name, value in self.headers.items()},
+                       "body": json.loads(body)}, out)
+        self.send_response(200 if self.path == "/ok" else 500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+http.server.HTTPServer(("127.0.0.1", port), Receiver).serve_forever()
+PY
+}
+
+# queued_deliveries COUNT PREFIX [SECONDS]: receives the queue's messages until COUNT webhook
+# deliveries are taken or SECONDS (default 40) have passed, deleting what it receives
+# (replication's jobs were run already); each delivery is written as the SQS event Lambda
+# would hand the events function, PREFIX-N.json. Prints how many.
+queued_deliveries() {
+  python3 - "$QUEUE_URL" "$ROOT/infra/events/replication/queue-plan.json" "$1" "$2" "${3:-40}" <<'PY'
+import json, os, sys, time
+
+import boto3
+
+queue, sample, wanted, prefix = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+seconds = int(sys.argv[5])
+sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"],
+                   region_name=os.environ.get("AWS_REGION", "us-east-1"))
+taken, deadline = 0, time.monotonic() + seconds
+while taken < wanted and time.monotonic() < deadline:
+    for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=2).get("Messages", []):
+        sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+        if "webhook" not in json.loads(message["Body"]):
+            continue
+        with open(sample) as template:
+            event = json.load(template)
+        event["Records"][0].update(messageId=message["MessageId"], body=message["Body"],
+                                   receiptHandle=message["ReceiptHandle"])
+        with open(f"{prefix}-{taken}.json", "w") as out:
+            json.dump(event, out)
+        taken += 1
+print(taken)
+PY
+}
+
+# Webhooks as AWS delivers them: the push's event line, delivered to the events function as
+# a CloudWatch Logs subscription would, queues one delivery per target; each attempt is one
+# queue message the events function takes. A receiver answering 500 gets every attempt, each
+# queued again with its pause as a delay, then a recorded failure.
+scenario_webhook_deliveries() {
+  pushed_image
+  local out=$E2E_TMP/deliveries received=$E2E_TMP/received port receiver status ok failing answer taken attempt name message id
+  local policies=$GATEWAY_URL/api/v2.0/projects/$PROJECT/webhook/policies
+  port=$(free_port)
+  webhook_receiver "$received" "$port" >"$received.log" 2>&1 &
+  receiver=$!
+  # The scenario's subshell stops it when it ends.
+  # shellcheck disable=SC2064 # the PID is known now
+  trap "stop_pid $receiver webhook-receiver" EXIT
+  wait_for_port "$port" 30 "$receiver" || fail "the webhook receiver starts" "$(cat "$received.log")"
+  for name in ok failing; do
+    status=$(req POST "$policies" "$out" -u "$ADMIN:$ADMIN_PASSWORD" -H 'Content-Type: application/json' \
+      -d "{\"name\":\"$name\",\"event_types\":[\"PUSH_ARTIFACT\"],\"targets\":[{\"type\":\"http\",\"address\":\"http://127.0.0.1:$port/$name\",\"auth_header\":\"Bearer $name-secret\"}]}")
+    assert_eq "a webhook policy to the receiver's /$name (201)" 201 "$status"
+    printf -v "$name" '%s' "$(jq -r .id "$out.body")"
+  done
+  # The push of $REPO:$TAG, as its one event line.
+  python3 - "$E2E_TMP/registry-push.log" "$REPO:$TAG@" >"$E2E_TMP/push-line.log" <<'PY'
+import json, sys
+
+last = None
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    try:
+        record = json.loads(line)
+    except ValueError:
+        continue
+    if isinstance(record, dict) and record.get("target") == "berth::event" \
+            and record.get("event") == "manifest_pushed" and record.get("subject", "").startswith(sys.argv[2]):
+        last = line
+print(last or "", end="")
+PY
+  awslogs_event "$E2E_TMP/push-line.log" "$E2E_TMP/awslogs-push.json" >/dev/null
+  answer=$(invoke_events "$E2E_TMP/awslogs-push.json") || fail "the events function takes the push's line" "$answer"
+  assert_eq "the push's line queues one delivery per policy" 2 "$(jq -r .webhook_deliveries <<<"$answer")"
+  taken=$(queued_deliveries 2 "$E2E_TMP/delivery")
+  assert_eq "... two webhook messages on the queue" 2 "$taken"
+  for message in "$E2E_TMP"/delivery-[01].json; do
+    answer=$(invoke_events "$message") || fail "the events function takes a delivery" "$answer"
+    assert_eq "... and attempts it" '{"batchItemFailures":[]}' "$(jq -c . <<<"$answer")"
+  done
+  assert_eq "the receiver got the push at /ok" 1 "$(jq -s '[.[] | select(.path == "/ok")] | length' "$received"/*.json)"
+  assert_eq "... as Harbor's PUSH_ARTIFACT" PUSH_ARTIFACT "$(jq -rs '[.[] | select(.path == "/ok")][0].body.type' "$received"/*.json)"
+  assert_eq "... of the pushed repository" "$REPO" "$(jq -rs '[.[] | select(.path == "/ok")][0].body.event_data.repository.repo_full_name' "$received"/*.json)"
+  assert_eq "... with the policy's auth header" "Bearer ok-secret" "$(jq -rs '[.[] | select(.path == "/ok")][0].headers.authorization' "$received"/*.json)"
+  status=$(req GET "$policies/$ok/executions" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the delivery is listed (200)" 200 "$status"
+  assert_eq "... as a success with the receiver's 200" "Success 200" "$(jq -r '.[0] | "\(.status) \(.extra_attrs.http_code)"' "$out.body")"
+  assert_not "... never answering the auth header" grep -q ok-secret "$out.body"
+  for attempt in 2 3 4; do
+    taken=$(queued_deliveries 1 "$E2E_TMP/retry")
+    assert_eq "the failed attempt is queued again (attempt $attempt)" "1 $attempt" "$taken $(jq -r '.Records[0].body | fromjson | .webhook.attempt' "$E2E_TMP/retry-0.json")"
+    answer=$(invoke_events "$E2E_TMP/retry-0.json") || fail "the events function takes attempt $attempt" "$answer"
+  done
+  assert_eq "the failing receiver got every attempt" 4 "$(jq -s '[.[] | select(.path == "/failing")] | length' "$received"/*.json)"
+  status=$(req GET "$policies/$failing/executions" "$out" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "... and the delivery is recorded as failed after 4 attempts with the 500" "Error 4 500" \
+    "$(jq -r '.[0] | "\(.status) \(.extra_attrs.attempts) \(.extra_attrs.http_code)"' "$out.body")"
+  assert_eq "... and nothing more is queued" 0 "$(queued_deliveries 1 "$E2E_TMP/none" 3 2>/dev/null || echo error)"
+  for id in "$ok" "$failing"; do
+    req DELETE "$policies/$id" "$out" -u "$ADMIN:$ADMIN_PASSWORD" >/dev/null
+  done
 }
 
 # --- measurements --------------------------------------------------------------
@@ -811,7 +942,8 @@ start_events_function
 run_scenario "replication through the events function" scenario_replication
 run_scenario "the audit log through the events function" scenario_audit
 run_scenario "webhook policies through the token function" scenario_webhook_policies
-run_front_scenarios
+run_scenario "webhook deliveries through the events function and the queue" scenario_webhook_deliveries
+[[ ${LAMBDA_FRONT_SCENARIOS:-1} == 0 ]] || run_front_scenarios
 [[ -z ${FRONT_BENCH_MIB:-} ]] || bench_front
 log_step "finished in $((SECONDS - start))s"
 

@@ -6,7 +6,12 @@
 //! | DynamoDB stream batch (`Records[].eventSource` = `aws:dynamodb`) | each push or deletion ([`berth_meta_dynamodb::stream_changes`]) starts the event-based policies it matches | `batchItemFailures`: the first record whose policies could not be started, so Lambda retries from it |
 //! | SQS batch (`Records[].eventSource` = `aws:sqs`) | runs each message's [`Job`] | `batchItemFailures`: the messages whose job failed, which SQS delivers again and, after the queue's `maxReceiveCount`, moves to the dead-letter queue |
 //! | EventBridge schedule (`source` = `aws.events`, `detail-type` = `Scheduled Event`) | starts the scheduled policies due in the last [`SCHEDULE_WINDOW`] | the executions started |
-//! | CloudWatch Logs subscription (`awslogs.data`) | the functions' event lines ([`berth_app::event_log`]) recorded in the audit log and the pull and push counters, each once however often it is delivered | how many events, audit entries and counts; an error when they could not be recorded, so Lambda delivers the batch again |
+//! | SQS message `{"webhook": …}` on the same queue | one attempt of a webhook delivery ([`berth_app::webhooks::Deliverer`]), recorded; after a failed attempt with attempts left, the next is queued with the retry pause as its delay | as for jobs: a delivery whose policy could not be read fails, and ends in the dead-letter queue |
+//! | CloudWatch Logs subscription (`awslogs.data`) | the functions' event lines ([`berth_app::event_log`]) recorded in the audit log and the pull and push counters, each once however often it is delivered, and the first attempts of their webhook deliveries queued | how many events, audit entries, counts and deliveries; an error when they could not be recorded or queued, so Lambda delivers the batch again |
+//!
+//! What the replicator publishes while the function works (a replication run that ended) is
+//! followed before the function answers: logged as an event line, recorded, and its webhook
+//! deliveries queued.
 //!
 //! A task that failed and was dispatched again after a delay ([`Outcome::Retrying`]) is a
 //! success for SQS: the next attempt is a new message.
@@ -16,15 +21,19 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use berth_app::EventLog;
 use berth_app::event_log::read_line;
 use berth_app::recorder::{Records, record};
-use berth_core::Event as RegistryEvent;
+use berth_app::webhooks::{Deliverer, WebhookJob, WebhookQueue};
+use berth_core::{Event as RegistryEvent, EventSink};
 use berth_meta_dynamodb::{StreamChange, stream_changes};
 use berth_replication::engine::{Event, Job, Outcome, Replicator, unix_now};
 use flate2::read::GzDecoder;
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use tracing::Instrument;
+
+use crate::replication_aws::WebhookMessage;
 
 /// How far back a scheduled event looks for due schedules, in seconds. Two minutes for a
 /// schedule of one minute: an invocation that comes late, or not at all, leaves no fire time
@@ -95,17 +104,52 @@ pub fn replication_event(change: StreamChange) -> Event {
     }
 }
 
+/// What the replicator publishes while the function handles an event, kept until the
+/// function follows it, before it answers.
+#[derive(Debug, Default)]
+pub struct Published(std::sync::Mutex<Vec<RegistryEvent>>);
+
+impl Published {
+    fn take(&self) -> Vec<RegistryEvent> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl EventSink for Published {
+    fn publish(&self, event: &RegistryEvent) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(event.clone());
+    }
+}
+
+/// Webhook deliveries: who makes the attempts, and the queue between them.
+#[derive(Clone)]
+struct Webhooks {
+    deliverer: Arc<Deliverer>,
+    queue: Arc<dyn WebhookQueue>,
+}
+
 /// The events function's handler, built once per cold start.
 #[derive(Clone)]
 pub struct EventsHandler {
     replicator: Arc<Replicator>,
     records: Records,
+    published: Option<Arc<Published>>,
+    webhooks: Option<Webhooks>,
 }
 
 impl std::fmt::Debug for EventsHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventsHandler")
             .field("records", &self.records)
+            .field("webhooks", &self.webhooks.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -138,7 +182,25 @@ impl EventsHandler {
         Self {
             replicator,
             records: Records::default(),
+            published: None,
+            webhooks: None,
         }
+    }
+
+    /// Follows what the replicator publishes to `published` (it was built with it).
+    pub fn with_published(mut self, published: Arc<Published>) -> Self {
+        self.published = Some(published);
+        self
+    }
+
+    /// Delivers the events' webhooks with `deliverer`, carrying jobs on `queue` between
+    /// attempts.
+    pub fn with_webhooks(mut self, deliverer: Deliverer, queue: Arc<dyn WebhookQueue>) -> Self {
+        self.webhooks = Some(Webhooks {
+            deliverer: Arc::new(deliverer),
+            queue,
+        });
+        self
     }
 
     /// Records the logged events' audit entries and counts in `records`.
@@ -161,6 +223,12 @@ impl EventsHandler {
     /// read; failures of single records and messages are in the answer's
     /// `batchItemFailures`.
     pub async fn handle(&self, event: &Value) -> Result<Value, String> {
+        let answer = self.handle_shape(event).await;
+        self.follow_published().await;
+        answer
+    }
+
+    async fn handle_shape(&self, event: &Value) -> Result<Value, String> {
         match event_shape(event) {
             EventShape::TableStream => Ok(self.table_stream(records(event)).await),
             EventShape::Queue => Ok(self.queue(records(event)).await),
@@ -215,6 +283,13 @@ impl EventsHandler {
                 .get("body")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
+            if let Ok(WebhookMessage { webhook }) = serde_json::from_str(body) {
+                if let Err(error) = self.attempt_delivery(&webhook).await {
+                    tracing::error!(message = id, project = webhook.project, policy = webhook.policy_id, %error, "a webhook delivery could not be attempted; SQS will deliver it again");
+                    failed.push(id);
+                }
+                continue;
+            }
             let job: Job = match serde_json::from_str(body) {
                 Ok(job) => job,
                 Err(error) => {
@@ -255,7 +330,70 @@ impl EventsHandler {
         let (entries, counts) = record(&self.records, &events)
             .await
             .map_err(|error| format!("the logged events could not be recorded: {error}"))?;
-        Ok(json!({ "events": events.len(), "audit_entries": entries, "counts": counts }))
+        let deliveries = self.queue_deliveries(&events).await.map_err(|error| {
+            format!("the logged events' webhook deliveries could not be queued: {error}")
+        })?;
+        Ok(json!({
+            "events": events.len(),
+            "audit_entries": entries,
+            "counts": counts,
+            "webhook_deliveries": deliveries,
+        }))
+    }
+
+    /// Queues the first attempts of the webhook deliveries of `events`; returns how many.
+    async fn queue_deliveries(&self, events: &[RegistryEvent]) -> berth_core::Result<usize> {
+        let Some(webhooks) = &self.webhooks else {
+            return Ok(0);
+        };
+        let jobs = webhooks.deliverer.jobs(events).await?;
+        for job in &jobs {
+            webhooks
+                .queue
+                .enqueue(job, std::time::Duration::ZERO)
+                .await?;
+        }
+        Ok(jobs.len())
+    }
+
+    /// Makes one attempt of a queued delivery, and queues the next when it failed and
+    /// attempts remain.
+    async fn attempt_delivery(&self, job: &WebhookJob) -> berth_core::Result<()> {
+        let Some(webhooks) = &self.webhooks else {
+            return Err(berth_core::RegistryError::internal(
+                "a webhook delivery reached a function that sends none",
+            ));
+        };
+        if let Some(pause) = webhooks.deliverer.attempt(job).await? {
+            let next = WebhookJob {
+                attempt: job.attempt + 1,
+                ..job.clone()
+            };
+            webhooks.queue.enqueue(&next, pause).await?;
+        }
+        Ok(())
+    }
+
+    /// Follows what the replicator published while the function worked: each event logged,
+    /// recorded, and its webhook deliveries queued. The work that published them is done,
+    /// so a failure here is logged, not answered.
+    async fn follow_published(&self) {
+        let Some(published) = &self.published else {
+            return;
+        };
+        let events = published.take();
+        if events.is_empty() {
+            return;
+        }
+        for event in &events {
+            EventLog.publish(event);
+        }
+        if let Err(error) = record(&self.records, &events).await {
+            tracing::error!(%error, events = events.len(), "published events could not be recorded in the audit log");
+        }
+        if let Err(error) = self.queue_deliveries(&events).await {
+            tracing::error!(%error, events = events.len(), "published events' webhook deliveries could not be queued");
+        }
     }
 
     async fn schedule(&self) -> Result<Value, String> {
@@ -348,6 +486,42 @@ mod tests {
             .expect("data");
         assert_eq!(logged_events(data).expect("read"), vec![event]);
         assert!(logged_events("not base64!").is_err());
+    }
+
+    #[test]
+    fn webhook_messages_are_told_apart_from_replication_jobs() {
+        let context = RequestContext::new(
+            Actor::named("dev"),
+            "gw-2",
+            "10.0.0.9",
+            EntryPoint::Registry,
+        );
+        let job = WebhookJob {
+            project: "team".into(),
+            policy_id: 3,
+            target: 0,
+            event: berth_core::Event::now(
+                &context,
+                EventKind::TagDeleted {
+                    repository: "team/app".parse().expect("a name"),
+                    tag: "v1".parse().expect("a tag"),
+                },
+            ),
+            attempt: 2,
+        };
+        let body = serde_json::to_string(&WebhookMessage {
+            webhook: job.clone(),
+        })
+        .expect("JSON");
+        let read: WebhookMessage = serde_json::from_str(&body).expect("a webhook message");
+        assert_eq!(read.webhook, job);
+        assert!(serde_json::from_str::<Job>(&body).is_err());
+        let plan = r#"{"job":"plan","execution":1}"#;
+        assert!(serde_json::from_str::<WebhookMessage>(plan).is_err());
+        assert_eq!(
+            serde_json::from_str::<Job>(plan).expect("a job"),
+            Job::Plan { execution: 1 }
+        );
     }
 
     #[test]

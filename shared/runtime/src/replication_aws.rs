@@ -1,6 +1,8 @@
 //! Replication's carriers and secrets in AWS: jobs travel on an SQS queue
-//! ([`SqsDispatch`]), the jobs that failed every attempt are read back from its dead-letter
-//! queue ([`SqsDeadLetters`]), and remote credentials are sealed by KMS ([`KmsSecretBox`]).
+//! ([`SqsDispatch`]), and webhook deliveries between their attempts too
+//! ([`WebhookMessage`]); the jobs that failed every attempt are read back from its
+//! dead-letter queue ([`SqsDeadLetters`]), and remote credentials are sealed by KMS
+//! ([`KmsSecretBox`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
+use berth_app::webhooks::{WebhookJob, WebhookQueue};
 use berth_core::{RegistryError, Result};
 use berth_replication::engine::{DeadLetter, DeadLetters, Dispatch, Job};
 use berth_replication::secrets::SecretBox;
@@ -136,11 +139,16 @@ pub fn delay_seconds(delay: Duration) -> i32 {
     i32::try_from(seconds).unwrap_or(i32::MAX)
 }
 
-#[async_trait]
-impl Dispatch for SqsDispatch {
-    async fn dispatch(&self, job: Job, delay: Duration) -> Result<()> {
-        let body = serde_json::to_string(&job)
-            .map_err(|e| RegistryError::internal(format!("a job as JSON: {e}")))?;
+impl SqsDispatch {
+    /// Sends `message` as JSON, to be received after `delay`.
+    async fn send(
+        &self,
+        message: &impl serde::Serialize,
+        delay: Duration,
+        what: &str,
+    ) -> Result<()> {
+        let body = serde_json::to_string(message)
+            .map_err(|e| RegistryError::internal(format!("{what} as JSON: {e}")))?;
         self.client
             .send_message()
             .queue_url(&self.queue_url)
@@ -148,8 +156,35 @@ impl Dispatch for SqsDispatch {
             .delay_seconds(delay_seconds(delay))
             .send()
             .await
-            .map_err(|e| aws_unavailable("SQS SendMessage to the replication queue", &e))?;
+            .map_err(|e| aws_unavailable(&format!("SQS SendMessage of {what}"), &e))?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Dispatch for SqsDispatch {
+    async fn dispatch(&self, job: Job, delay: Duration) -> Result<()> {
+        self.send(&job, delay, "a replication job").await
+    }
+}
+
+/// A webhook job as a message of the events function's queue: `{"webhook": job}`, told
+/// apart from replication's jobs by its one key.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookMessage {
+    pub webhook: WebhookJob,
+}
+
+/// Webhook deliveries travel on the replication queue too, between their attempts: the
+/// events function consumes both.
+#[async_trait]
+impl WebhookQueue for SqsDispatch {
+    async fn enqueue(&self, job: &WebhookJob, delay: Duration) -> Result<()> {
+        let message = WebhookMessage {
+            webhook: job.clone(),
+        };
+        self.send(&message, delay, "a webhook delivery").await
     }
 }
 

@@ -262,14 +262,22 @@ impl AwsReplication {
     /// Builds the replicator over `stores` with the clients of `aws`; makes no request. The
     /// registry it copies into and out of publishes no events: in AWS the table's stream
     /// carries them.
-    async fn new(aws: &AwsConfig, stores: &crate::Stores, config: &ReplicationConfig) -> Self {
+    async fn new(
+        aws: &AwsConfig,
+        stores: &crate::Stores,
+        config: &ReplicationConfig,
+        events: Option<Arc<dyn berth_core::EventSink>>,
+    ) -> Self {
         use crate::replication_aws::{KmsSecretBox, SqsDeadLetters, SqsDispatch};
-        let replicator = berth_replication::engine::Replicator::new(
+        let mut replicator = berth_replication::engine::Replicator::new(
             stores.replication.clone(),
             stores.registry(),
             Arc::new(KmsSecretBox::new(aws, config.kms_key.clone()).await),
             Arc::new(SqsDispatch::new(aws, config.queue_url.clone()).await),
         );
+        if let Some(events) = events {
+            replicator = replicator.with_events(events);
+        }
         let dead_letters = match &config.dead_letter_queue_url {
             Some(url) => Some(Arc::new(SqsDeadLetters::new(aws, url.clone()).await)),
             None => None,
@@ -291,7 +299,7 @@ impl AwsReplication {
             .open_stores_with(&aws)
             .await
             .map_err(StartError::Storage)?;
-        let replication = Self::new(&aws, &stores, config).await;
+        let replication = Self::new(&aws, &stores, config, None).await;
         Ok((stores, replication))
     }
 
@@ -316,14 +324,30 @@ pub async fn start_events() -> Result<crate::events::EventsHandler, StartError> 
     let storage = storage_from_vars(var).map_err(StartError::Config)?;
     let config = ReplicationConfig::from_env().map_err(StartError::Config)?;
     let retention = audit_retention(var).map_err(StartError::Config)?;
-    let (stores, replication) = AwsReplication::open(&storage, &config).await?;
+    let aws = AwsConfig::from_env().map_err(StartError::Storage)?;
+    let stores = storage
+        .open_stores_with(&aws)
+        .await
+        .map_err(StartError::Storage)?;
+    // The replication runs it ends are followed before it answers.
+    let published = Arc::new(crate::events::Published::default());
+    let replication = AwsReplication::new(&aws, &stores, &config, Some(published.clone())).await;
     let records = berth_app::Records {
         audit: stores
             .audit
             .map(|audit| (audit, std::time::Duration::from_millis(retention))),
         statistics: stores.statistics,
     };
-    Ok(crate::events::EventsHandler::new(replication.replicator).with_records(records))
+    let mut handler = crate::events::EventsHandler::new(replication.replicator)
+        .with_records(records)
+        .with_published(published);
+    if let Some(webhooks) = stores.webhooks {
+        let deliverer = berth_app::Deliverer::new(webhooks, berth_app::Retries::default())
+            .map_err(StartError::Storage)?;
+        let queue = crate::replication_aws::SqsDispatch::new(&aws, config.queue_url).await;
+        handler = handler.with_webhooks(deliverer, Arc::new(queue));
+    }
+    Ok(handler)
 }
 
 /// The token function's keys, loaded again from Parameter Store every
