@@ -1,16 +1,20 @@
 //! The registry on S3 (Garage) and DynamoDB (DynamoDB Local) at the HTTP level: two registry
 //! instances sharing one bucket and one table, as two Lambda invocations or two `berth serve`
 //! processes would, with nothing shared in memory; and errors of the services reaching the
-//! client without internal details.
+//! client without internal details; and what a manifest GET costs in store requests.
 //!
 //! Ignored unless the services run; `scripts/test-all.sh` starts them and runs these.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use berth_runtime::{BlobLocation, MetadataLocation, StorageConfig};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use berth_runtime::{BlobLocation, EventLog, MetadataLocation, Routes, StorageConfig};
+use berth_tests::authed::serve_on_loopback;
 use berth_tests::aws::AwsSandbox;
-use berth_tests::{TestRegistry, chunk_range, content, sha256};
+use berth_tests::{TestRegistry, chunk_range, content, media, sha256};
 
 const MIB: usize = 1024 * 1024;
 
@@ -89,6 +93,110 @@ async fn one_blob_pushed_by_two_sessions_at_once_is_stored_once() {
     let (fetched, served) = AwsSandbox::fetch(&redirect.location()).await;
     assert_eq!(fetched, 200);
     assert!(served == bytes, "the one object holds the blob");
+    sandbox.clear().await;
+}
+
+/// The requests SDK clients send, each as its DynamoDB operation (`X-Amz-Target`) or its S3
+/// method and path.
+#[derive(Debug, Clone, Default)]
+struct Requests(Arc<Mutex<Vec<String>>>);
+
+impl Requests {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("the request list"))
+    }
+}
+
+impl Intercept for Requests {
+    fn name(&self) -> &'static str {
+        "Requests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let operation = match request.headers().get("x-amz-target") {
+            Some(target) => target.to_owned(),
+            None => format!("S3 {} {}", request.method(), request.uri()),
+        };
+        self.0.lock().expect("the request list").push(operation);
+        Ok(())
+    }
+}
+
+/// A manifest GET, by tag or by digest, as the pull function serves it (its events only
+/// logged), is one DynamoDB read and no S3 request: pulls are recorded from the log lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Garage and DynamoDB Local: scripts/test-all.sh"]
+async fn a_manifest_get_is_one_dynamodb_read_and_no_s3_request() {
+    let sandbox = AwsSandbox::new().await;
+    let pusher = TestRegistry::start_on(sandbox.storage()).await;
+    let image = pusher
+        .push_seeded_image("calls/app", "v1", "one read")
+        .await;
+
+    let requests = Requests::default();
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&shared)
+            .interceptor(requests.clone())
+            .build(),
+    );
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            .interceptor(requests.clone())
+            .build(),
+    );
+    let mut config = berth_store_s3::S3Config::new(&sandbox.bucket);
+    config.prefix = Some(sandbox.prefix.trim_end_matches('/').to_owned());
+    config.force_path_style = true;
+    let registry = berth_core::Registry::new(
+        Arc::new(berth_store_s3::S3BlobStore::new(s3, config).expect("the S3 store")),
+        Arc::new(berth_meta_dynamodb::DynamoMetadataStore::new(
+            dynamodb,
+            &sandbox.table,
+        )),
+    )
+    .with_events(Arc::new(EventLog));
+    let router = Routes::new()
+        .registry(Arc::new(registry), berth_runtime::Settings::default())
+        .build();
+    let (addr, _) = serve_on_loopback(router).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a client");
+    requests.take();
+    // A tag's item holds its manifest; a digest's items (the manifest and any parts) are
+    // one query.
+    for (reference, read) in [
+        ("v1".to_owned(), "DynamoDB_20120810.GetItem"),
+        (image.digest(), "DynamoDB_20120810.Query"),
+    ] {
+        let answer = client
+            .get(format!("http://{addr}/v2/calls/app/manifests/{reference}"))
+            .header("accept", media::OCI_MANIFEST)
+            .send()
+            .await
+            .expect("the registry answers");
+        assert_eq!(answer.status(), 200, "GET of the manifest {reference}");
+        assert_eq!(
+            answer.bytes().await.expect("the manifest").as_ref(),
+            image.manifest.as_slice()
+        );
+        assert_eq!(
+            requests.take(),
+            [read],
+            "the store requests of a manifest GET by {reference}"
+        );
+    }
     sandbox.clear().await;
 }
 
