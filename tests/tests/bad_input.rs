@@ -105,30 +105,43 @@ fn malformed_digests() -> Vec<String> {
     ]
 }
 
+/// Malformed digests in paths are 400 DIGEST_INVALID, except where a manifest is read: no
+/// manifest can exist under a reference that is neither a tag nor a digest, so reading one
+/// is 404 MANIFEST_UNKNOWN.
 #[tokio::test]
 async fn malformed_digests_in_paths_are_400_digest_invalid() {
     let registry = TestRegistry::start().await;
     registry
         .push_seeded_image("repo", "v1", "so the repository exists")
         .await;
+    let invalid = (400, "DIGEST_INVALID");
+    let unknown = (404, "MANIFEST_UNKNOWN");
     for digest in malformed_digests() {
-        for (method, template) in [
-            ("GET", "/v2/repo/blobs/{d}"),
-            ("HEAD", "/v2/repo/blobs/{d}"),
-            ("DELETE", "/v2/repo/blobs/{d}"),
-            ("GET", "/v2/repo/manifests/{d}"),
-            ("HEAD", "/v2/repo/manifests/{d}"),
-            ("PUT", "/v2/repo/manifests/{d}"),
-            ("DELETE", "/v2/repo/manifests/{d}"),
-            ("GET", "/v2/repo/referrers/{d}"),
-            ("GET", "/v2/unknown/blobs/{d}"),
-            ("GET", "/v2/unknown/manifests/{d}"),
+        for (method, template, (status, code)) in [
+            ("GET", "/v2/repo/blobs/{d}", invalid),
+            ("HEAD", "/v2/repo/blobs/{d}", invalid),
+            ("DELETE", "/v2/repo/blobs/{d}", invalid),
+            ("GET", "/v2/repo/manifests/{d}", unknown),
+            ("HEAD", "/v2/repo/manifests/{d}", unknown),
+            ("PUT", "/v2/repo/manifests/{d}", invalid),
+            ("DELETE", "/v2/repo/manifests/{d}", invalid),
+            ("GET", "/v2/repo/referrers/{d}", invalid),
+            ("GET", "/v2/unknown/blobs/{d}", invalid),
+            ("GET", "/v2/unknown/manifests/{d}", unknown),
         ] {
             let path = template.replace("{d}", &digest);
             let body: &[u8] = if method == "PUT" { b"{}" } else { b"" };
             let reply = registry.raw(method, &path, body).await;
-            assert_eq!(reply.status, 400, "{method} {path}: {reply}");
-            assert_refused(&reply, method, 400, "DIGEST_INVALID");
+            assert_eq!(reply.status, status, "{method} {path}: {reply}");
+            assert_refused(&reply, method, status, code);
+        }
+    }
+    for tag in ["-leading-dash", ".leading-dot", "a+b", &"t".repeat(129)] {
+        for method in ["GET", "HEAD"] {
+            let reply = registry
+                .raw(method, &format!("/v2/repo/manifests/{tag}"), b"")
+                .await;
+            assert_refused(&reply, method, 404, "MANIFEST_UNKNOWN");
         }
     }
     // A blob path segment is always a digest, even without a colon.
@@ -176,10 +189,9 @@ async fn malformed_digests_in_queries_are_400_digest_invalid() {
     assert!(catalog.string_list("repositories").is_empty(), "{catalog}");
 }
 
-/// SERVER BUG (shared/http/src/endpoint.rs, `decode_segment`): a percent escape that does
-/// not decode to UTF-8, or decodes to `/`, is refused as NAME_INVALID in every path segment,
-/// including the digest of `/blobs/<digest>`, `/manifests/<digest>` and
-/// `/referrers/<digest>`, where the error is a malformed digest (DIGEST_INVALID).
+/// A percent escape that does not decode to UTF-8, or decodes to `/`, in the digest of
+/// `/blobs/<digest>` and `/referrers/<digest>` is a malformed digest (DIGEST_INVALID), not a
+/// malformed name; a manifest read there finds nothing (MANIFEST_UNKNOWN).
 #[tokio::test]
 async fn bad_percent_escapes_in_a_digest_segment_are_digest_invalid() {
     let registry = TestRegistry::start().await;
@@ -187,12 +199,19 @@ async fn bad_percent_escapes_in_a_digest_segment_are_digest_invalid() {
     for digest in [format!("sha256:{hex}%ff"), format!("sha256:{hex}%2F")] {
         for path in [
             format!("/v2/repo/blobs/{digest}"),
-            format!("/v2/repo/manifests/{digest}"),
             format!("/v2/repo/referrers/{digest}"),
         ] {
             let reply = registry.raw("GET", &path, b"").await;
             reply.assert_error(400, "DIGEST_INVALID");
         }
+        registry
+            .raw("GET", &format!("/v2/repo/manifests/{digest}"), b"")
+            .await
+            .assert_error(404, "MANIFEST_UNKNOWN");
+        registry
+            .raw("DELETE", &format!("/v2/repo/manifests/{digest}"), b"")
+            .await
+            .assert_error(400, "DIGEST_INVALID");
     }
 }
 

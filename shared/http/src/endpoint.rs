@@ -254,10 +254,22 @@ impl Endpoint {
             },
             [.., _, "manifests", reference] => {
                 let name = name(segments.len() - 2)?;
-                let reference = if percent_decode_str(reference).any(|b| b == b':') {
-                    Reference::Digest(digest(reference)?)
+                let parsed = if percent_decode_str(reference).any(|b| b == b':') {
+                    digest(reference).map(Reference::Digest)
                 } else {
-                    decode(reference, ErrorCode::ManifestInvalid)?.parse()?
+                    decode(reference, ErrorCode::ManifestInvalid).and_then(|r| r.parse())
+                };
+                let reference = match parsed {
+                    Ok(reference) => reference,
+                    // Nothing can be stored under a reference that is neither a tag nor a
+                    // digest: reading one finds nothing, as in any other registry.
+                    Err(error) if is_read => {
+                        return Err(RegistryError::new(
+                            ErrorCode::ManifestUnknown,
+                            format!("no manifest can exist there: {}", error.message()),
+                        ));
+                    }
+                    Err(error) => return Err(error),
                 };
                 match *method {
                     _ if is_read => Ok(Self::GetManifest {
@@ -660,10 +672,20 @@ mod tests {
             (
                 "GET",
                 "/v2/a/manifests/-bad".into(),
+                ErrorCode::ManifestUnknown,
+            ),
+            (
+                "HEAD",
+                "/v2/a/manifests/sha256:abc".into(),
+                ErrorCode::ManifestUnknown,
+            ),
+            (
+                "PUT",
+                "/v2/a/manifests/-bad".into(),
                 ErrorCode::ManifestInvalid,
             ),
             (
-                "GET",
+                "DELETE",
                 "/v2/a/manifests/sha256:abc".into(),
                 ErrorCode::DigestInvalid,
             ),
