@@ -59,17 +59,24 @@ pub async fn record(records: &Records, events: &[Event]) -> Result<(usize, usize
         }
         entries.push(entry);
     }
-    let audited = match &records.audit {
-        Some((audit, retention)) => {
-            let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-            audit.record(&entries, retention_ms).await?;
-            entries.len()
+    let retention_ms =
+        |retention: &Duration| u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    match (&records.audit, &records.statistics) {
+        // Together, so that a store keeping both may write them at once.
+        (Some((audit, retention)), Some(statistics)) => {
+            audit
+                .record_counted(&entries, retention_ms(retention), &counts, &**statistics)
+                .await?;
         }
-        None => 0,
-    };
-    if let Some(statistics) = &records.statistics {
-        statistics.record(&counts).await?;
+        (Some((audit, retention)), None) => audit.record(&entries, retention_ms(retention)).await?,
+        (None, Some(statistics)) => statistics.record(&counts).await?,
+        (None, None) => {}
     }
+    let audited = if records.audit.is_some() {
+        entries.len()
+    } else {
+        0
+    };
     Ok((audited, counts.len()))
 }
 
