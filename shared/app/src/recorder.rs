@@ -16,6 +16,12 @@ use tokio::sync::mpsc;
 const BATCH: usize = 2_000;
 /// How often a batch that cannot be written is tried, with a growing pause between tries.
 const ATTEMPTS: u32 = 5;
+/// The least time from one write to the next, unless the writer is behind (a full batch
+/// waits). An event that comes after a quiet spell is written at once; under load, the events
+/// of this long make one batch, so a busy registry commits a few times a second instead of
+/// once per handful of events (a commit, with its sync to disk, costs far more than the rows
+/// it writes).
+const GATHER: Duration = Duration::from_millis(50);
 
 /// Where events are recorded.
 #[derive(Clone, Default)]
@@ -106,6 +112,8 @@ impl EventSink for EventRecorder {
 async fn write_batches(records: Records, mut received: mpsc::UnboundedReceiver<Event>) {
     let mut batch = Vec::with_capacity(BATCH);
     while received.recv_many(&mut batch, BATCH).await > 0 {
+        let started = tokio::time::Instant::now();
+        let behind = batch.len() == BATCH;
         let mut pause = Duration::from_millis(200);
         for attempt in 1..=ATTEMPTS {
             match record(&records, &batch).await {
@@ -125,5 +133,8 @@ async fn write_batches(records: Records, mut received: mpsc::UnboundedReceiver<E
             }
         }
         batch.clear();
+        if !behind {
+            tokio::time::sleep_until(started + GATHER).await;
+        }
     }
 }
