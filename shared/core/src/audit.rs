@@ -7,6 +7,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::Result;
 use crate::events::{Event, EventKind, Operation};
+use crate::statistics::{Count, StatisticsStore};
 
 /// The largest page of a query.
 pub const MAX_AUDIT_PAGE: usize = 100;
@@ -231,6 +232,23 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Records `entries`, each kept until `retention_ms` after its time. Recording an entry
     /// again (the same id and time: a redelivered event) keeps it once.
     async fn record(&self, entries: &[AuditEntry], retention_ms: u64) -> Result<()>;
+
+    /// Records `entries` as [`record`](Self::record) does and counts `counts` in
+    /// `statistics` as [`StatisticsStore::record`] does, where each count is what one of
+    /// `entries` counts (its id and time are the entry's). Recording them again records and
+    /// counts nothing more. A store that keeps `statistics` itself may write both at once and
+    /// count an entry's count only when it records the entry for the first time, so that the
+    /// entry alone says whether the count was made.
+    async fn record_counted(
+        &self,
+        entries: &[AuditEntry],
+        retention_ms: u64,
+        counts: &[Count],
+        statistics: &dyn StatisticsStore,
+    ) -> Result<()> {
+        self.record(entries, retention_ms).await?;
+        statistics.record(counts).await
+    }
 
     /// The page the query asks for, newest first unless it says otherwise (ties by id), and
     /// the number of matching entries. Entries past their retention are never answered.

@@ -75,8 +75,11 @@ pub struct DailyPulls {
 }
 
 /// Keeps the pull and push counters.
+///
+/// `Any`, so that an audit store that keeps the counters in the same place can recognise
+/// itself in [`AuditStore::record_counted`](crate::audit::AuditStore::record_counted).
 #[async_trait]
-pub trait StatisticsStore: Send + Sync + 'static {
+pub trait StatisticsStore: std::any::Any + Send + Sync {
     /// Counts `counts`; one already counted (by id) is not counted again.
     async fn record(&self, counts: &[Count]) -> Result<()>;
 

@@ -13,7 +13,7 @@
 //! A query reads every entry of the days its time range allows and filters them here, so its
 //! cost grows with the entries kept; a registry with heavy traffic should ask with `op_time`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
@@ -55,7 +55,12 @@ impl AuditStore for DynamoMetadataStore {
     async fn record(&self, entries: &[AuditEntry], retention_ms: u64) -> Result<()> {
         let mut days: BTreeMap<String, u64> = BTreeMap::new();
         let mut requests = Vec::with_capacity(entries.len() + 1);
+        let mut keys = HashSet::with_capacity(entries.len());
         for entry in entries {
+            // A batch may hold an event twice, and BatchWriteItem refuses a key twice.
+            if !keys.insert((entry.at_ms, entry.id)) {
+                continue;
+            }
             let json = serde_json::to_string(entry)
                 .map_err(|e| RegistryError::internal(format!("encoding an audit entry: {e}")))?;
             let expires_at = entry.at_ms.saturating_add(retention_ms) / 1000;

@@ -196,6 +196,13 @@ async fn audit_store_conforms() {
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn audit_store_counts_in_the_same_table() {
+    let (_client, _table, store) = fresh_store().await;
+    berth_core::conformance::audit_store::run_all_counted(&store, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
 async fn statistics_store_conforms() {
     let (_client, _table, store) = fresh_store().await;
     berth_core::conformance::statistics_store::run_all(&store).await;

@@ -88,6 +88,11 @@ impl RedbMetadataStore {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// Whether `other` is a handle on this same database.
+    pub(crate) fn shares_database(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.db, &other.db)
+    }
+
     pub(crate) fn read<T>(
         &self,
         op: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,

@@ -10,6 +10,10 @@
 //!
 //! `counted` makes counting idempotent; ids older than [`REMEMBERED_MS`] are forgotten a
 //! batch per write (a redelivery comes within hours), as are daily counts past the window.
+//! Counts recorded together with their audit entries (`AuditStore::record_counted`, as the
+//! event recorder does) need no id of their own: the entry's row, written in the same
+//! transaction, says whether the event was recorded before, and only counts of entries new to
+//! the audit log are added (see `audit.rs`).
 
 use std::collections::BTreeMap;
 
@@ -68,25 +72,83 @@ fn usage((pull_count, last_pull, push): UsageRow) -> Usage {
     }
 }
 
+/// Forgets count ids older than [`REMEMBERED_MS`], a batch at a time.
+pub(crate) fn forget_old_claims(txn: &WriteTransaction, now: u64) -> Result<(), redb::Error> {
+    let mut seen = txn.open_table(COUNTED)?;
+    let mut seen_at = txn.open_table(COUNTED_AT)?;
+    let forgotten: Vec<(u64, u64)> = seen_at
+        .range(..(now.saturating_sub(REMEMBERED_MS), 0))?
+        .take(FORGOTTEN_PER_WRITE)
+        .filter_map(|row| row.ok().map(|(key, _)| key.value()))
+        .collect();
+    for (at, id) in forgotten {
+        seen_at.remove((at, id))?;
+        seen.remove(id)?;
+    }
+    Ok(())
+}
+
+/// Adds `counts`, each known not to be counted before, to the counters: added up per
+/// repository, artifact and day first, so that a batch of pulls of one image is one update
+/// of each counter. Also forgets daily counts past twice the window.
+pub(crate) fn add_up(
+    txn: &WriteTransaction,
+    counts: &[&Count],
+    now: u64,
+) -> Result<(), redb::Error> {
+    let mut by_repository: BTreeMap<&str, UsageRow> = BTreeMap::new();
+    let mut by_artifact: BTreeMap<(&str, &str), UsageRow> = BTreeMap::new();
+    let mut by_day: BTreeMap<u64, u64> = BTreeMap::new();
+    for count in counts {
+        let repository = count.repository.as_str();
+        let row = by_repository.entry(repository).or_default();
+        *row = counted(*row, count);
+        let row = by_artifact
+            .entry((repository, count.digest.as_str()))
+            .or_default();
+        *row = counted(*row, count);
+        if count.pull {
+            *by_day.entry(count.day()).or_default() += 1;
+        }
+    }
+    let mut repositories = txn.open_table(REPOSITORY_USAGE)?;
+    for (repository, added) in by_repository {
+        let row = repositories
+            .get(repository)?
+            .map_or((0, 0, 0), |r| r.value());
+        repositories.insert(repository, merged(row, added))?;
+    }
+    let mut artifacts = txn.open_table(ARTIFACT_USAGE)?;
+    for (key, added) in by_artifact {
+        let row = artifacts.get(key)?.map_or((0, 0, 0), |r| r.value());
+        artifacts.insert(key, merged(row, added))?;
+    }
+    let mut daily = txn.open_table(DAILY_PULLS)?;
+    for (day, pulls) in by_day {
+        let before = daily.get(day)?.map_or(0, |r| r.value());
+        daily.insert(day, before + pulls)?;
+    }
+    let stale = (now / 86_400_000).saturating_sub(DAILY_PULL_DAYS * 2);
+    let old: Vec<u64> = daily
+        .range(..stale)?
+        .take(FORGOTTEN_PER_WRITE)
+        .filter_map(|row| row.ok().map(|(day, _)| day.value()))
+        .collect();
+    for day in old {
+        daily.remove(day)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl StatisticsStore for RedbMetadataStore {
     async fn record(&self, counts: &[Count]) -> Result<()> {
         let counts = counts.to_vec();
         let now = now_ms();
         self.write(move |txn| {
+            forget_old_claims(txn, now)?;
             let mut seen = txn.open_table(COUNTED)?;
             let mut seen_at = txn.open_table(COUNTED_AT)?;
-            let forgotten: Vec<(u64, u64)> = seen_at
-                .range(..(now.saturating_sub(REMEMBERED_MS), 0))?
-                .take(FORGOTTEN_PER_WRITE)
-                .filter_map(|row| row.ok().map(|(key, _)| key.value()))
-                .collect();
-            for (at, id) in forgotten {
-                seen_at.remove((at, id))?;
-                seen.remove(id)?;
-            }
-            // Counted once each, then added up per repository, artifact and day, so that a
-            // batch of pulls of one image is one update of each counter.
             let mut fresh: Vec<&Count> = Vec::with_capacity(counts.len());
             for count in &counts {
                 if seen.insert(count.id, now)?.is_none() {
@@ -94,48 +156,7 @@ impl StatisticsStore for RedbMetadataStore {
                     fresh.push(count);
                 }
             }
-            let mut by_repository: BTreeMap<&str, UsageRow> = BTreeMap::new();
-            let mut by_artifact: BTreeMap<(&str, &str), UsageRow> = BTreeMap::new();
-            let mut by_day: BTreeMap<u64, u64> = BTreeMap::new();
-            for count in fresh {
-                let repository = count.repository.as_str();
-                let row = by_repository.entry(repository).or_default();
-                *row = counted(*row, count);
-                let row = by_artifact
-                    .entry((repository, count.digest.as_str()))
-                    .or_default();
-                *row = counted(*row, count);
-                if count.pull {
-                    *by_day.entry(count.day()).or_default() += 1;
-                }
-            }
-            let mut repositories = txn.open_table(REPOSITORY_USAGE)?;
-            for (repository, added) in by_repository {
-                let row = repositories
-                    .get(repository)?
-                    .map_or((0, 0, 0), |r| r.value());
-                repositories.insert(repository, merged(row, added))?;
-            }
-            let mut artifacts = txn.open_table(ARTIFACT_USAGE)?;
-            for (key, added) in by_artifact {
-                let row = artifacts.get(key)?.map_or((0, 0, 0), |r| r.value());
-                artifacts.insert(key, merged(row, added))?;
-            }
-            let mut daily = txn.open_table(DAILY_PULLS)?;
-            for (day, pulls) in by_day {
-                let before = daily.get(day)?.map_or(0, |r| r.value());
-                daily.insert(day, before + pulls)?;
-            }
-            let stale = (now / 86_400_000).saturating_sub(DAILY_PULL_DAYS * 2);
-            let old: Vec<u64> = daily
-                .range(..stale)?
-                .take(FORGOTTEN_PER_WRITE)
-                .filter_map(|row| row.ok().map(|(day, _)| day.value()))
-                .collect();
-            for day in old {
-                daily.remove(day)?;
-            }
-            Ok(())
+            add_up(txn, &fresh, now)
         })
         .await
     }

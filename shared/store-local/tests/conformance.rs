@@ -34,6 +34,21 @@ async fn redb_audit_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_audit_store_counts_in_its_own_database() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = RedbMetadataStore::open(dir.path().join("metadata.redb")).expect("opening");
+    berth_core::conformance::audit_store::run_all_counted(&store, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_audit_store_counts_in_another_database() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let audit = RedbMetadataStore::open(dir.path().join("audit.redb")).expect("opening");
+    let statistics = RedbMetadataStore::open(dir.path().join("statistics.redb")).expect("opening");
+    berth_core::conformance::audit_store::run_all_counted(&audit, &statistics).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_statistics_store_conforms() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = RedbMetadataStore::open(dir.path().join("metadata.redb")).expect("opening");

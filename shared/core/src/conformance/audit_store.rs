@@ -2,6 +2,8 @@
 //! so cases may share a store.
 
 use crate::audit::{AuditEntry, AuditQuery, AuditStore};
+use crate::digest::{Algorithm, Digest};
+use crate::statistics::{Count, StatisticsStore};
 
 const DAY_MS: u64 = 86_400_000;
 /// A time well inside any retention these cases give.
@@ -15,6 +17,13 @@ pub async fn run_all(store: &dyn AuditStore) {
     queries_filter_and_page(store).await;
     super::announce("audit_store::expired_entries_are_never_answered");
     expired_entries_are_never_answered(store).await;
+}
+
+/// Runs the cases of entries recorded with their counts, over an audit store and the
+/// statistics store it counts in (the same store, or another).
+pub async fn run_all_counted(audit: &dyn AuditStore, statistics: &dyn StatisticsStore) {
+    super::announce("audit_store::entries_and_their_counts_are_recorded_once");
+    entries_and_their_counts_are_recorded_once(audit, statistics).await;
 }
 
 fn unique(prefix: &str) -> String {
@@ -171,4 +180,69 @@ pub async fn expired_entries_are_never_answered(store: &dyn AuditStore) {
         .expect("answered");
     assert_eq!(page.entries, [recent], "past its retention: gone");
     assert_eq!(page.total, 1);
+}
+
+/// A pull of `repository` by `user`: its entry and its count, as the recorder makes them.
+fn pull(id: u64, at_ms: u64, user: &str, repository: &str, digest: &Digest) -> (AuditEntry, Count) {
+    let project = repository.split('/').next().unwrap_or(repository);
+    let entry = AuditEntry {
+        resource: format!("{repository}@{digest}"),
+        ..entry(id, at_ms, user, project, "pull")
+    };
+    let count = Count {
+        id,
+        repository: repository.parse().expect("a repository name"),
+        digest: digest.clone(),
+        at_ms,
+        pull: true,
+    };
+    (entry, count)
+}
+
+pub async fn entries_and_their_counts_are_recorded_once(
+    audit: &dyn AuditStore,
+    statistics: &dyn StatisticsStore,
+) {
+    let (user, project, id) = (unique("u"), unique("p"), base());
+    let repository = format!("{project}/app");
+    let digest = Digest::of(Algorithm::Sha256, user.as_bytes());
+    let (entries, counts): (Vec<_>, Vec<_>) = (0..3)
+        .map(|i| pull(id + i, NOW + i * 1000, &user, &repository, &digest))
+        .unzip();
+    audit
+        .record_counted(&entries[..2], DAY_MS, &counts[..2], statistics)
+        .await
+        .expect("recorded");
+    // Redelivered with one new event, which the batch also holds twice: each counted once.
+    let again: Vec<_> = entries.iter().chain(&entries[2..]).cloned().collect();
+    let counted_again: Vec<_> = counts.iter().chain(&counts[2..]).cloned().collect();
+    audit
+        .record_counted(&again, DAY_MS, &counted_again, statistics)
+        .await
+        .expect("recorded again");
+
+    let page = audit
+        .query(
+            &AuditQuery {
+                username: Some(user),
+                ..AuditQuery::default()
+            },
+            NOW,
+        )
+        .await
+        .expect("answered");
+    assert_eq!(ids(&page.entries), [id + 2, id + 1, id], "each entry once");
+    assert_eq!(page.entries[0], entries[2], "the entry as recorded");
+    let repository = counts[0].repository.clone();
+    let usage = statistics
+        .repository_usage(&repository)
+        .await
+        .expect("read");
+    assert_eq!(usage.pull_count, 3, "each pull counted once: {usage:?}");
+    assert_eq!(usage.last_pull_ms, Some(NOW + 2000));
+    let artifact = statistics
+        .artifact_usage(&repository, &digest)
+        .await
+        .expect("read");
+    assert_eq!(artifact.pull_count, 3, "{artifact:?}");
 }
