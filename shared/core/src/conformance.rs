@@ -93,6 +93,10 @@ pub async fn run_all_metadata_store(store: &dyn MetadataStore) {
     referrers_of_a_subject(store).await;
     announce("metadata_store::blob_links");
     blob_links(store).await;
+    announce("metadata_store::manifests_and_tag_targets_page_in_key_order");
+    manifests_and_tag_targets_page_in_key_order(store).await;
+    announce("metadata_store::delete_repository_removes_everything_in_it");
+    delete_repository_removes_everything_in_it(store).await;
     announce("metadata_store::upload_sessions");
     upload_sessions(store).await;
     announce("metadata_store::update_upload_is_conditional");
@@ -1262,6 +1266,121 @@ pub mod metadata_store {
             links(store, &repo, &digests).await,
             [Some(0), None, None],
             "after unlink"
+        );
+    }
+
+    /// A repository's manifests list whole, in digest order, page by page; its tags list
+    /// with the digests they point at. Another repository's items never appear.
+    pub async fn manifests_and_tag_targets_page_in_key_order(store: &dyn MetadataStore) {
+        let repo = unique_repository("listing");
+        let neighbour = repository(&format!("{repo}-b"));
+        let subject = manifest("list-subject");
+        let mut records = vec![
+            subject.clone(),
+            manifest("list-one"),
+            manifest("list-two"),
+            referrer_of(&subject.digest, "list-referrer"),
+        ];
+        for (index, record) in records.iter().enumerate() {
+            put(store, &repo, record, Some(&tag(&format!("t{index}")))).await;
+        }
+        put(store, &repo, &records[1], Some(&tag("also"))).await;
+        put(
+            store,
+            &neighbour,
+            &manifest("list-neighbour"),
+            Some(&tag("n")),
+        )
+        .await;
+        let pushed = records.clone();
+        records.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+
+        let page = |after: Option<String>, limit: usize| {
+            let repo = &repo;
+            async move {
+                store
+                    .manifests_page(repo, after.as_deref(), limit)
+                    .await
+                    .unwrap_or_else(|e| panic!("manifests_page(after {after:?}) failed: {e}"))
+            }
+        };
+        assert_eq!(page(None, 100).await, records, "one page");
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let next = page(after.clone(), 3).await;
+            after = next.last().map(|r| r.digest.to_string());
+            let done = next.len() < 3;
+            paged.extend(next);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(paged, records, "pages of three");
+        assert!(page(None, 0).await.is_empty(), "limit 0");
+
+        let targets = store
+            .tag_targets(&repo, None, 100)
+            .await
+            .unwrap_or_else(|e| panic!("tag_targets failed: {e}"));
+        let expected: Vec<(String, Digest)> =
+            [("also", 1), ("t0", 0), ("t1", 1), ("t2", 2), ("t3", 3)]
+                .iter()
+                .map(|(name, index)| ((*name).to_owned(), pushed[*index].digest.clone()))
+                .collect();
+        assert_eq!(targets, expected, "tags with their targets");
+        let rest = store
+            .tag_targets(&repo, Some("t1"), 2)
+            .await
+            .unwrap_or_else(|e| panic!("tag_targets(after t1) failed: {e}"));
+        assert_eq!(rest, expected[3..5], "after t1, two");
+    }
+
+    /// Deleting a repository removes its tags, manifests, referrers and blob links, leaves
+    /// a repository whose name extends it alone, and is not an error when repeated.
+    pub async fn delete_repository_removes_everything_in_it(store: &dyn MetadataStore) {
+        let repo = unique_repository("doomed");
+        let longer = repository(&format!("{repo}/kept"));
+        let subject = manifest("doomed-subject");
+        let referrer = referrer_of(&subject.digest, "doomed-referrer");
+        let blob = digest_of("doomed-blob");
+        for name in [&repo, &longer] {
+            put(store, name, &subject, Some(&tag("latest"))).await;
+            put(store, name, &referrer, None).await;
+            link(store, name, &blob, 5).await;
+        }
+        let deleted = store.delete_repository(&repo).await;
+        assert!(
+            deleted.unwrap_or_else(|e| panic!("delete_repository failed: {e}")),
+            "it existed"
+        );
+        assert!(!exists(store, &repo).await, "the repository is gone");
+        assert_eq!(get(store, &repo, &subject.digest).await, None, "manifest");
+        assert_eq!(tagged(store, &repo, &tag("latest")).await, None, "tag");
+        assert!(tags(store, &repo, None, 10).await.is_empty(), "tag listing");
+        assert!(
+            referrers(store, &repo, &subject.digest).await.is_empty(),
+            "referrers"
+        );
+        assert_eq!(
+            links(store, &repo, std::slice::from_ref(&blob)).await,
+            [None]
+        );
+        let again = store.delete_repository(&repo).await;
+        assert!(
+            !again.unwrap_or_else(|e| panic!("delete_repository failed: {e}")),
+            "already deleted"
+        );
+
+        assert!(exists(store, &longer).await, "{longer} stays");
+        assert_eq!(
+            get(store, &longer, &subject.digest).await.as_ref(),
+            Some(&subject)
+        );
+        assert_eq!(referrers(store, &longer, &subject.digest).await.len(), 1);
+        assert_eq!(
+            links(store, &longer, std::slice::from_ref(&blob)).await,
+            [Some(5)]
         );
     }
 

@@ -151,8 +151,31 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<String>>;
 
+    /// Up to `limit` tags in lexical order, starting after `after`, each with the digest of
+    /// the manifest it points at.
+    async fn tag_targets(
+        &self,
+        repository: &RepositoryName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Digest)>>;
+
+    /// Up to `limit` of the repository's manifests in digest order (byte-wise), starting
+    /// after the digest `after`.
+    async fn manifests_page(
+        &self,
+        repository: &RepositoryName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestRecord>>;
+
     /// Up to `limit` repository names in lexical order, starting after `after`.
     async fn repositories(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
+    /// Removes the repository and everything stored in it: tags, manifests, referrer
+    /// entries and blob links. Returns whether it existed. Not atomic over a large
+    /// repository, but safe to repeat: a repository half removed is removed by the next call.
+    async fn delete_repository(&self, repository: &RepositoryName) -> Result<bool>;
 
     /// Whether the repository exists.
     async fn repository_exists(&self, repository: &RepositoryName) -> Result<bool>;

@@ -81,13 +81,20 @@ pub(crate) fn tag_sk(tag: &str) -> String {
     format!("{TAG_PREFIX}{tag}")
 }
 
+/// Every manifest item's sort key (and its parts') starts with this.
+pub(crate) const MANIFEST_PREFIX: &str = "MANIFEST#";
+/// Sorts just after every key that starts with [`MANIFEST_PREFIX`].
+pub(crate) const MANIFEST_END: &str = "MANIFEST$";
+/// Marks a manifest part's sort key: `MANIFEST#<digest>#PART#...`.
+pub(crate) const PART_MARKER: &str = "#PART#";
+
 pub(crate) fn manifest_sk(digest: &str) -> String {
-    format!("MANIFEST#{digest}")
+    format!("{MANIFEST_PREFIX}{digest}")
 }
 
 /// The prefix of the part items written by one `put_manifest` (`generation`).
 pub(crate) fn parts_prefix(digest: &str, generation: &str) -> String {
-    format!("MANIFEST#{digest}#PART#{generation}#")
+    format!("{MANIFEST_PREFIX}{digest}{PART_MARKER}{generation}#")
 }
 
 /// Part `index` of a split manifest. Zero-padded so parts sort in order.

@@ -24,13 +24,10 @@
 
 use serde_json::Value;
 
-use crate::schema::{PARTITION_KEY, SORT_KEY, TAG_PREFIX};
+use crate::schema::{MANIFEST_PREFIX, PART_MARKER, PARTITION_KEY, SORT_KEY, TAG_PREFIX};
 use crate::store::attr;
 
 const REPOSITORY_PREFIX: &str = "REPO#";
-const MANIFEST_PREFIX: &str = "MANIFEST#";
-/// Manifest part items sort under their manifest: `MANIFEST#<digest>#PART#...`.
-const PART_MARKER: &str = "#PART#";
 
 /// A push or deletion found in one stream record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -254,6 +254,7 @@ impl Query {
     /// Only the sort key of each item.
     pub(crate) fn keys_only(mut self) -> Self {
         self.projection = Some("#sk".to_owned());
+        self.names.insert("#sk".to_owned(), SORT_KEY.to_owned());
         self
     }
 }
@@ -463,17 +464,35 @@ impl DynamoMetadataStore {
         limit: usize,
         name_of: impl Fn(&Item) -> Result<String>,
     ) -> Result<Vec<String>> {
+        self.list_entries(query, after, limit, |item| {
+            let name = name_of(item)?;
+            Ok(Some((name.clone(), name)))
+        })
+        .await
+    }
+
+    /// [`Self::list`] of entries: `entry_of` names each item and makes its entry, or skips
+    /// it (`None`, for items of another kind that share the key range).
+    pub(crate) async fn list_entries<T>(
+        &self,
+        query: &Query,
+        after: Option<&str>,
+        limit: usize,
+        entry_of: impl Fn(&Item) -> Result<Option<(String, T)>>,
+    ) -> Result<Vec<T>> {
         let mut listed = Vec::new();
         let mut start = None;
         while listed.len() < limit {
             let want = limit - listed.len() + usize::from(after.is_some());
             let (page, next) = self.query_page(query, start, Some(want)).await?;
             for item in &page {
-                let name = name_of(item)?;
+                let Some((name, entry)) = entry_of(item)? else {
+                    continue;
+                };
                 if after.is_some_and(|after| name.as_str() <= after) {
                     continue;
                 }
-                listed.push(name);
+                listed.push(entry);
                 if listed.len() == limit {
                     break;
                 }

@@ -360,6 +360,70 @@ impl MetadataStore for RedbMetadataStore {
         })
     }
 
+    async fn tag_targets(
+        &self,
+        repository: &RepositoryName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Digest)>> {
+        let repo = repository.as_str();
+        let end = successor(repo);
+        let start = after.map_or(Bound::Included((repo, "")), |after| {
+            Bound::Excluded((repo, after))
+        });
+        let rows: Vec<(String, String)> = self.read(|txn| {
+            let tags = txn.open_table(TAGS)?;
+            let range = tags.range::<(&str, &str)>((start, Bound::Excluded((end.as_str(), ""))))?;
+            range
+                .take(limit)
+                .map(|entry| {
+                    let (key, digest) = entry?;
+                    Ok((key.value().1.to_owned(), digest.value().to_owned()))
+                })
+                .collect()
+        })?;
+        rows.into_iter()
+            .map(|(tag, digest)| Ok((tag, digest.parse().map_err(|_| corrupt("a tag's digest"))?)))
+            .collect()
+    }
+
+    async fn manifests_page(
+        &self,
+        repository: &RepositoryName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestRecord>> {
+        let repo = repository.as_str();
+        let end = successor(repo);
+        let start = after.map_or(Bound::Included((repo, "")), |after| {
+            Bound::Excluded((repo, after))
+        });
+        let rows: Vec<(String, ManifestRow)> = self.read(|txn| {
+            let digests: Vec<String> = {
+                let manifests = txn.open_table(MANIFESTS)?;
+                let range = manifests
+                    .range::<(&str, &str)>((start, Bound::Excluded((end.as_str(), ""))))?;
+                range
+                    .take(limit)
+                    .map(|entry| Ok(entry?.0.value().1.to_owned()))
+                    .collect::<Result<_, redb::Error>>()?
+            };
+            let mut rows = Vec::with_capacity(digests.len());
+            for digest in digests {
+                if let Some(row) = load_manifest(txn, repo, &digest)? {
+                    rows.push((digest, row));
+                }
+            }
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(digest, row)| {
+                let digest = digest.parse().map_err(|_| corrupt("a manifest's digest"))?;
+                decode_manifest(digest, row)
+            })
+            .collect()
+    }
+
     async fn repositories(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.read(|txn| {
@@ -379,6 +443,33 @@ impl MetadataStore for RedbMetadataStore {
                 .get(repository.as_str())?
                 .is_some())
         })
+    }
+
+    async fn delete_repository(&self, repository: &RepositoryName) -> Result<bool> {
+        let repo = repository.to_string();
+        self.write(move |txn| {
+            let end = successor(&repo);
+            let pairs = (
+                Bound::Included((repo.as_str(), "")),
+                Bound::Excluded((end.as_str(), "")),
+            );
+            txn.open_table(TAGS)?.retain_in(pairs, |_, _| false)?;
+            txn.open_table(MANIFESTS)?.retain_in(pairs, |_, _| false)?;
+            txn.open_table(BLOB_LINKS)?.retain_in(pairs, |_, _| false)?;
+            txn.open_table(REFERRERS)?.retain_in(
+                (
+                    Bound::Included((repo.as_str(), "", "")),
+                    Bound::Excluded((end.as_str(), "", "")),
+                ),
+                |_, _| false,
+            )?;
+            let existed = txn
+                .open_table(REPOSITORIES)?
+                .remove(repo.as_str())?
+                .is_some();
+            Ok(existed)
+        })
+        .await
     }
 
     async fn referrers(

@@ -20,9 +20,9 @@ pub use self::items::{INLINE_LIMIT, PART_BYTES};
 use self::items::{inline_record, referrer_of, repository_item, take_bytes, upload_item};
 use crate::error::corrupt;
 use crate::schema::{
-    CATALOG_PARTITION, CATALOG_SORT_KEY, META, PARTITION_KEY, SORT_KEY, TAG_END, TAG_PREFIX,
-    blob_link_sk, build_error, manifest_sk, part_sk, parts_prefix, referrer_sk, referrers_prefix,
-    repository_pk, tag_sk, upload_pk,
+    CATALOG_PARTITION, CATALOG_SORT_KEY, MANIFEST_END, MANIFEST_PREFIX, META, PART_MARKER,
+    PARTITION_KEY, SORT_KEY, TAG_END, TAG_PREFIX, blob_link_sk, build_error, manifest_sk, part_sk,
+    parts_prefix, referrer_sk, referrers_prefix, repository_pk, tag_sk, upload_pk,
 };
 use crate::toolkit::{
     Condition, FIRST_BACKOFF, Item, Outcome, Query, TRANSACTION_BYTES, TRANSACTION_ITEMS,
@@ -523,6 +523,97 @@ impl MetadataStore for DynamoMetadataStore {
                 .ok_or_else(|| corrupt("a tag's key"))
         })
         .await
+    }
+
+    async fn tag_targets(
+        &self,
+        repository: &RepositoryName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Digest)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let low = format!("{TAG_PREFIX}{}", key_bound(after.unwrap_or("")));
+        let mut query = Query::between(&repository_pk(repository.as_str()), &low, TAG_END);
+        query.projection = Some("#sk, #digest".to_owned());
+        query
+            .names
+            .insert("#digest".to_owned(), attr::DIGEST.to_owned());
+        self.list_entries(&query, after, limit, |item| {
+            let tag = string_attr(item, SORT_KEY)?
+                .strip_prefix(TAG_PREFIX)
+                .ok_or_else(|| corrupt("a tag's key"))?;
+            let digest: Digest = string_attr(item, attr::DIGEST)?
+                .parse()
+                .map_err(|_| corrupt("a tag's digest"))?;
+            Ok(Some((tag.to_owned(), (tag.to_owned(), digest))))
+        })
+        .await
+    }
+
+    async fn manifests_page(
+        &self,
+        repository: &RepositoryName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let pk = repository_pk(repository.as_str());
+        let low = manifest_sk(key_bound(after.unwrap_or("")));
+        let query = Query::between(&pk, &low, MANIFEST_END);
+        // Part items sort among the manifest items: they are skipped, and a split manifest
+        // is read whole afterwards.
+        let heads: Vec<(Digest, Option<ManifestRecord>)> = self
+            .list_entries(&query, after, limit, |item| {
+                let sk = string_attr(item, SORT_KEY)?;
+                let Some(digest) = sk.strip_prefix(MANIFEST_PREFIX) else {
+                    return Ok(None);
+                };
+                if digest.contains(PART_MARKER) {
+                    return Ok(None);
+                }
+                let parsed: Digest = digest.parse().map_err(|_| corrupt("a manifest's key"))?;
+                let inline = if item.contains_key(attr::BYTES) {
+                    Some(inline_record(parsed.clone(), item.clone())?)
+                } else {
+                    None
+                };
+                Ok(Some((digest.to_owned(), (parsed, inline))))
+            })
+            .await?;
+        let mut records = Vec::with_capacity(heads.len());
+        for (digest, inline) in heads {
+            match inline {
+                Some(record) => records.push(record),
+                None => records.extend(self.read_manifest(&pk, &digest).await?),
+            }
+        }
+        Ok(records)
+    }
+
+    async fn delete_repository(&self, repository: &RepositoryName) -> Result<bool> {
+        let pk = repository_pk(repository.as_str());
+        // Everything but the repository item goes first, so that a removal cut short leaves
+        // the repository listed and the next call finishes it.
+        let items = self.query_all(&Query::partition(&pk).keys_only()).await?;
+        let requests = items
+            .iter()
+            .map(|item| string_attr(item, SORT_KEY))
+            .filter(|sk| !matches!(sk, Ok(META)))
+            .map(|sk| {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(key(&pk, sk?)))
+                    .build()
+                    .map_err(build_error)?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.batch_write(requests).await?;
+        let delete = self.delete(key(&pk, META), Some(Condition::exists()))?;
+        self.delete_item(delete).await
     }
 
     async fn repositories(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
