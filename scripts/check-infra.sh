@@ -195,6 +195,11 @@ QUEUE_CONSUMER = {
 # The partitions of replication records, and of what a push writes.
 REPLICATION_PARTITIONS = {"REPL#*"}
 REGISTRY_PARTITIONS = {"REPO#*", "UPLOAD#*"}
+# The repository and artifact API of the token function: tags added (put_manifest),
+# artifacts, tags and repositories deleted (delete_manifest, delete_tag, delete_repository),
+# in repository partitions only.
+REPOSITORY_PARTITIONS = {"REPO#*"}
+REPOSITORY_WRITES = {"dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
 # The audit log's and the counters' partitions (meta-dynamodb audit.rs, statistics.rs), which
 # the events function writes (artifact counters live in REPO# partitions).
 AUDIT_PARTITIONS = {"AUDIT#*", "STATS#*", "COUNTED#*"}
@@ -618,6 +623,7 @@ def check_iam(template, code, front):
             | accounts
             | webhooks
             | api
+            | REPOSITORY_WRITES
             | {"ssm:GetParameter", "kms:Decrypt"}
         )
         for action in sorted(actions - allowed):
@@ -626,8 +632,11 @@ def check_iam(template, code, front):
             findings.append(f"{name}: lacks {action}, which the account and webhook adapters need")
         for action in sorted(api - actions):
             findings.append(f"{name}: lacks {action}, which the replication API needs")
+        for action in sorted(REPOSITORY_WRITES - actions):
+            findings.append(f"{name}: lacks {action}, which the repository API needs")
         check_writes(name, template["Resources"][name],
-                     [ACCOUNT_PARTITIONS | WEBHOOK_PARTITIONS, REPLICATION_PARTITIONS])
+                     [ACCOUNT_PARTITIONS | WEBHOOK_PARTITIONS, REPLICATION_PARTITIONS,
+                      REPOSITORY_PARTITIONS])
         check_decrypt(name, template["Resources"][name], {"kms:Encrypt", "kms:Decrypt"}, {name})
         check_queues(name, template["Resources"][name],
                      {"ReplicationQueue": {"sqs:SendMessage"},

@@ -2,7 +2,8 @@
 # Authentication and authorization end to end, against a running `berth serve` with auth on:
 # probes that must be refused (curl on the wire), `docker login` as a user, a push to a
 # private project, `docker logout` and the pull refused, anonymous pull from a public
-# project, `podman login` and `skopeo --creds`, and a robot account pushing from a script.
+# project, `podman login` and `skopeo --creds`, a robot account pushing from a script, and the
+# repository and artifact API over images docker and skopeo pushed.
 #
 # Usage: tests/e2e/auth.sh HOST:PORT ADMIN_PASSWORD
 #
@@ -10,7 +11,8 @@
 # account and project this script creates is named after the run, so it may run again on
 # the same registry. Ends with the line "N passed, M failed"; exits 1 if M > 0.
 #
-# Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot), E2E_KEEP_TMP=1.
+# Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot artifacts),
+# E2E_KEEP_TMP=1.
 set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
@@ -18,7 +20,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REGISTRY=${1:?usage: $0 HOST:PORT ADMIN_PASSWORD}
 ADMIN_PASSWORD=${2:?usage: $0 HOST:PORT ADMIN_PASSWORD}
-SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot}
+SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot artifacts}
 RUN=$(date +%s)$RANDOM
 BASE=http://$REGISTRY
 PRIVATE=private$RUN
@@ -323,6 +325,100 @@ EOF
     docker login -u "$name" --password-stdin "$REGISTRY" <<<"$secret"
 }
 
+# The size the API must give an image: its manifest, config and each distinct layer once.
+image_size() {
+  jq -r '[.config.size] + ([.layers[] | {digest, size}] | unique | map(.size)) | add' "$1" |
+    awk -v manifest="$(size_of "$1")" '{ print $1 + manifest }'
+}
+
+# docker pushes two tags of one image and a second image sharing its base layer, skopeo
+# copies one into a nested repository; the API then lists, sizes, tags and deletes them, each
+# change allowed only to the roles Harbor allows it.
+scenario_artifacts() {
+  local dir=$E2E_TMP/artifacts shop=$REGISTRY/$PRIVATE/shop digest1 digest2 status alice admin guest
+  alice="$ALICE:$ALICE_PASSWORD" admin="admin:$ADMIN_PASSWORD" guest="$GUEST:$GUEST_PASSWORD"
+  small_image "$dir/one" one
+  run docker build -q -t "$shop:v1" "$dir/one"
+  mkdir -p "$dir/two"
+  cp "$dir/one/data.bin" "$dir/two/data.bin"
+  printf 'two %s\n' "$RUN" >"$dir/two/label.txt"
+  printf 'FROM scratch\nCOPY data.bin /data.bin\nCOPY label.txt /label.txt\n' >"$dir/two/Dockerfile"
+  run docker build -q -t "$shop:v2" "$dir/two"
+  run docker tag "$shop:v1" "$shop:also"
+  run docker login -u "$ALICE" --password-stdin "$REGISTRY" <<<"$ALICE_PASSWORD"
+  for tag in v1 also v2; do run docker push -q "$shop:$tag"; done
+  run docker logout "$REGISTRY"
+  run sk copy --src-tls-verify=false --dest-tls-verify=false --src-creds "$alice" --dest-creds "$alice" \
+    --format oci "docker://$shop:v1" "docker://$REGISTRY/$PRIVATE/nested/tool:v1"
+  sk inspect --tls-verify=false --creds "$alice" --raw "docker://$shop:v1" >"$dir/v1.json"
+  sk inspect --tls-verify=false --creds "$alice" --raw "docker://$shop:v2" >"$dir/v2.json"
+  digest1=sha256:$(sha256sum "$dir/v1.json" | awk '{print $1}')
+  digest2=sha256:$(sha256sum "$dir/v2.json" | awk '{print $1}')
+
+  status=$(api GET "/projects/$PRIVATE/repositories?q=name%3D~shop&sort=name" "$guest")
+  assert_eq "a guest lists the project's repositories" 200 "$status"
+  assert_eq "... filtered by name, with their artifact counts" \
+    "[[\"$PRIVATE/shop\",2]]" "$(jq -c '[.[] | [.name, .artifact_count]]' "$E2E_TMP/body")"
+  status=$(api GET "/projects/$PRIVATE/repositories/nested%252Ftool" "$guest")
+  assert_eq "a nested repository, its name encoded twice" "200 $PRIVATE/nested/tool" "$status $(jq -r .name "$E2E_TMP/body")"
+  status=$(http GET "$BASE/api/v2.0/projects/$PRIVATE/repositories")
+  assert_eq "anonymous callers do not see a private project's repositories" 404 "$status"
+
+  status=$(api GET "/projects/$PRIVATE/repositories/shop/artifacts?page_size=1" "$guest")
+  assert_eq "artifacts page by page" "200 1 2" "$status $(jq length "$E2E_TMP/body") $(last_header x-total-count)"
+  status=$(api GET "/projects/$PRIVATE/repositories/shop/artifacts/v1" "$guest")
+  assert_eq "an artifact by tag" "200 $digest1" "$status $(jq -r .digest "$E2E_TMP/body")"
+  assert_eq "... with both its tags" '["also","v1"]' "$(jq -c '[.tags[].name] | sort' "$E2E_TMP/body")"
+  assert_eq "... its size: manifest, config and each distinct layer once" \
+    "$(image_size "$dir/v1.json")" "$(jq .size "$E2E_TMP/body")"
+  assert_eq "... and its type" IMAGE "$(jq -r .type "$E2E_TMP/body")"
+  status=$(api GET "/projects/$PRIVATE/repositories/shop/artifacts?q=tags%3Dv2" "$guest")
+  assert_eq "artifacts filtered by tag" "$digest2" "$(jq -r '.[].digest' "$E2E_TMP/body")"
+
+  status=$(api POST "/projects/$PRIVATE/repositories/shop/artifacts/$digest1/tags" "$guest" '{"name":"stable"}')
+  assert_eq "a guest may not tag" 403 "$status"
+  status=$(api POST "/projects/$PRIVATE/repositories/shop/artifacts/$digest1/tags" "$alice" '{"name":"stable"}')
+  assert_eq "a developer tags an artifact" 201 "$status"
+  assert_eq "... and the new tag pulls it" "$digest1" \
+    "$(sk inspect --tls-verify=false --creds "$alice" --format '{{.Digest}}' "docker://$shop:stable")"
+  status=$(api POST "/projects/$PRIVATE/repositories/shop/artifacts/v2/tags" "$alice" '{"name":"stable"}')
+  assert_eq "a tag that exists is a conflict" 409 "$status"
+  status=$(api DELETE "/projects/$PRIVATE/repositories/shop/artifacts/v1/tags/stable" "$alice")
+  assert_eq "a developer may not delete a tag" 403 "$status"
+  status=$(api DELETE "/projects/$PRIVATE/repositories/shop/artifacts/v1/tags/stable" "$admin")
+  assert_eq "an admin deletes the tag" 200 "$status"
+  status=$(api GET "/projects/$PRIVATE/repositories/shop/artifacts/$digest1/tags" "$guest")
+  assert_eq "... the artifact keeps its other tags" '["also","v1"]' "$(jq -c '[.[].name]' "$E2E_TMP/body")"
+
+  status=$(api DELETE "/projects/$PRIVATE/repositories/shop/artifacts/v2" "$alice")
+  assert_eq "a developer may not delete an artifact" 403 "$status"
+  status=$(api DELETE "/projects/$PRIVATE/repositories/shop/artifacts/v2" "$admin")
+  assert_eq "an admin deletes an artifact" 200 "$status"
+  assert_not "... which no longer pulls" \
+    sk inspect --tls-verify=false --creds "$alice" "docker://$shop:v2"
+  run docker login -u "$GUEST" --password-stdin "$REGISTRY" <<<"$GUEST_PASSWORD"
+  run docker rmi "$shop:v1" "$shop:also"
+  assert_cmd "... while the other image still pulls" docker pull -q "$shop:v1"
+  run docker logout "$REGISTRY"
+
+  status=$(api DELETE "/projects/$PRIVATE/repositories/nested%252Ftool" "$guest")
+  assert_eq "a guest may not delete a repository" 403 "$status"
+  status=$(api DELETE "/projects/$PRIVATE/repositories/nested%252Ftool" "$admin")
+  assert_eq "an admin deletes a repository" 200 "$status"
+  status=$(api GET "/projects/$PRIVATE/repositories/nested%252Ftool" "$admin")
+  assert_eq "... which is gone" 404 "$status"
+  assert_not "... with its images" \
+    sk inspect --tls-verify=false --creds "$admin" "docker://$REGISTRY/$PRIVATE/nested/tool:v1"
+  local tries=0
+  # Recorded in the background: wait for the deletion to show.
+  while api GET "/audit-logs?q=resource%3D~$PRIVATE/nested/tool,operation%3Ddelete" "$admin" >/dev/null &&
+    [[ $(jq length "$E2E_TMP/body") == 0 && $((tries++)) -lt 50 ]]; do
+    sleep 0.1
+  done
+  assert_eq "the repository's deletion is audited as its artifact's" \
+    "[\"delete\",\"admin\"]" "$(jq -c 'map(select(.operation == "delete")) | first | [.operation, .username]' "$E2E_TMP/body")"
+}
+
 # --- main ------------------------------------------------------------------------------------
 
 for scenario in $SCENARIOS; do
@@ -336,7 +432,7 @@ log_step "auth against http://$REGISTRY (run $RUN, scratch $E2E_TMP)"
 wait_for_http "$BASE/v2/" 30 || die "registry $REGISTRY is not answering"
 setup_accounts
 setup_podman
-if [[ " $SCENARIOS " == *" docker "* || " $SCENARIOS " == *" robot "* ]]; then
+if [[ " $SCENARIOS " == *" docker "* || " $SCENARIOS " == *" robot "* || " $SCENARIOS " == *" artifacts "* ]]; then
   start_dockerd
 fi
 

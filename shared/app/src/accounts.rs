@@ -6,8 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use berth_auth::{
-    PasswordHasher, Principal, TokenService, check_password_policy, generate_robot_secret, policy,
-    unix_now,
+    Action, ActionSet, PasswordHasher, Principal, TokenService, check_password_policy,
+    generate_robot_secret, policy, unix_now,
 };
 use berth_core::accounts::{
     Member, Project, ProjectRole, ROBOT_PREFIX, Robot, RobotPermission, User, robot_name,
@@ -16,13 +16,12 @@ use berth_core::accounts::{
 use berth_core::audit::{AuditPage, AuditQuery, AuditStore};
 use berth_core::events::{AccountResource, Operation};
 use berth_core::ports::MetadataStore;
-use berth_core::statistics::{DailyPulls, StatisticsStore, Usage};
+use berth_core::statistics::{DailyPulls, StatisticsStore};
 use berth_core::webhooks::WebhookStore;
 use berth_core::{
     AccountStore, Actor, ErrorCode, Event, EventKind, EventSink, RegistryError, RequestContext,
     Result,
 };
-use berth_core::{Digest, Reference, RepositoryName};
 
 use crate::permission::{Caller, Permission, bad_request, forbidden, not_found, unauthorized};
 
@@ -133,7 +132,7 @@ impl SignIn {
 /// The management use cases over one registry's stores.
 pub struct Accounts {
     accounts: Arc<dyn AccountStore>,
-    metadata: Arc<dyn MetadataStore>,
+    pub(crate) metadata: Arc<dyn MetadataStore>,
     tokens: Arc<TokenService>,
     settings: AccountSettings,
     events: Option<Arc<dyn EventSink>>,
@@ -194,6 +193,10 @@ impl Accounts {
         self
     }
 
+    pub(crate) fn statistics_store(&self) -> Option<&dyn StatisticsStore> {
+        self.statistics.as_deref()
+    }
+
     fn counters(&self) -> Result<&dyn StatisticsStore> {
         self.statistics.as_deref().ok_or_else(|| {
             RegistryError::new(ErrorCode::Unsupported, "this deployment counts no pulls")
@@ -252,39 +255,6 @@ impl Accounts {
         ))
     }
 
-    /// A repository's pull count, last pull and last push.
-    pub async fn repository_usage(&self, repository: &RepositoryName) -> Result<Usage> {
-        if !self.metadata.repository_exists(repository).await? {
-            return Err(RegistryError::new(
-                ErrorCode::NotFound,
-                format!("repository {repository} not found"),
-            ));
-        }
-        self.counters()?.repository_usage(repository).await
-    }
-
-    /// The artifact a tag or digest names, with its pull count, last pull and last push.
-    pub async fn artifact_usage(
-        &self,
-        repository: &RepositoryName,
-        reference: &Reference,
-    ) -> Result<(Digest, Usage)> {
-        let found = match reference {
-            Reference::Tag(tag) => self.metadata.tagged_manifest(repository, tag).await?,
-            Reference::Digest(digest) => self.metadata.manifest(repository, digest).await?,
-        };
-        let digest = found
-            .ok_or_else(|| {
-                RegistryError::new(
-                    ErrorCode::NotFound,
-                    format!("artifact {repository}:{reference} not found"),
-                )
-            })?
-            .digest;
-        let usage = self.counters()?.artifact_usage(repository, &digest).await?;
-        Ok((digest, usage))
-    }
-
     /// Answers audit queries from `audit`.
     pub fn with_audit(mut self, audit: Arc<dyn AuditStore>) -> Self {
         self.audit = Some(audit);
@@ -309,7 +279,7 @@ impl Accounts {
         self
     }
 
-    fn publish(&self, context: &RequestContext, kind: EventKind) {
+    pub(crate) fn publish(&self, context: &RequestContext, kind: EventKind) {
         if let Some(events) = &self.events {
             events.publish(&Event::now(context, kind));
         }
@@ -408,6 +378,28 @@ impl Accounts {
                     Ok(())
                 } else {
                     Err(project_not_found(project))
+                }
+            }
+            Permission::Repositories(project, action) => {
+                let project = project.as_str();
+                let found = self.accounts.project(project).await?;
+                let role = match (&found, caller.user()) {
+                    (Some(_), Some((user, false))) => self.role_in(project, user).await?,
+                    _ => None,
+                };
+                let actions = found.as_ref().map_or(ActionSet::EMPTY, |found| {
+                    policy::repository_actions(&caller.principal, found, role, unix_now())
+                });
+                if actions.contains(*action) {
+                    Ok(())
+                } else if !actions.contains(Action::Pull) {
+                    Err(project_not_found(project))
+                } else if user.is_none() {
+                    Err(unauthorized())
+                } else {
+                    Err(forbidden(format!(
+                        "your role in project {project:?} does not allow {action}"
+                    )))
                 }
             }
             Permission::ProjectAdmin(project) => {

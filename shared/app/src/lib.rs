@@ -8,6 +8,7 @@
 //! [`EventSink`](berth_core::EventSink).
 
 pub mod accounts;
+pub mod artifacts;
 pub mod event_log;
 pub mod permission;
 pub mod recorder;
@@ -15,6 +16,10 @@ pub mod webhooks;
 
 pub use accounts::{
     AccountSettings, Accounts, ProjectCreation, RobotChange, RobotSpec, SignIn, Summary,
+};
+pub use artifacts::{
+    ArtifactQuery, ArtifactType, ArtifactView, Listing, NameMatch, PageRequest, RepositoryOrder,
+    RepositoryQuery, RepositorySummary,
 };
 pub use event_log::EventLog;
 pub use permission::{Caller, Permission};

@@ -53,6 +53,12 @@ pub enum Permission {
     /// Anyone who sees the project: anyone for a public one, its members and system
     /// administrators for a private one; to anyone else it does not exist.
     ProjectReader(String),
+    /// Whoever may do `action` to the project's repositories, as the registry's token
+    /// policy decides it (pull: anyone who sees the project; push: developers and up;
+    /// delete: maintainers and project admins; system administrators all). To a caller who
+    /// may not pull, a private project does not exist; an anonymous caller who may pull but
+    /// not more is asked to sign in.
+    Repositories(String, berth_auth::Action),
     /// The project's admins and system administrators. A private project the caller is not
     /// in does not exist for them.
     ProjectAdmin(String),

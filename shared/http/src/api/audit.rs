@@ -1,16 +1,13 @@
 //! The audit log's wire format, in Harbor's shape: `q` filters, `sort`, pages with
 //! `X-Total-Count` and `Link`, and entries with `op_time`.
 
-use axum::body::Body;
 use axum::response::Response;
+use berth_core::Result;
 use berth_core::audit::{AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE};
-use berth_core::{RegistryError, Result};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat};
-use http::StatusCode;
-use http::header::{CONTENT_TYPE, LINK};
 use serde_json::{Value, json};
 
-use super::{API_PREFIX, bad_request, positive};
+use super::{bad_request, positive};
 
 /// The query of `GET /audit-logs` or `/projects/{p}/logs` (`project`): `q` holds
 /// comma-separated `key=value` filters on `operation`, `resource_type`, `username`,
@@ -117,39 +114,15 @@ pub(crate) fn page_response(
     query: &AuditQuery,
     page: &AuditPage,
 ) -> Result<Response> {
-    let kept: Vec<(String, String)> =
-        form_urlencoded::parse(request_query.unwrap_or("").as_bytes())
-            .filter(|(key, _)| key == "q" || key == "sort")
-            .map(|(key, value)| (key.into_owned(), value.into_owned()))
-            .collect();
-    let link = |page_number: usize, rel: &str| {
-        let mut url = form_urlencoded::Serializer::new(String::new());
-        url.append_pair("page", &page_number.to_string());
-        url.append_pair("page_size", &query.page_size.to_string());
-        for (key, value) in &kept {
-            url.append_pair(key, value);
-        }
-        format!("<{API_PREFIX}{path}?{}>; rel=\"{rel}\"", url.finish())
-    };
-    let mut links = Vec::new();
-    if query.page > 1 {
-        links.push(link(query.page - 1, "prev"));
-    }
-    let shown = query.page.saturating_mul(query.page_size);
-    if u64::try_from(shown).is_ok_and(|shown| shown < page.total) {
-        links.push(link(query.page + 1, "next"));
-    }
     let body = Value::Array(page.entries.iter().map(entry_json).collect());
-    let mut response = Response::builder()
-        .status(StatusCode::OK)
-        .header(CONTENT_TYPE, "application/json")
-        .header("x-total-count", page.total);
-    if !links.is_empty() {
-        response = response.header(LINK, links.join(" , "));
-    }
-    response
-        .body(Body::from(body.to_string()))
-        .map_err(|e| RegistryError::internal(format!("building an answer: {e}")))
+    let total = usize::try_from(page.total).unwrap_or(usize::MAX);
+    super::paged_reply(
+        path,
+        request_query,
+        (query.page, query.page_size),
+        total,
+        &body,
+    )
 }
 
 #[cfg(test)]

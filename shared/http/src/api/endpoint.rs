@@ -2,6 +2,7 @@
 //! each with the [`Permission`] its caller needs.
 
 use berth_app::Permission;
+use berth_auth::Action::{self, Delete, Pull, Push};
 use berth_core::{ErrorCode, RegistryError, Result};
 use http::Method;
 use percent_encoding::percent_decode_str;
@@ -70,18 +71,40 @@ pub enum ApiEndpoint {
     Statistics,
     /// `GET /statistics/pulls`: the most pulled repositories and pulls per day.
     PullStatistics,
-    /// `GET /projects/{p}/repositories/{r}`: a repository's pulls and pushes (`r` without the
-    /// project, slashes written `%2F`, or `%252F` as Harbor's clients do).
-    GetRepository {
-        project: String,
-        repository: String,
-    },
+    /// `GET /projects/{p}/repositories`.
+    ListRepositories(String),
+    /// `GET /projects/{p}/repositories/{r}` (`r` without the project, slashes written `%2F`,
+    /// or `%252F` as Harbor's clients do).
+    GetRepository(RepositoryPath),
+    DeleteRepository(RepositoryPath),
+    /// `GET /projects/{p}/repositories/{r}/artifacts`.
+    ListArtifacts(RepositoryPath),
     /// `GET /projects/{p}/repositories/{r}/artifacts/{reference}`.
-    GetArtifact {
-        project: String,
-        repository: String,
-        reference: String,
+    GetArtifact(ArtifactPath),
+    DeleteArtifact(ArtifactPath),
+    /// `GET .../artifacts/{reference}/tags`.
+    ListTags(ArtifactPath),
+    /// `POST .../artifacts/{reference}/tags`.
+    AddTag(ArtifactPath),
+    /// `DELETE .../artifacts/{reference}/tags/{tag}`.
+    DeleteTag {
+        artifact: ArtifactPath,
+        tag: String,
     },
+}
+
+/// A repository in a path: its project and its name within the project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryPath {
+    pub project: String,
+    pub repository: String,
+}
+
+/// An artifact in a path: its repository and a tag or digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactPath {
+    pub repository: RepositoryPath,
+    pub reference: String,
 }
 
 impl ApiEndpoint {
@@ -150,10 +173,18 @@ impl ApiEndpoint {
             }
             ["statistics"] if get => Self::Statistics,
             ["statistics", "pulls"] if get => Self::PullStatistics,
-            ["projects", project, "repositories", repository] if get => Self::GetRepository {
-                project: one(project),
-                repository: decode_again(repository),
-            },
+            ["projects", project, "repositories"] if get => Self::ListRepositories(one(project)),
+            ["projects", project, "repositories", repository] => {
+                let path = repository_path(project, repository);
+                match *method {
+                    Method::GET | Method::HEAD => Self::GetRepository(path),
+                    Method::DELETE => Self::DeleteRepository(path),
+                    _ => return Err(not_allowed()),
+                }
+            }
+            ["projects", project, "repositories", repository, "artifacts"] if get => {
+                Self::ListArtifacts(repository_path(project, repository))
+            }
             [
                 "projects",
                 project,
@@ -161,10 +192,42 @@ impl ApiEndpoint {
                 repository,
                 "artifacts",
                 reference,
-            ] if get => Self::GetArtifact {
-                project: one(project),
-                repository: decode_again(repository),
-                reference: one(reference),
+            ] => {
+                let path = artifact_path(project, repository, reference);
+                match *method {
+                    Method::GET | Method::HEAD => Self::GetArtifact(path),
+                    Method::DELETE => Self::DeleteArtifact(path),
+                    _ => return Err(not_allowed()),
+                }
+            }
+            [
+                "projects",
+                project,
+                "repositories",
+                repository,
+                "artifacts",
+                reference,
+                "tags",
+            ] => {
+                let path = artifact_path(project, repository, reference);
+                match *method {
+                    Method::GET | Method::HEAD => Self::ListTags(path),
+                    Method::POST => Self::AddTag(path),
+                    _ => return Err(not_allowed()),
+                }
+            }
+            [
+                "projects",
+                project,
+                "repositories",
+                repository,
+                "artifacts",
+                reference,
+                "tags",
+                tag,
+            ] if method == Method::DELETE => Self::DeleteTag {
+                artifact: artifact_path(project, repository, reference),
+                tag: one(tag),
             },
             ["robots"] if method == Method::POST => Self::CreateRobot,
             ["robots", robot] => match *method {
@@ -178,8 +241,9 @@ impl ApiEndpoint {
             | ["statistics", "pulls"]
             | ["projects", _, "webhook", "policies"]
             | ["projects", _, "webhook", "policies", _, "executions"]
-            | ["projects", _, "repositories", _]
-            | ["projects", _, "repositories", _, "artifacts", _]
+            | ["projects", _, "repositories"]
+            | ["projects", _, "repositories", _, "artifacts"]
+            | ["projects", _, "repositories", _, "artifacts", _, "tags", _]
             | ["users", _]
             | ["users", _, "password" | "sysadmin"]
             | ["projects", _]
@@ -208,8 +272,13 @@ impl ApiEndpoint {
                 Permission::Anyone
             }
             Self::PullStatistics => Permission::SystemAdmin,
-            Self::GetRepository { project, .. } | Self::GetArtifact { project, .. } => {
-                Permission::ProjectReader(project.clone())
+            Self::ListRepositories(project) => Permission::Repositories(project.clone(), Pull),
+            Self::GetRepository(path) | Self::ListArtifacts(path) => path.may(Pull),
+            Self::GetArtifact(path) | Self::ListTags(path) => path.repository.may(Pull),
+            Self::AddTag(path) => path.repository.may(Push),
+            Self::DeleteRepository(path) => path.may(Delete),
+            Self::DeleteArtifact(path) | Self::DeleteTag { artifact: path, .. } => {
+                path.repository.may(Delete)
             }
             Self::CreateProject => Permission::CreateProject,
             Self::UpdateProject(project)
@@ -235,6 +304,26 @@ impl ApiEndpoint {
             | Self::RefreshRobotSecret(robot)
             | Self::DeleteRobot(robot) => Permission::RobotAdmin(robot.clone()),
         }
+    }
+}
+
+impl RepositoryPath {
+    fn may(&self, action: Action) -> Permission {
+        Permission::Repositories(self.project.clone(), action)
+    }
+}
+
+fn repository_path(project: &str, repository: &str) -> RepositoryPath {
+    RepositoryPath {
+        project: project.to_owned(),
+        repository: decode_again(repository),
+    }
+}
+
+fn artifact_path(project: &str, repository: &str, reference: &str) -> ArtifactPath {
+    ArtifactPath {
+        repository: repository_path(project, repository),
+        reference: reference.to_owned(),
     }
 }
 
@@ -334,6 +423,45 @@ mod tests {
                 ApiEndpoint::RefreshRobotSecret("robot$team+ci".into()),
                 Permission::RobotAdmin("robot$team+ci".into()),
             ),
+            (
+                Method::GET,
+                "/projects/team/repositories",
+                ApiEndpoint::ListRepositories("team".into()),
+                Permission::Repositories("team".into(), Pull),
+            ),
+            (
+                Method::DELETE,
+                "/projects/team/repositories/a%252Fb",
+                ApiEndpoint::DeleteRepository(repository_path("team", "a%2Fb")),
+                Permission::Repositories("team".into(), Delete),
+            ),
+            (
+                Method::GET,
+                "/projects/team/repositories/app/artifacts",
+                ApiEndpoint::ListArtifacts(repository_path("team", "app")),
+                Permission::Repositories("team".into(), Pull),
+            ),
+            (
+                Method::DELETE,
+                "/projects/team/repositories/app/artifacts/sha256%3Aabc",
+                ApiEndpoint::DeleteArtifact(artifact_path("team", "app", "sha256:abc")),
+                Permission::Repositories("team".into(), Delete),
+            ),
+            (
+                Method::POST,
+                "/projects/team/repositories/app/artifacts/v1/tags",
+                ApiEndpoint::AddTag(artifact_path("team", "app", "v1")),
+                Permission::Repositories("team".into(), Push),
+            ),
+            (
+                Method::DELETE,
+                "/projects/team/repositories/app/artifacts/v1/tags/old",
+                ApiEndpoint::DeleteTag {
+                    artifact: artifact_path("team", "app", "v1"),
+                    tag: "old".into(),
+                },
+                Permission::Repositories("team".into(), Delete),
+            ),
         ];
         for (method, path, endpoint, permission) in cases {
             let parsed = parse(method.clone(), path).expect(path);
@@ -356,6 +484,16 @@ mod tests {
             (Method::POST, "/robots/robot%24team+ci"),
             (Method::DELETE, "/audit-logs"),
             (Method::PUT, "/projects/team/repositories/app"),
+            (Method::POST, "/projects/team/repositories"),
+            (Method::PUT, "/projects/team/repositories/app/artifacts/v1"),
+            (
+                Method::PUT,
+                "/projects/team/repositories/app/artifacts/v1/tags",
+            ),
+            (
+                Method::GET,
+                "/projects/team/repositories/app/artifacts/v1/tags/old",
+            ),
             (Method::PATCH, "/projects/team/webhook/policies/1"),
             (Method::POST, "/projects/team/webhook/policies/1/executions"),
             (Method::POST, "/projects/team/logs"),

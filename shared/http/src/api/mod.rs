@@ -18,6 +18,9 @@
 //! | `GET /projects/{p}/members` | the project's members and system admins |
 //! | `POST`, `PUT`, `DELETE /projects/{p}/members[/{u}]` | the project's admins and system admins |
 //! | `POST /robots`, `GET /projects/{p}/robots`, `GET`, `PUT`, `PATCH`, `DELETE /robots/{r}` | the robot's project's admins and system admins |
+//! | `GET /projects/{p}/repositories[/{r}[/artifacts[/{ref}[/tags]]]]` | whoever may pull from the project |
+//! | `POST .../artifacts/{ref}/tags` | whoever may push to the project |
+//! | `DELETE .../repositories/{r}`, `.../artifacts/{ref}`, `.../tags/{tag}` | whoever may delete in the project (maintainers, project admins, system admins) |
 //!
 //! [`ApiEndpoint`] parses each request and names its permission; the use cases are
 //! [`berth_app::Accounts`]'s; this module translates between them and Harbor's JSON.
@@ -46,6 +49,7 @@ pub use berth_app::{AccountSettings, ProjectCreation};
 
 mod audit;
 mod endpoint;
+mod repositories;
 mod webhooks;
 
 /// Where the management API is mounted.
@@ -398,27 +402,16 @@ async fn serve(
                 &json!({ "most_pulled": most_pulled, "daily_pulls": daily }),
             )
         }
-        ApiEndpoint::GetRepository {
-            project,
-            repository,
-        } => {
-            let name = repository_name(&project, &repository)?;
-            let usage = accounts.repository_usage(&name).await?;
-            let mut answer = json!({ "name": name.as_str(), "project_name": project });
-            usage_fields(&mut answer, &usage, "update_time");
-            json_reply(StatusCode::OK, &answer)
-        }
-        ApiEndpoint::GetArtifact {
-            project,
-            repository,
-            reference,
-        } => {
-            let name = repository_name(&project, &repository)?;
-            let reference: berth_core::Reference = reference.parse()?;
-            let (digest, usage) = accounts.artifact_usage(&name, &reference).await?;
-            let mut answer = json!({ "digest": digest.as_str(), "repository_name": name.as_str() });
-            usage_fields(&mut answer, &usage, "push_time");
-            json_reply(StatusCode::OK, &answer)
+        ApiEndpoint::ListRepositories(_)
+        | ApiEndpoint::GetRepository(_)
+        | ApiEndpoint::DeleteRepository(_)
+        | ApiEndpoint::ListArtifacts(_)
+        | ApiEndpoint::GetArtifact(_)
+        | ApiEndpoint::DeleteArtifact(_)
+        | ApiEndpoint::ListTags(_)
+        | ApiEndpoint::AddTag(_)
+        | ApiEndpoint::DeleteTag { .. } => {
+            repositories::serve(accounts, endpoint, caller, query, body).await
         }
         ApiEndpoint::AuditLogs => {
             let parsed = audit::parse_query(query, None)?;
@@ -435,7 +428,10 @@ async fn serve(
 }
 
 /// `project/repository` as a repository name.
-fn repository_name(project: &str, repository: &str) -> Result<berth_core::RepositoryName> {
+pub(crate) fn repository_name(
+    project: &str,
+    repository: &str,
+) -> Result<berth_core::RepositoryName> {
     format!("{project}/{repository}").parse()
 }
 
@@ -449,7 +445,11 @@ fn day_date(day: u64) -> String {
 }
 
 /// Harbor's usage fields: `pull_count`, `pull_time` and the push time under `push_name`.
-fn usage_fields(answer: &mut Value, usage: &berth_core::statistics::Usage, push_name: &str) {
+pub(crate) fn usage_fields(
+    answer: &mut Value,
+    usage: &berth_core::statistics::Usage,
+    push_name: &str,
+) {
     let time = |ms: Option<u64>| {
         ms.and_then(|ms| i64::try_from(ms).ok())
             .and_then(chrono::DateTime::from_timestamp_millis)
@@ -511,6 +511,48 @@ pub(crate) fn created(location: &str, value: Option<&Value>) -> Reply {
 
 pub(crate) fn ok() -> Reply {
     Ok(StatusCode::OK.into_response())
+}
+
+/// A page of a listing with Harbor's paging headers: `X-Total-Count`, and a `Link` to the
+/// previous and next pages that keeps the request's `q` and `sort`.
+pub(crate) fn paged_reply(
+    path: &str,
+    request_query: Option<&str>,
+    (page, page_size): (usize, usize),
+    total: usize,
+    body: &Value,
+) -> Result<Response> {
+    let kept: Vec<(String, String)> =
+        form_urlencoded::parse(request_query.unwrap_or("").as_bytes())
+            .filter(|(key, _)| key != "page" && key != "page_size")
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect();
+    let link = |page_number: usize, rel: &str| {
+        let mut url = form_urlencoded::Serializer::new(String::new());
+        url.append_pair("page", &page_number.to_string());
+        url.append_pair("page_size", &page_size.to_string());
+        for (key, value) in &kept {
+            url.append_pair(key, value);
+        }
+        format!("<{API_PREFIX}{path}?{}>; rel=\"{rel}\"", url.finish())
+    };
+    let mut links = Vec::new();
+    if page > 1 {
+        links.push(link(page - 1, "prev"));
+    }
+    if page.saturating_mul(page_size) < total {
+        links.push(link(page + 1, "next"));
+    }
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/json")
+        .header("x-total-count", total);
+    if !links.is_empty() {
+        response = response.header(http::header::LINK, header_value(&links.join(" , ")));
+    }
+    response
+        .body(Body::from(body.to_string()))
+        .map_err(|e| RegistryError::internal(format!("building an answer: {e}")))
 }
 
 /// `page` (from 1) and `page_size` (at most [`MAX_PAGE_SIZE`], default 10), as Harbor pages.
