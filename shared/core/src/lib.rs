@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod digest;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod manifest;
 pub mod names;
 pub mod ports;

@@ -147,6 +147,20 @@ pub fn parse_manifest(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed
     }
 }
 
+/// The distinct blobs (config and layers) a stored manifest references, as the blob index
+/// counts them: none for an index, or for bytes that do not parse.
+pub fn referenced_blobs(media_type: &str, bytes: &[u8]) -> Vec<Target> {
+    let Ok(parsed) = parse_manifest(Some(media_type), bytes) else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::HashSet::new();
+    parsed
+        .blobs
+        .into_iter()
+        .filter(|blob| seen.insert(blob.digest.clone()))
+        .collect()
+}
+
 fn target(descriptor: &Descriptor) -> Result<Target> {
     let digest = descriptor.digest().to_string().parse()?;
     Ok(Target {

@@ -14,12 +14,18 @@ use futures_util::{Stream, StreamExt};
 use crate::digest::{Algorithm, Digest, DigestHasher};
 use crate::error::{ErrorCode, ErrorHint, RegistryError, Result};
 use crate::events::{Event, EventKind, EventSink, RequestContext};
+use crate::gc::{Claim, GarbageIndex};
 use crate::manifest::{ReferrerDescriptor, parse_manifest};
 use crate::names::{Reference, RepositoryName, UploadId};
 use crate::ports::{
     BlobStore, ByteStream, ManifestRecord, MetadataStore, StagedUpload, UploadSession,
 };
 use crate::range::{ChunkRange, resolve_range};
+
+/// How often, and how long apart, a claim is tried while a collection run deletes the blob
+/// (deleting one blob takes one store call and two metadata writes).
+const CLAIM_ATTEMPTS: u32 = 100;
+const CLAIM_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Largest page a tag or catalog listing serves.
 pub const MAX_PAGE_SIZE: usize = 10_000;
@@ -32,6 +38,7 @@ pub struct Registry {
     meta: Arc<dyn MetadataStore>,
     busy_uploads: Arc<Mutex<HashSet<UploadId>>>,
     events: Option<Arc<dyn EventSink>>,
+    garbage: Option<Arc<dyn GarbageIndex>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -100,7 +107,30 @@ impl Registry {
             meta,
             busy_uploads: Arc::default(),
             events: None,
+            garbage: None,
         }
+    }
+
+    /// Claims each blob in `index` before its bytes are published or it is linked, so that
+    /// garbage collection running meanwhile never deletes it (see [`crate::gc`]).
+    pub fn with_garbage_index(mut self, index: Arc<dyn GarbageIndex>) -> Self {
+        self.garbage = Some(index);
+        self
+    }
+
+    /// Claims a blob about to be published or linked; waits while a collection run deletes
+    /// it (then it is uploaded anew). `false`: the blob is being deleted and the wait is up.
+    async fn claim_blob(&self, digest: &Digest, size: u64) -> Result<bool> {
+        let Some(index) = &self.garbage else {
+            return Ok(true);
+        };
+        for _ in 0..CLAIM_ATTEMPTS {
+            match index.claim_blob(digest, size, crate::gc::now_ms()).await? {
+                Claim::Claimed => return Ok(true),
+                Claim::Collecting => tokio::time::sleep(CLAIM_PAUSE).await,
+            }
+        }
+        Ok(false)
     }
 
     /// Publishes what happens to `events` (in a Lambda deployment the table's stream and the
@@ -343,7 +373,9 @@ impl Registry {
                 .meta
                 .blob_links(from, std::slice::from_ref(digest))
                 .await?;
-            if let Some(size) = sizes.into_iter().next().flatten() {
+            if let Some(size) = sizes.into_iter().next().flatten()
+                && self.claim_blob(digest, size).await?
+            {
                 self.meta.link_blob(repository, digest, size).await?;
                 self.publish(context, || EventKind::BlobMounted {
                     repository: repository.clone(),
@@ -392,6 +424,9 @@ impl Registry {
                 ..staged.clone()
             };
             verify_digest(hasher.finish(), digest)?;
+            if !self.claim_blob(digest, written).await? {
+                return Err(crate::gc::still_collecting(digest));
+            }
             self.blobs.commit(&staged, digest).await?;
             self.meta.link_blob(repository, digest, written).await?;
             Ok(written)
@@ -450,6 +485,9 @@ impl Registry {
         if let Err(mismatch) = verify_digest(actual, digest) {
             self.discard(&session).await;
             return Err(mismatch);
+        }
+        if !self.claim_blob(digest, session.staged.size).await? {
+            return Err(crate::gc::still_collecting(digest));
         }
         self.blobs.commit(&session.staged, digest).await?;
         self.meta

@@ -1,7 +1,8 @@
 //! Berth's local storage, for `berth serve` without any cloud account: blob bytes in a
 //! directory ([`FsBlobStore`]) and registry metadata, accounts, projects and replication in
 //! an embedded redb database ([`RedbMetadataStore`], which implements `MetadataStore`,
-//! `AccountStore`, `ReplicationStore`, `AuditStore`, `StatisticsStore` and `WebhookStore`).
+//! `AccountStore`, `ReplicationStore`, `AuditStore`, `StatisticsStore`, `WebhookStore`, and
+//! garbage collection's `GarbageIndex` and `GcHistory`).
 //!
 //! A data directory holds both:
 //!
@@ -12,12 +13,13 @@
 //!                             users, projects, members, robot accounts, login failures,
 //!                             replication endpoints, policies, executions and tasks,
 //!                             the audit log, pull and push counters, webhook policies
-//!                             and deliveries
+//!                             and deliveries, blob records and garbage collection runs
 //! ```
 
 mod accounts;
 mod audit;
 mod blobs;
+mod garbage;
 mod metadata;
 mod replication;
 mod statistics;

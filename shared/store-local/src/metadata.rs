@@ -35,6 +35,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::garbage;
 use async_trait::async_trait;
 use berth_core::error::{RegistryError, Result};
 use berth_core::manifest::ReferrerDescriptor;
@@ -55,8 +56,9 @@ const REFERRERS: TableDefinition<(&str, &str, &str), &str> = TableDefinition::ne
 const BLOB_LINKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("blob_links");
 const UPLOADS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("uploads");
 
-/// The layout version this code reads and writes; bump it with a migration.
-const SCHEMA_VERSION: u64 = 1;
+/// The layout version this code reads and writes; bump it with a migration. Version 2 added
+/// the blob records of garbage collection (`garbage.rs`).
+const SCHEMA_VERSION: u64 = 2;
 
 /// Registry metadata in a redb database file.
 pub struct RedbMetadataStore {
@@ -136,6 +138,14 @@ fn create_tables(db: &Database) -> Result<u64, redb::Error> {
             }
         }
     };
+    crate::garbage::create_tables(&txn)?;
+    let version = if version == 1 {
+        migrate_to_blob_records(&txn)?;
+        txn.open_table(SCHEMA)?.insert("version", 2)?;
+        2
+    } else {
+        version
+    };
     txn.open_table(REPOSITORIES)?;
     txn.open_table(MANIFESTS)?;
     txn.open_table(TAGS)?;
@@ -148,6 +158,28 @@ fn create_tables(db: &Database) -> Result<u64, redb::Error> {
     crate::webhooks::create_tables(&txn)?;
     txn.commit()?;
     Ok(version)
+}
+
+/// Layout version 1 to 2: every linked or referenced blob gets its record.
+fn migrate_to_blob_records(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let links: Vec<(String, u64)> = txn
+        .open_table(BLOB_LINKS)?
+        .iter()?
+        .map(|row| {
+            let (key, size) = row?;
+            Ok((key.value().1.to_owned(), size.value()))
+        })
+        .collect::<Result<_, redb::Error>>()?;
+    let manifests: Vec<(String, Vec<u8>)> = txn
+        .open_table(MANIFESTS)?
+        .iter()?
+        .map(|row| {
+            let (_, value) = row?;
+            let (media_type, _, bytes) = value.value();
+            Ok((media_type.to_owned(), bytes.to_vec()))
+        })
+        .collect::<Result<_, redb::Error>>()?;
+    crate::garbage::migrate_to_records(txn, &links, &manifests, berth_core::gc::now_ms())
 }
 
 /// The smallest string above `key`. Tuple elements compare as whole strings, so
@@ -274,8 +306,21 @@ impl MetadataStore for RedbMetadataStore {
                 Some((subject.to_string(), json))
             }
         };
+        let now_ms = berth_core::gc::now_ms();
         self.write(move |txn| {
             let subject = referrer.as_ref().map(|(subject, _)| subject.as_str());
+            // A manifest new in this repository adds its references; one stored again does
+            // not.
+            let new = txn
+                .open_table(MANIFESTS)?
+                .get((repo.as_str(), digest.as_str()))?
+                .is_none();
+            if new {
+                if let Err(collected) = garbage::check_references(txn, &media_type, &bytes)? {
+                    return Ok(Err(garbage::collected_blob(&collected)));
+                }
+                garbage::add_references(txn, &media_type, &bytes, now_ms)?;
+            }
             txn.open_table(REPOSITORIES)?.insert(repo.as_str(), ())?;
             txn.open_table(MANIFESTS)?.insert(
                 (repo.as_str(), digest.as_str()),
@@ -291,21 +336,27 @@ impl MetadataStore for RedbMetadataStore {
                 txn.open_table(TAGS)?
                     .insert((repo.as_str(), tag.as_str()), digest.as_str())?;
             }
-            Ok(())
+            Ok(Ok(()))
         })
-        .await
+        .await?
     }
 
     async fn delete_manifest(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool> {
         let (repo, digest) = (repository.to_string(), digest.to_string());
         self.write(move |txn| {
-            let subject = {
+            let (subject, media_type, bytes) = {
                 let mut manifests = txn.open_table(MANIFESTS)?;
                 let Some(removed) = manifests.remove((repo.as_str(), digest.as_str()))? else {
                     return Ok(false);
                 };
-                removed.value().1.map(str::to_owned)
+                let (media_type, subject, bytes) = removed.value();
+                (
+                    subject.map(str::to_owned),
+                    media_type.to_owned(),
+                    bytes.to_vec(),
+                )
             };
+            garbage::drop_references(txn, &media_type, &bytes)?;
             if let Some(subject) = subject {
                 txn.open_table(REFERRERS)?.remove((
                     repo.as_str(),
@@ -454,6 +505,18 @@ impl MetadataStore for RedbMetadataStore {
                 Bound::Excluded((end.as_str(), "")),
             );
             txn.open_table(TAGS)?.retain_in(pairs, |_, _| false)?;
+            let removed: Vec<(String, Vec<u8>)> = txn
+                .open_table(MANIFESTS)?
+                .range::<(&str, &str)>(pairs)?
+                .map(|row| {
+                    let (_, value) = row?;
+                    let (media_type, _, bytes) = value.value();
+                    Ok((media_type.to_owned(), bytes.to_vec()))
+                })
+                .collect::<Result<_, redb::Error>>()?;
+            for (media_type, bytes) in &removed {
+                garbage::drop_references(txn, media_type, bytes)?;
+            }
             txn.open_table(MANIFESTS)?.retain_in(pairs, |_, _| false)?;
             txn.open_table(BLOB_LINKS)?.retain_in(pairs, |_, _| false)?;
             txn.open_table(REFERRERS)?.retain_in(
@@ -516,12 +579,16 @@ impl MetadataStore for RedbMetadataStore {
     ) -> Result<Vec<Option<u64>>> {
         self.read(|txn| {
             let links = txn.open_table(BLOB_LINKS)?;
+            let records = txn.open_table(garbage::BLOB_RECORDS)?;
             digests
                 .iter()
                 .map(|d| {
-                    Ok(links
-                        .get((repository.as_str(), d.as_str()))?
-                        .map(|size| size.value()))
+                    let Some(size) = links.get((repository.as_str(), d.as_str()))? else {
+                        return Ok(None);
+                    };
+                    // A link to a blob garbage collection deleted (or is deleting) stays
+                    // until its repository goes, unserved.
+                    Ok(garbage::servable(&records, d.as_str())?.then(|| size.value()))
                 })
                 .collect()
         })

@@ -82,3 +82,10 @@ async fn suites_share_one_data_directory() {
         run_all_replication_store(&metadata).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_garbage_index_conforms() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = RedbMetadataStore::open(dir.path().join("metadata.redb")).expect("opening");
+    berth_core::conformance::garbage_index::run_all(&store).await;
+}
