@@ -171,6 +171,11 @@ enum Command {
         /// How many days the audit log keeps an entry.
         #[arg(long, env = "BERTH_AUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
         audit_retention_days: u32,
+
+        /// How long garbage collection leaves a blob alone after it was uploaded or linked,
+        /// so that a push between its last layer and its manifest is not refused.
+        #[arg(long, env = "BERTH_GC_GRACE", default_value = "7200s", value_parser = parse_seconds)]
+        gc_grace: Duration,
     },
     /// Create what the configured storage needs before first use (the data directory; the
     /// DynamoDB table, idempotently), and the first accounts: the system administrator
@@ -269,10 +274,16 @@ fn main() -> ExitCode {
                 shutdown_grace,
                 audit,
                 audit_retention_days,
+                gc_grace,
             } => {
                 let retention =
                     audit.then(|| Duration::from_secs(u64::from(audit_retention_days) * 86_400));
-                serve(listen, storage.config(), &auth, shutdown_grace, retention).await
+                let options = ServeOptions {
+                    shutdown_grace,
+                    audit_retention: retention,
+                    gc_grace,
+                };
+                serve(listen, storage.config(), &auth, options).await
             }
             Command::UploadFront {
                 listen,
@@ -426,13 +437,26 @@ async fn first_accounts(
     Ok(())
 }
 
+/// How `berth serve` behaves beyond its storage and auth.
+#[derive(Debug)]
+struct ServeOptions {
+    shutdown_grace: Duration,
+    /// How long audit entries are kept; `None`: no audit log.
+    audit_retention: Option<Duration>,
+    gc_grace: Duration,
+}
+
 async fn serve(
     listen: SocketAddr,
     storage: StorageConfig,
     auth_args: &AuthArgs,
-    grace: Duration,
-    audit_retention: Option<Duration>,
+    options: ServeOptions,
 ) -> Result<(), String> {
+    let ServeOptions {
+        shutdown_grace: grace,
+        audit_retention,
+        gc_grace,
+    } = options;
     let stores = storage
         .open_stores()
         .await
@@ -475,6 +499,7 @@ async fn serve(
         events = events.subscribe(Arc::new(sender));
     }
     let replication = berth_runtime::replication::start_local(&stores, secrets, events, |r| r);
+    let gc = stores.start_gc(replication.events.clone(), gc_grace);
     let mut routes = Routes::new()
         .registry(
             replication.registry.clone(),
@@ -484,7 +509,8 @@ async fn serve(
         .events(replication.events.clone())
         .audit(stores.audit.clone())
         .statistics(stores.statistics.clone())
-        .webhooks(stores.webhooks.clone());
+        .webhooks(stores.webhooks.clone())
+        .gc(gc);
     if let Some(auth) = &auth {
         routes = routes.accounts(auth, stores.accounts.clone(), stores.metadata.clone());
     }

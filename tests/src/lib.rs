@@ -93,7 +93,7 @@ pub struct TestRegistry {
     receive_buffer: Option<u32>,
     storage: StorageConfig,
     /// Holds the data directory for as long as the registry runs.
-    _data_dir: TempDir,
+    data_dir: TempDir,
 }
 
 #[derive(Debug)]
@@ -133,8 +133,35 @@ impl TestRegistry {
             server: Some(server),
             receive_buffer,
             storage,
-            _data_dir: data_dir,
+            data_dir,
         }
+    }
+
+    /// Starts a registry on embedded storage and hands back its stores, for tests that work
+    /// on them beside the registry (garbage collection). It cannot [`Self::restart`]: the
+    /// caller holds the database.
+    pub async fn start_with_stores() -> (Self, berth_runtime::Stores) {
+        let data_dir = tempfile::tempdir().expect("a temporary data directory");
+        let storage = StorageConfig::local(data_dir.path());
+        let stores = storage.open_stores().await.expect("the storage opens");
+        let router = berth_runtime::Routes::new()
+            .registry(stores.registry(), berth_runtime::Settings::default())
+            .build();
+        let (addr, server) = serve_router(router, None).await;
+        let registry = Self {
+            addr,
+            client: http_client(),
+            server: Some(server),
+            receive_buffer: None,
+            storage,
+            data_dir,
+        };
+        (registry, stores)
+    }
+
+    /// The data directory of embedded storage.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
     }
 
     /// Starts a registry on the given storage (for example S3 and DynamoDB), which must be
@@ -149,7 +176,7 @@ impl TestRegistry {
             server: Some(server),
             receive_buffer: None,
             storage,
-            _data_dir: data_dir,
+            data_dir,
         }
     }
 
@@ -426,7 +453,13 @@ async fn serve(
     let router = berth_runtime::Routes::new()
         .registry(registry, berth_runtime::Settings::default())
         .build();
+    serve_router(router, receive_buffer).await
+}
 
+async fn serve_router(
+    router: axum::Router,
+    receive_buffer: Option<u32>,
+) -> (SocketAddr, RunningServer) {
     let socket = TcpSocket::new_v4().expect("a TCP socket");
     if let Some(size) = receive_buffer {
         socket

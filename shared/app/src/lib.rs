@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod artifacts;
 pub mod event_log;
+pub mod gc;
 pub mod permission;
 pub mod recorder;
 pub mod webhooks;
@@ -22,6 +23,7 @@ pub use artifacts::{
     RepositoryQuery, RepositorySummary,
 };
 pub use event_log::EventLog;
+pub use gc::{GarbageCollection, GcRunner, ScheduleRequest};
 pub use permission::{Caller, Permission};
 pub use recorder::{EventRecorder, Records};
 pub use webhooks::{Deliverer, Retries, WebhookJob, WebhookQueue, WebhookSender, WebhookSpec};

@@ -93,9 +93,10 @@ pub trait GarbageIndex: Send + Sync + 'static {
     /// Up to `limit` candidates in digest order, after `after`.
     async fn candidates(&self, after: Option<&str>, limit: usize) -> Result<Vec<Digest>>;
 
-    /// Forgets a candidate that turned out to be referenced. A blob that loses its last
-    /// reference later becomes one again.
-    async fn drop_candidate(&self, digest: &Digest) -> Result<()>;
+    /// Forgets candidates that turned out to be referenced or unknown, in one write; one
+    /// that is unreferenced again by now stays. A blob that loses its last reference later
+    /// becomes a candidate again.
+    async fn drop_candidates(&self, digests: &[Digest]) -> Result<()>;
 
     /// Marks the blob collecting if it is live, has no references and was last touched
     /// before `cutoff_ms`, or is already marked (by a run that stopped). Returns the record
@@ -289,8 +290,17 @@ impl std::fmt::Debug for Collector {
     }
 }
 
-/// Untagged manifests deleted per step, at most; candidates visited per step.
+/// Repositories whose untagged manifests one step deletes.
 const REPOSITORIES_PER_STEP: usize = 10;
+
+/// What a visit made of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    /// It stays a candidate (deleted blobs too, until their record is forgotten).
+    Kept,
+    /// Referenced or unknown: no longer a candidate.
+    Settled,
+}
 
 impl Collector {
     pub fn new(
@@ -375,8 +385,14 @@ impl Collector {
         budget: usize,
     ) -> Result<()> {
         let candidates = self.index.candidates(after.as_deref(), budget).await?;
+        let mut settled = Vec::new();
         for digest in &candidates {
-            self.visit(progress, digest).await?;
+            if self.visit(progress, digest).await? == Visit::Settled {
+                settled.push(digest.clone());
+            }
+        }
+        if !settled.is_empty() {
+            self.index.drop_candidates(&settled).await?;
         }
         progress.phase = match candidates.last() {
             Some(last) if candidates.len() == budget => Phase::Blobs {
@@ -391,9 +407,11 @@ impl Collector {
         Ok(())
     }
 
-    async fn visit(&self, progress: &mut GcProgress, digest: &Digest) -> Result<()> {
+    /// Decides one candidate: deletes it, leaves it for a later run, or finds it settled
+    /// (referenced, or unknown) so that it stops being a candidate.
+    async fn visit(&self, progress: &mut GcProgress, digest: &Digest) -> Result<Visit> {
         let Some(record) = self.index.blob_record(digest).await? else {
-            return self.index.drop_candidate(digest).await;
+            return Ok(Visit::Settled);
         };
         match record.state {
             BlobState::Collected => {
@@ -401,13 +419,11 @@ impl Collector {
                 if record.touched_ms < before && !progress.options.dry_run {
                     self.index.forget_collected(digest, before).await?;
                 }
-                return Ok(());
+                return Ok(Visit::Kept);
             }
-            BlobState::Live if record.refs > 0 => {
-                return self.index.drop_candidate(digest).await;
-            }
+            BlobState::Live if record.refs > 0 => return Ok(Visit::Settled),
             // Within the grace window: a later run decides.
-            BlobState::Live if record.touched_ms >= progress.cutoff_ms => return Ok(()),
+            BlobState::Live if record.touched_ms >= progress.cutoff_ms => return Ok(Visit::Kept),
             BlobState::Live | BlobState::Collecting => {}
         }
         if progress.options.dry_run {
@@ -417,17 +433,17 @@ impl Collector {
             ));
             progress.blobs_deleted += 1;
             progress.bytes_freed += record.size;
-            return Ok(());
+            return Ok(Visit::Kept);
         }
         let Some(marked) = self.index.begin_collect(digest, progress.cutoff_ms).await? else {
-            return Ok(());
+            return Ok(Visit::Kept);
         };
         self.blobs.delete(digest).await?;
         self.index.end_collect(digest, now_ms()).await?;
         progress.note(format!("blob {digest} ({} bytes): deleted", marked.size));
         progress.blobs_deleted += 1;
         progress.bytes_freed += marked.size;
-        Ok(())
+        Ok(Visit::Kept)
     }
 }
 

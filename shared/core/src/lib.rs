@@ -15,6 +15,7 @@ pub mod ports;
 pub mod range;
 pub mod registry;
 pub mod replication;
+pub mod schedule;
 pub mod statistics;
 pub mod webhooks;
 

@@ -8,5 +8,5 @@ pub mod engine;
 pub mod local;
 pub mod remote;
 pub mod rules;
-pub mod schedule;
+pub use berth_core::schedule;
 pub mod secrets;

@@ -58,9 +58,7 @@ pub fn start_local(
 ) -> LocalReplication {
     let (queue, jobs) = LocalQueue::new();
     let events = Arc::new(events.subscribe(Arc::new(queue.clone())));
-    let registry = Arc::new(
-        Registry::new(stores.blobs.clone(), stores.metadata.clone()).with_events(events.clone()),
-    );
+    let registry = Arc::new(stores.registry_with(|registry| registry.with_events(events.clone())));
     let replicator = Arc::new(configure(
         Replicator::new(
             stores.replication.clone(),

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use berth_app::Accounts;
+use berth_app::{Accounts, GarbageCollection};
 use berth_core::ports::MetadataStore;
 use berth_core::{AccountStore, AuditStore, EventSink, Registry, StatisticsStore, WebhookStore};
 use berth_http::{ManagementApi, Router, Settings, TokenEndpoint, api_router_with, token_router};
@@ -22,6 +22,7 @@ pub struct Routes<'a> {
     audit: Option<Arc<dyn AuditStore>>,
     statistics: Option<Arc<dyn StatisticsStore>>,
     webhooks: Option<Arc<dyn WebhookStore>>,
+    gc: Option<Arc<GarbageCollection>>,
 }
 
 /// What the token endpoint and the management API are built from.
@@ -101,6 +102,12 @@ impl<'a> Routes<'a> {
         self
     }
 
+    /// Garbage collection, served under `/system/gc` by the management API.
+    pub fn gc(mut self, gc: Option<Arc<GarbageCollection>>) -> Self {
+        self.gc = gc;
+        self
+    }
+
     pub fn build(self) -> Router {
         let mut router = Router::new();
         let management = self.accounts.as_ref().map(|(auth, accounts, metadata)| {
@@ -122,10 +129,14 @@ impl<'a> Routes<'a> {
                 Some(statistics) => accounts.with_statistics(statistics.clone()),
                 None => accounts,
             };
-            Arc::new(ManagementApi::new(match &self.webhooks {
+            let api = ManagementApi::new(match &self.webhooks {
                 Some(webhooks) => accounts.with_webhooks(webhooks.clone()),
                 None => accounts,
-            }))
+            });
+            Arc::new(match &self.gc {
+                Some(gc) => api.with_gc(gc.clone()),
+                None => api,
+            })
         });
         if let Some((auth, ..)) = &self.accounts {
             let endpoint = TokenEndpoint::new(auth.tokens.clone(), &auth.config.service);

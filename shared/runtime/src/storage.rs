@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_core::gc::{GarbageIndex, GcHistory};
 use berth_core::ports::{BlobStore, MetadataStore};
 use berth_core::{
     AccountStore, AuditStore, Registry, RegistryError, ReplicationStore, Result, StatisticsStore,
@@ -159,7 +160,11 @@ type MetadataParts = (
     Option<Arc<dyn AuditStore>>,
     Option<Arc<dyn StatisticsStore>>,
     Option<Arc<dyn WebhookStore>>,
+    Option<GarbageParts>,
 );
+
+/// Garbage collection's blob index and run history, for a metadata adapter that keeps them.
+pub type GarbageParts = (Arc<dyn GarbageIndex>, Arc<dyn GcHistory>);
 
 /// The storage of one registry process.
 #[derive(Debug, Clone)]
@@ -183,6 +188,9 @@ pub struct Stores {
     pub statistics: Option<Arc<dyn StatisticsStore>>,
     /// Where webhook policies and deliveries are kept.
     pub webhooks: Option<Arc<dyn WebhookStore>>,
+    /// Garbage collection's blob index and runs, when this storage keeps them (embedded
+    /// storage; the DynamoDB table does not count references yet).
+    pub garbage: Option<GarbageParts>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -193,7 +201,37 @@ impl std::fmt::Debug for Stores {
 
 impl Stores {
     pub fn registry(&self) -> Arc<Registry> {
-        Arc::new(Registry::new(self.blobs.clone(), self.metadata.clone()))
+        Arc::new(self.registry_with(|registry| registry))
+    }
+
+    /// Garbage collection over these stores, publishing to `events`, when the storage keeps
+    /// a garbage index; its runner started in the background of this process (it resumes a
+    /// run a restart cut short).
+    pub fn start_gc(
+        &self,
+        events: Arc<dyn berth_core::EventSink>,
+        grace: Duration,
+    ) -> Option<Arc<berth_app::GarbageCollection>> {
+        let (index, history) = self.garbage.clone()?;
+        let collector =
+            berth_core::gc::Collector::new(self.metadata.clone(), index, self.blobs.clone())
+                .with_events(events.clone());
+        let gc = Arc::new(
+            berth_app::GarbageCollection::new(collector, history, grace).with_events(events),
+        );
+        berth_app::GcRunner::spawn(gc.clone());
+        Some(gc)
+    }
+
+    /// The registry over these stores (claiming blobs in the garbage index when there is
+    /// one), as `configure` finishes it.
+    pub fn registry_with(&self, configure: impl FnOnce(Registry) -> Registry) -> Registry {
+        let registry = Registry::new(self.blobs.clone(), self.metadata.clone());
+        let registry = match &self.garbage {
+            Some((index, _)) => registry.with_garbage_index(index.clone()),
+            None => registry,
+        };
+        configure(registry)
     }
 }
 
@@ -227,10 +265,11 @@ impl StorageConfig {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
             BlobLocation::S3 { bucket, prefix } => self.open_s3(aws, bucket, prefix).await?,
         };
-        let (metadata, accounts, replication, audit, statistics, webhooks) = match &self.metadata {
-            MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
-            MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
-        };
+        let (metadata, accounts, replication, audit, statistics, webhooks, garbage) =
+            match &self.metadata {
+                MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
+                MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
+            };
         tracing::info!(blobs = ?self.blobs, metadata = ?self.metadata, "storage opened");
         Ok(Stores {
             blobs,
@@ -240,6 +279,7 @@ impl StorageConfig {
             audit,
             statistics,
             webhooks,
+            garbage,
         })
     }
 
@@ -287,7 +327,8 @@ impl StorageConfig {
                     m.clone() as Arc<dyn ReplicationStore>,
                     Some(m.clone() as Arc<dyn AuditStore>),
                     Some(m.clone() as Arc<dyn StatisticsStore>),
-                    Some(m as Arc<dyn WebhookStore>),
+                    Some(m.clone() as Arc<dyn WebhookStore>),
+                    Some((m.clone() as Arc<dyn GarbageIndex>, m as Arc<dyn GcHistory>)),
                 )
             }),
         ))
@@ -343,6 +384,7 @@ async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
         Some(store.clone() as Arc<dyn AuditStore>),
         Some(store.clone() as Arc<dyn StatisticsStore>),
         Some(store as Arc<dyn WebhookStore>),
+        None,
     ))
 }
 

@@ -225,20 +225,21 @@ impl GarbageIndex for RedbMetadataStore {
             .collect()
     }
 
-    async fn drop_candidate(&self, digest: &Digest) -> Result<()> {
-        let digest = digest.to_string();
+    async fn drop_candidates(&self, digests: &[Digest]) -> Result<()> {
+        let digests: Vec<String> = digests.iter().map(ToString::to_string).collect();
         self.write(move |txn| {
-            // Only while it is still referenced (a deletion since may have made it one
-            // again) or unknown.
-            let keep = txn
-                .open_table(BLOB_RECORDS)?
-                .get(digest.as_str())?
-                .is_some_and(|r| {
+            let records = txn.open_table(BLOB_RECORDS)?;
+            let mut candidates = txn.open_table(CANDIDATES)?;
+            for digest in &digests {
+                // Only while it is still referenced (a deletion since may have made it one
+                // again) or unknown.
+                let keep = records.get(digest.as_str())?.is_some_and(|r| {
                     let (_, refs, _, state) = r.value();
                     refs == 0 || state != LIVE
                 });
-            if !keep {
-                txn.open_table(CANDIDATES)?.remove(digest.as_str())?;
+                if !keep {
+                    candidates.remove(digest.as_str())?;
+                }
             }
             Ok(())
         })

@@ -129,9 +129,9 @@ pub async fn a_claim_makes_a_live_unreferenced_candidate(store: &dyn IndexedStor
     let touched = store.blob_record(&digest).await.ok().flatten();
     assert_eq!(touched.map(|r| r.touched_ms), Some(2_000), "claimed again");
     store
-        .drop_candidate(&digest)
+        .drop_candidates(std::slice::from_ref(&digest))
         .await
-        .unwrap_or_else(|e| panic!("drop_candidate failed: {e}"));
+        .unwrap_or_else(|e| panic!("drop_candidates failed: {e}"));
     assert!(
         is_candidate(store, &digest).await,
         "an unreferenced blob stays a candidate"
@@ -158,9 +158,9 @@ pub async fn manifests_count_their_distinct_blobs_once_per_repository(store: &dy
     put(store, &two, &manifest).await;
     assert_eq!(record(store, &config).await, (2, BlobState::Live), "two");
     store
-        .drop_candidate(&layer)
+        .drop_candidates(&[layer.clone(), config.clone()])
         .await
-        .unwrap_or_else(|e| panic!("drop_candidate failed: {e}"));
+        .unwrap_or_else(|e| panic!("drop_candidates failed: {e}"));
     assert!(
         !is_candidate(store, &layer).await,
         "a referenced candidate is dropped"

@@ -91,6 +91,16 @@ pub enum ApiEndpoint {
         artifact: ArtifactPath,
         tag: String,
     },
+    /// `GET /system/gc`: garbage collection runs, newest first.
+    GcRuns,
+    /// `GET /system/gc/{id}`.
+    GcRun(String),
+    /// `GET /system/gc/{id}/log`: a run's log, as text.
+    GcLog(String),
+    /// `GET /system/gc/schedule`.
+    GcSchedule,
+    /// `POST /system/gc/schedule` (type `Manual`: run now) and `PUT`.
+    SetGcSchedule,
 }
 
 /// A repository in a path: its project and its name within the project.
@@ -229,6 +239,13 @@ impl ApiEndpoint {
                 artifact: artifact_path(project, repository, reference),
                 tag: one(tag),
             },
+            ["system", "gc"] if get => Self::GcRuns,
+            ["system", "gc", "schedule"] if get => Self::GcSchedule,
+            ["system", "gc", "schedule"] if method == Method::POST || method == Method::PUT => {
+                Self::SetGcSchedule
+            }
+            ["system", "gc", id] if get && *id != "schedule" => Self::GcRun(one(id)),
+            ["system", "gc", id, "log"] if get => Self::GcLog(one(id)),
             ["robots"] if method == Method::POST => Self::CreateRobot,
             ["robots", robot] => match *method {
                 Method::GET | Method::HEAD => Self::GetRobot(one(robot)),
@@ -242,6 +259,9 @@ impl ApiEndpoint {
             | ["projects", _, "webhook", "policies"]
             | ["projects", _, "webhook", "policies", _, "executions"]
             | ["projects", _, "repositories"]
+            | ["system", "gc"]
+            | ["system", "gc", _]
+            | ["system", "gc", _, "log"]
             | ["projects", _, "repositories", _, "artifacts"]
             | ["projects", _, "repositories", _, "artifacts", _, "tags", _]
             | ["users", _]
@@ -261,9 +281,15 @@ impl ApiEndpoint {
     pub fn permission(&self) -> Permission {
         match self {
             Self::CreateUser => Permission::CreateUser,
-            Self::ListUsers | Self::DeleteUser(_) | Self::SetSysadmin(_) | Self::AuditLogs => {
-                Permission::SystemAdmin
-            }
+            Self::ListUsers
+            | Self::DeleteUser(_)
+            | Self::SetSysadmin(_)
+            | Self::AuditLogs
+            | Self::GcRuns
+            | Self::GcRun(_)
+            | Self::GcLog(_)
+            | Self::GcSchedule
+            | Self::SetGcSchedule => Permission::SystemAdmin,
             Self::CurrentUser => Permission::User,
             Self::GetUser(user) | Self::ChangePassword(user) => {
                 Permission::SelfOrAdmin(user.clone())
@@ -461,6 +487,18 @@ mod tests {
                     tag: "old".into(),
                 },
                 Permission::Repositories("team".into(), Delete),
+            ),
+            (
+                Method::POST,
+                "/system/gc/schedule",
+                ApiEndpoint::SetGcSchedule,
+                Permission::SystemAdmin,
+            ),
+            (
+                Method::GET,
+                "/system/gc/7/log",
+                ApiEndpoint::GcLog("7".into()),
+                Permission::SystemAdmin,
             ),
         ];
         for (method, path, endpoint, permission) in cases {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use berth_app::{Accounts, Caller, RobotChange, RobotSpec};
+use berth_app::{Accounts, Caller, GarbageCollection, RobotChange, RobotSpec};
 use berth_auth::rfc3339;
 use berth_core::accounts::{Member, Project, ProjectRole, Robot, RobotPermission, User};
 use berth_core::{Actor, EntryPoint, ErrorCode, RegistryError, Result};
@@ -49,6 +49,7 @@ pub use berth_app::{AccountSettings, ProjectCreation};
 
 mod audit;
 mod endpoint;
+mod gc;
 mod repositories;
 mod webhooks;
 
@@ -64,11 +65,19 @@ pub(crate) const MAX_PAGE_SIZE: usize = berth_app::accounts::MAX_PAGE_SIZE;
 #[derive(Debug)]
 pub struct ManagementApi {
     accounts: Accounts,
+    gc: Option<Arc<GarbageCollection>>,
 }
 
 impl ManagementApi {
     pub fn new(accounts: Accounts) -> Self {
-        Self { accounts }
+        Self { accounts, gc: None }
+    }
+
+    /// Serves `/system/gc` with `gc` (without, those endpoints answer that this deployment
+    /// runs no garbage collection).
+    pub fn with_gc(mut self, gc: Arc<GarbageCollection>) -> Self {
+        self.gc = Some(gc);
+        self
     }
 
     /// The caller of a request, from its Basic credentials (anonymous without). A refusal is
@@ -129,7 +138,7 @@ async fn dispatch(api: Arc<ManagementApi>, request: Request) -> Response {
         api.accounts
             .authorize(&caller, &endpoint.permission())
             .await?;
-        serve(&api.accounts, endpoint, &caller, &parts, body).await
+        serve(&api, endpoint, &caller, &parts, body).await
     }
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
@@ -140,14 +149,22 @@ async fn dispatch(api: Arc<ManagementApi>, request: Request) -> Response {
 }
 
 async fn serve(
-    accounts: &Accounts,
+    api: &ManagementApi,
     endpoint: ApiEndpoint,
     caller: &Caller,
     parts: &Parts,
     body: Body,
 ) -> Reply {
+    let accounts = &api.accounts;
     let query = parts.uri.query();
     match endpoint {
+        ApiEndpoint::GcRuns
+        | ApiEndpoint::GcRun(_)
+        | ApiEndpoint::GcLog(_)
+        | ApiEndpoint::GcSchedule
+        | ApiEndpoint::SetGcSchedule => {
+            gc::serve(api.gc.as_deref(), endpoint, caller, query, body).await
+        }
         ApiEndpoint::CreateUser => {
             let new: NewUser = read_json(body).await?;
             let user = accounts

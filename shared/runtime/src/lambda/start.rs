@@ -115,10 +115,7 @@ fn token_routes<'a>(auth: &'a Auth, stores: &crate::Stores) -> Routes<'a> {
 /// A function's registry: every event it publishes becomes a log line, which costs a pull no
 /// request (the events function reads the lines back).
 fn logging_registry(stores: &crate::Stores) -> Arc<Registry> {
-    Arc::new(
-        Registry::new(stores.blobs.clone(), stores.metadata.clone())
-            .with_events(Arc::new(EventLog)),
-    )
+    Arc::new(stores.registry_with(|registry| registry.with_events(Arc::new(EventLog))))
 }
 
 impl FunctionConfig {

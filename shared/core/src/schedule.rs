@@ -1,9 +1,9 @@
-//! Cron schedules of replication policies, as Harbor writes them: six fields, seconds first
-//! (`0 0 * * * *` is hourly). Times are UTC.
+//! Cron schedules (of replication policies and garbage collection), as Harbor writes them:
+//! six fields, seconds first (`0 0 * * * *` is hourly). Times are UTC.
 
 use std::str::FromStr;
 
-use berth_core::{ErrorCode, RegistryError, Result};
+use crate::error::{ErrorCode, RegistryError, Result};
 use chrono::{DateTime, Utc};
 use cron::Schedule;
 
