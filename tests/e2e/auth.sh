@@ -2,8 +2,9 @@
 # Authentication and authorization end to end, against a running `berth serve` with auth on:
 # probes that must be refused (curl on the wire), `docker login` as a user, a push to a
 # private project, `docker logout` and the pull refused, anonymous pull from a public
-# project, `podman login` and `skopeo --creds`, a robot account pushing from a script, and the
-# repository and artifact API over images docker and skopeo pushed.
+# project, `podman login` and `skopeo --creds`, a robot account pushing from a script, the
+# repository and artifact API over images docker and skopeo pushed, and garbage collection
+# freeing a deleted image's layers while the image sharing its base still pulls.
 #
 # Usage: tests/e2e/auth.sh HOST:PORT ADMIN_PASSWORD
 #
@@ -11,8 +12,9 @@
 # account and project this script creates is named after the run, so it may run again on
 # the same registry. Ends with the line "N passed, M failed"; exits 1 if M > 0.
 #
-# Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot artifacts),
-# E2E_KEEP_TMP=1.
+# Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot artifacts gc),
+# E2E_KEEP_TMP=1. The gc scenario wants the registry's BERTH_GC_GRACE at 1s (berth.sh sets
+# it).
 set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
@@ -20,7 +22,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REGISTRY=${1:?usage: $0 HOST:PORT ADMIN_PASSWORD}
 ADMIN_PASSWORD=${2:?usage: $0 HOST:PORT ADMIN_PASSWORD}
-SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot artifacts}
+SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot artifacts gc}
 RUN=$(date +%s)$RANDOM
 BASE=http://$REGISTRY
 PRIVATE=private$RUN
@@ -419,6 +421,87 @@ scenario_artifacts() {
     "[\"delete\",\"admin\"]" "$(jq -c 'map(select(.operation == "delete")) | first | [.operation, .username]' "$E2E_TMP/body")"
 }
 
+# gc_run PARAMETERS: starts a run as the admin and waits for its end; prints its id.
+gc_run() {
+  local status id tries=0
+  status=$(api POST /system/gc/schedule "admin:$ADMIN_PASSWORD" \
+    "{\"schedule\":{\"type\":\"Manual\"},\"parameters\":$1}")
+  [[ $status == 201 ]] || die "starting garbage collection: $status $(body)"
+  id=$(last_header location)
+  id=${id##*/}
+  while api GET "/system/gc/$id" "admin:$ADMIN_PASSWORD" >/dev/null &&
+    [[ $(jq -r .job_status "$E2E_TMP/body") == Running && $((tries++)) -lt 300 ]]; do
+    sleep 0.1
+  done
+  printf '%s' "$id"
+}
+
+# The blobs of the manifest in FILE (config and layers), one per line.
+blobs_of() { jq -r '.config.digest, .layers[].digest' "$1" | sort -u; }
+
+# docker pushes two images sharing a layer; the admin deletes one. A dry run and then a
+# real run of garbage collection report the same, the deleted image's own blobs are gone,
+# and the other image still pulls. Only system admins run it.
+scenario_gc() {
+  local dir=$E2E_TMP/gc repo=$REGISTRY/$PRIVATE/gc status dry real token digest gone=0
+  status=$(api GET /system/gc "admin:$ADMIN_PASSWORD")
+  if [[ $status == 405 ]]; then
+    assert_match "this storage runs no garbage collection, and the API says so" \
+      'no garbage collection' "$(body)"
+    return
+  fi
+  small_image "$dir/keep" keep
+  mkdir -p "$dir/drop"
+  cp "$dir/keep/data.bin" "$dir/drop/data.bin"
+  printf 'drop %s\n' "$RUN" >"$dir/drop/label.txt"
+  printf 'FROM scratch\nCOPY label.txt /label.txt\nCOPY data.bin /data.bin\n' >"$dir/drop/Dockerfile"
+  run docker build -q -t "$repo:keep" "$dir/keep"
+  run docker build -q -t "$repo:drop" "$dir/drop"
+  run docker login -u "$ALICE" --password-stdin "$REGISTRY" <<<"$ALICE_PASSWORD"
+  run docker push -q "$repo:keep"
+  run docker push -q "$repo:drop"
+  sk inspect --tls-verify=false --creds "$ALICE:$ALICE_PASSWORD" --raw "docker://$repo:keep" >"$dir/keep.json"
+  sk inspect --tls-verify=false --creds "$ALICE:$ALICE_PASSWORD" --raw "docker://$repo:drop" >"$dir/drop.json"
+  comm -13 <(blobs_of "$dir/keep.json") <(blobs_of "$dir/drop.json") >"$dir/own"
+  assert_eq "the image to delete has a config and a layer of its own" 2 "$(wc -l <"$dir/own")"
+  status=$(api DELETE "/projects/$PRIVATE/repositories/gc/artifacts/drop" "admin:$ADMIN_PASSWORD")
+  assert_eq "the admin deletes it" 200 "$status"
+  sleep 1.5
+
+  status=$(api POST /system/gc/schedule "$ALICE:$ALICE_PASSWORD" \
+    '{"schedule":{"type":"Manual"},"parameters":{"dry_run":true}}')
+  assert_eq "only system admins run garbage collection" 403 "$status"
+  dry=$(gc_run '{"dry_run":true}')
+  assert_eq "a dry run succeeds" Success "$(jq -r .job_status "$E2E_TMP/body")"
+  dry=$(jq -r '.job_parameters | fromjson | [.purged_blobs, .freed_space] | @tsv' "$E2E_TMP/body")
+  real=$(gc_run '{"dry_run":false}')
+  assert_eq "a real run succeeds" Success "$(jq -r .job_status "$E2E_TMP/body")"
+  assert_eq "... and frees what the dry run said it would" "$dry" \
+    "$(jq -r '.job_parameters | fromjson | [.purged_blobs, .freed_space] | @tsv' "$E2E_TMP/body")"
+  status=$(api GET "/system/gc/$real/log" "admin:$ADMIN_PASSWORD")
+  while read -r digest; do
+    grep -q "blob $digest .*deleted" "$E2E_TMP/body" || gone=1
+  done <"$dir/own"
+  assert_eq "its log names the deleted image's own blobs" "200 0" "$status $gone"
+  token=$(token "admin:$ADMIN_PASSWORD" "repository:$PRIVATE/gc:pull")
+  status=$(curl -sS --head --max-time 60 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" \
+    "$BASE/v2/$PRIVATE/gc/blobs/$(head -1 "$dir/own")")
+  assert_eq "... which the registry no longer has" 404 "$status"
+  run docker rmi "$repo:keep" "$repo:drop"
+  assert_cmd "the image that shared its layer still pulls" docker pull -q "$repo:keep"
+  run docker logout "$REGISTRY"
+
+  status=$(api GET "/system/gc?page_size=1" "admin:$ADMIN_PASSWORD")
+  assert_eq "runs are listed newest first" "200 $real" "$status $(jq -r '.[0].id' "$E2E_TMP/body")"
+  status=$(api POST /system/gc/schedule "admin:$ADMIN_PASSWORD" \
+    '{"schedule":{"type":"Daily"},"parameters":{"delete_untagged":true}}')
+  api GET /system/gc/schedule "admin:$ADMIN_PASSWORD" >/dev/null
+  assert_eq "a daily schedule is kept" "200 Daily 0 0 0 * * * true" \
+    "$status $(jq -r '[.schedule.type, .schedule.cron, .parameters.delete_untagged] | join(" ")' "$E2E_TMP/body")"
+  status=$(api PUT /system/gc/schedule "admin:$ADMIN_PASSWORD" '{"schedule":{"type":"None"}}')
+  assert_eq "and removed" 200 "$status"
+}
+
 # --- main ------------------------------------------------------------------------------------
 
 for scenario in $SCENARIOS; do
@@ -432,7 +515,7 @@ log_step "auth against http://$REGISTRY (run $RUN, scratch $E2E_TMP)"
 wait_for_http "$BASE/v2/" 30 || die "registry $REGISTRY is not answering"
 setup_accounts
 setup_podman
-if [[ " $SCENARIOS " == *" docker "* || " $SCENARIOS " == *" robot "* || " $SCENARIOS " == *" artifacts "* ]]; then
+if [[ " $SCENARIOS " =~ " "(docker|robot|artifacts|gc)" " ]]; then
   start_dockerd
 fi
 

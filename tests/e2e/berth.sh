@@ -33,6 +33,8 @@ e2e_init
 # The first start (or an earlier `berth init`) makes the admin with this password.
 BERTH_ADMIN_PASSWORD=${BERTH_ADMIN_PASSWORD:-Admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 export BERTH_ADMIN_PASSWORD
+# Garbage collection (auth.sh's gc scenario) spares blobs touched in the last second only.
+export BERTH_GC_GRACE=${BERTH_GC_GRACE:-1s}
 start_berth "$bin"
 # The suite pushes under e2e/: a private project the admin creates.
 status=$(curl -sS -o "$E2E_TMP/project.json" -w '%{http_code}' -u "admin:$BERTH_ADMIN_PASSWORD" \
