@@ -141,8 +141,17 @@ impl TestRegistry {
     /// on them beside the registry (garbage collection). It cannot [`Self::restart`]: the
     /// caller holds the database.
     pub async fn start_with_stores() -> (Self, berth_runtime::Stores) {
+        Self::start_with_stores_on(None).await
+    }
+
+    /// [`Self::start_with_stores`] on the given storage (for example S3 and DynamoDB), or
+    /// on embedded storage.
+    pub async fn start_with_stores_on(
+        storage: Option<StorageConfig>,
+    ) -> (Self, berth_runtime::Stores) {
         let data_dir = tempfile::tempdir().expect("a temporary data directory");
-        let storage = StorageConfig::local(data_dir.path());
+        let mut storage = storage.unwrap_or_else(|| StorageConfig::local(data_dir.path()));
+        storage.data_dir = data_dir.path().to_owned();
         let stores = storage.open_stores().await.expect("the storage opens");
         let router = berth_runtime::Routes::new()
             .registry(stores.registry(), berth_runtime::Settings::default())

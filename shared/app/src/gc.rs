@@ -95,6 +95,14 @@ impl GarbageCollection {
     }
 
     async fn begin(&self, scheduled: bool, options: GcOptions) -> Result<u64> {
+        if !self.collector.ready().await? {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                "the blob references of this registry's data are not counted yet: run \
+                 `berth init` with the registry's storage (while no pushes run), then start \
+                 garbage collection again",
+            ));
+        }
         if let Some(running) = self.running().await? {
             return Err(RegistryError::new(
                 ErrorCode::Conflict,
@@ -138,6 +146,7 @@ impl GarbageCollection {
             kind: "None".to_owned(),
             cron: None,
             options: self.options(false, false),
+            fired_ms: 0,
         }))
     }
 
@@ -181,19 +190,25 @@ impl GarbageCollection {
                 kind: request.kind,
                 cron,
                 options,
+                fired_ms: now_ms(),
             })
             .await?;
         self.wake.notify_one();
         Ok(None)
     }
 
-    /// Carries the run that has not ended to its end, saving its progress after each step.
-    /// Returns whether there was one.
-    pub async fn work(&self) -> Result<bool> {
+    /// Carries the run that has not ended on, saving its progress after each step: to its
+    /// end, or for at most `max_steps` steps. Returns whether there was one.
+    pub async fn work(&self, max_steps: Option<usize>) -> Result<bool> {
         let Some(mut run) = self.running().await? else {
             return Ok(false);
         };
+        let mut steps = 0;
         while !run.progress.is_done() {
+            if max_steps.is_some_and(|max| steps >= max) {
+                return Ok(true);
+            }
+            steps += 1;
             match self.collector.step(&mut run.progress, STEP_BUDGET).await {
                 Ok(()) => {
                     run.updated_ms = now_ms();
@@ -238,24 +253,34 @@ impl GarbageCollection {
         }
     }
 
-    /// Starts the scheduled run if its time came since `last_ms`; returns the time looked
-    /// at.
-    async fn start_if_due(&self, last_ms: u64) -> Result<u64> {
+    /// Starts the scheduled run if its time came since the schedule last fired.
+    async fn start_if_due(&self) -> Result<()> {
         let now = now_ms();
-        let Some(scheduled) = self.history.schedule().await? else {
-            return Ok(now);
+        let Some(mut scheduled) = self.history.schedule().await? else {
+            return Ok(());
         };
         let Some(cron) = scheduled.cron.as_deref() else {
-            return Ok(now);
+            return Ok(());
         };
         let parsed = schedule::parse(cron)?;
         let seconds = |ms: u64| i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-        if schedule::due(&parsed, seconds(last_ms), seconds(now)).is_some()
-            && self.running().await?.is_none()
-        {
-            self.begin(true, scheduled.options).await?;
+        if schedule::due(&parsed, seconds(scheduled.fired_ms), seconds(now)).is_some() {
+            scheduled.fired_ms = now;
+            self.history.set_schedule(&scheduled).await?;
+            if self.running().await?.is_none() {
+                self.begin(true, scheduled.options).await?;
+            }
         }
-        Ok(now)
+        Ok(())
+    }
+
+    /// One invocation's work where nothing runs in the background (the `gc` Lambda
+    /// function): starts the scheduled run if due, then carries the run that has not ended
+    /// on for at most `max_steps` steps. Returns whether a run is still going.
+    pub async fn tick(&self, max_steps: usize) -> Result<bool> {
+        self.start_if_due().await?;
+        self.work(Some(max_steps)).await?;
+        Ok(self.running().await?.is_some())
     }
 }
 
@@ -268,15 +293,13 @@ impl GcRunner {
     /// run started, and starts the scheduled ones.
     pub fn spawn(gc: Arc<GarbageCollection>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut last = now_ms();
             loop {
-                if let Err(error) = gc.work().await {
+                if let Err(error) = gc.work(None).await {
                     tracing::error!(%error, "garbage collection run failed");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                match gc.start_if_due(last).await {
-                    Ok(now) => last = now,
-                    Err(error) => tracing::error!(%error, "garbage collection schedule"),
+                if let Err(error) = gc.start_if_due().await {
+                    tracing::error!(%error, "garbage collection schedule");
                 }
                 if gc.running().await.ok().flatten().is_some() {
                     continue;

@@ -110,6 +110,10 @@ pub trait GarbageIndex: Send + Sync + 'static {
     /// Removes the record and the candidate of a blob collected before `before_ms`, if it
     /// is still collected.
     async fn forget_collected(&self, digest: &Digest, before_ms: u64) -> Result<()>;
+
+    /// Whether every reference is counted, so that a run may trust the counts. A store
+    /// whose data predates its blob records answers `false` until they are counted.
+    async fn references_counted(&self) -> Result<bool>;
 }
 
 /// What a run was asked to do.
@@ -255,6 +259,10 @@ pub struct GcSchedule {
     /// Six-field cron expression (seconds first); `None` with kind `None`.
     pub cron: Option<String>,
     pub options: GcOptions,
+    /// Unix milliseconds of the last time the schedule started a run (or was set): the next
+    /// start is the cron's first time after it.
+    #[serde(default)]
+    pub fired_ms: u64,
 }
 
 /// Where runs and the schedule are kept.
@@ -320,6 +328,12 @@ impl Collector {
     pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
         self.events = Some(events);
         self
+    }
+
+    /// Whether the index's counts may be trusted (see
+    /// [`GarbageIndex::references_counted`]): a run must not start before.
+    pub async fn ready(&self) -> Result<bool> {
+        self.index.references_counted().await
     }
 
     /// Runs to the end, `budget` candidates a step.

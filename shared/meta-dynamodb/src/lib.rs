@@ -180,6 +180,7 @@
 mod accounts;
 mod audit;
 mod error;
+mod garbage;
 mod replication;
 mod schema;
 mod statistics;

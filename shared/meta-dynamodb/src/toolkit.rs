@@ -184,6 +184,8 @@ pub(crate) struct Query {
     pub(crate) names: HashMap<String, String>,
     pub(crate) values: HashMap<String, AttributeValue>,
     consistent: bool,
+    /// Sort keys in descending order.
+    pub(crate) descending: bool,
 }
 
 impl Query {
@@ -197,6 +199,7 @@ impl Query {
             names: names(&[("#pk", PARTITION_KEY), ("#sk", SORT_KEY)]),
             values: values(vec![(":pk", s(pk)), (":low", s(low)), (":high", s(high))]),
             consistent: true,
+            descending: false,
         }
     }
 
@@ -210,6 +213,7 @@ impl Query {
             names: names(&[("#pk", PARTITION_KEY), ("#sk", SORT_KEY)]),
             values: values(vec![(":pk", s(pk)), (":prefix", s(prefix))]),
             consistent: true,
+            descending: false,
         }
     }
 
@@ -223,6 +227,7 @@ impl Query {
             names: names(&[("#pk", PARTITION_KEY)]),
             values: values(vec![(":pk", s(pk))]),
             consistent: true,
+            descending: false,
         }
     }
 
@@ -238,6 +243,7 @@ impl Query {
             names: names(&[("#catalog", CATALOG_PARTITION_KEY)]),
             values: values(vec![(":catalog", s(partition))]),
             consistent: false,
+            descending: false,
         };
         if let Some(after) = after.filter(|after| !after.is_empty()) {
             query.key_condition.push_str(" AND #name > :after");
@@ -371,6 +377,18 @@ impl DynamoMetadataStore {
     /// conflicting transactions or throttling are tried again; failed conditions are the
     /// caller's to handle.
     pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Outcome> {
+        Ok(match self.transact_checked(items).await? {
+            Ok(()) => Outcome::Committed,
+            Err(_) => Outcome::ConditionFailed,
+        })
+    }
+
+    /// [`Self::transact`], telling which items' conditions failed (their positions) when it
+    /// was cancelled for that.
+    pub(crate) async fn transact_checked(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<std::result::Result<(), Vec<usize>>> {
         let mut delay = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -381,7 +399,7 @@ impl DynamoMetadataStore {
                 .send()
                 .await;
             let err = match sent {
-                Ok(_) => return Ok(Outcome::Committed),
+                Ok(_) => return Ok(Ok(())),
                 Err(err) => err,
             };
             let codes: Vec<String> = match err.as_service_error() {
@@ -392,8 +410,14 @@ impl DynamoMetadataStore {
                     .collect(),
                 _ => return Err(sdk_error("TransactWriteItems", err)),
             };
-            if codes.iter().any(|code| code == "ConditionalCheckFailed") {
-                return Ok(Outcome::ConditionFailed);
+            let failed: Vec<usize> = codes
+                .iter()
+                .enumerate()
+                .filter(|(_, code)| *code == "ConditionalCheckFailed")
+                .map(|(index, _)| index)
+                .collect();
+            if !failed.is_empty() {
+                return Ok(Err(failed));
             }
             let transient = codes
                 .iter()
@@ -431,6 +455,7 @@ impl DynamoMetadataStore {
             .set_expression_attribute_names(Some(query.names.clone()))
             .set_expression_attribute_values(Some(query.values.clone()))
             .consistent_read(query.consistent)
+            .scan_index_forward(!query.descending)
             .set_exclusive_start_key(start)
             .set_limit(limit.map(|l| i32::try_from(l).unwrap_or(i32::MAX)))
             .send()

@@ -961,3 +961,10 @@ async fn execution_listings_follow_pages() {
         .collect();
     assert_eq!(ids, (4..17).rev().collect::<Vec<u64>>(), "limited");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn garbage_index_conforms() {
+    let (_client, _table, store) = fresh_store().await;
+    berth_core::conformance::garbage_index::run_all(&store).await;
+}

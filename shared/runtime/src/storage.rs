@@ -188,8 +188,7 @@ pub struct Stores {
     pub statistics: Option<Arc<dyn StatisticsStore>>,
     /// Where webhook policies and deliveries are kept.
     pub webhooks: Option<Arc<dyn WebhookStore>>,
-    /// Garbage collection's blob index and runs, when this storage keeps them (embedded
-    /// storage; the DynamoDB table does not count references yet).
+    /// Garbage collection's blob index and runs, when this storage keeps them.
     pub garbage: Option<GarbageParts>,
 }
 
@@ -212,15 +211,26 @@ impl Stores {
         events: Arc<dyn berth_core::EventSink>,
         grace: Duration,
     ) -> Option<Arc<berth_app::GarbageCollection>> {
+        let gc = self.garbage_collection(events, grace)?;
+        berth_app::GcRunner::spawn(gc.clone());
+        Some(gc)
+    }
+
+    /// Garbage collection over these stores, publishing to `events`, when the storage keeps
+    /// a garbage index; nothing runs in the background (a Lambda function's, whose runs the
+    /// `gc` function carries out).
+    pub fn garbage_collection(
+        &self,
+        events: Arc<dyn berth_core::EventSink>,
+        grace: Duration,
+    ) -> Option<Arc<berth_app::GarbageCollection>> {
         let (index, history) = self.garbage.clone()?;
         let collector =
             berth_core::gc::Collector::new(self.metadata.clone(), index, self.blobs.clone())
                 .with_events(events.clone());
-        let gc = Arc::new(
+        Some(Arc::new(
             berth_app::GarbageCollection::new(collector, history, grace).with_events(events),
-        );
-        berth_app::GcRunner::spawn(gc.clone());
-        Some(gc)
+        ))
     }
 
     /// The registry over these stores (claiming blobs in the garbage index when there is
@@ -383,8 +393,11 @@ async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
         store.clone() as Arc<dyn ReplicationStore>,
         Some(store.clone() as Arc<dyn AuditStore>),
         Some(store.clone() as Arc<dyn StatisticsStore>),
-        Some(store as Arc<dyn WebhookStore>),
-        None,
+        Some(store.clone() as Arc<dyn WebhookStore>),
+        Some((
+            store.clone() as Arc<dyn GarbageIndex>,
+            store as Arc<dyn GcHistory>,
+        )),
     ))
 }
 
@@ -393,9 +406,24 @@ async fn open_dynamodb(_: &AwsConfig, _: &str) -> Result<MetadataParts> {
     Err(not_built_in("the DynamoDB metadata store", "aws"))
 }
 
+/// Creates the table if it is missing, and counts the blob references of a table written
+/// before garbage collection (instant on a new table).
 #[cfg(feature = "aws")]
 async fn create_dynamodb_table(aws: &AwsConfig, table: &str) -> Result<()> {
-    berth_meta_dynamodb::create_table(&aws.dynamodb().await, table).await
+    let client = aws.dynamodb().await;
+    berth_meta_dynamodb::create_table(&client, table).await?;
+    let store = berth_meta_dynamodb::DynamoMetadataStore::new(client, table);
+    if !store.references_counted().await? {
+        let records = store
+            .count_blob_references(berth_core::gc::now_ms())
+            .await?;
+        tracing::info!(
+            table,
+            records,
+            "counted the references of every blob: garbage collection may run"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "aws"))]

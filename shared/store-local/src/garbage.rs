@@ -178,6 +178,11 @@ fn record_of(digest: &Digest, value: RecordValue) -> BlobRecord {
 
 #[async_trait]
 impl GarbageIndex for RedbMetadataStore {
+    /// Always: a database is given its records when it is opened.
+    async fn references_counted(&self) -> Result<bool> {
+        Ok(true)
+    }
+
     async fn claim_blob(&self, digest: &Digest, size: u64, now_ms: u64) -> Result<Claim> {
         let digest = digest.to_string();
         self.write(move |txn| {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{DeleteRequest, Put, PutRequest, TransactWriteItem, WriteRequest};
 use berth_core::error::{RegistryError, Result};
-use berth_core::manifest::ReferrerDescriptor;
+use berth_core::manifest::{ReferrerDescriptor, Target, referenced_blobs};
 use berth_core::ports::{ManifestRecord, MetadataStore, UploadSession};
 use berth_core::{Digest, RepositoryName, Tag, UploadId};
 use bytes::Bytes;
@@ -19,6 +19,7 @@ pub(crate) use self::items::attr;
 pub use self::items::{INLINE_LIMIT, PART_BYTES};
 use self::items::{inline_record, referrer_of, repository_item, take_bytes, upload_item};
 use crate::error::corrupt;
+use crate::garbage;
 use crate::schema::{
     CATALOG_PARTITION, CATALOG_SORT_KEY, MANIFEST_END, MANIFEST_PREFIX, META, PART_MARKER,
     PARTITION_KEY, SORT_KEY, TAG_END, TAG_PREFIX, blob_link_sk, build_error, manifest_sk, part_sk,
@@ -51,6 +52,88 @@ impl DynamoMetadataStore {
         Self {
             client,
             table: table.into(),
+        }
+    }
+}
+
+/// The blob references a new manifest adds (see `crate::garbage`): those that fit in the
+/// manifest's own transaction, and the rest, added before it (a count too high if the put
+/// fails in between: a blob kept, never one lost) and taken back if the manifest turns out
+/// to exist already.
+#[derive(Debug)]
+struct References {
+    inside: Vec<Target>,
+    overflow: Vec<Target>,
+    overflow_added: bool,
+    now_ms: u64,
+}
+
+/// Items of a put's transaction besides the references: manifest, tag, referrer, repository.
+const PUT_ITEMS: usize = 4;
+
+impl References {
+    fn of(manifest: &ManifestRecord) -> Self {
+        let mut inside = referenced_blobs(&manifest.media_type, &manifest.bytes);
+        let overflow = inside.split_off(inside.len().min(TRANSACTION_ITEMS - PUT_ITEMS));
+        Self {
+            inside,
+            overflow,
+            overflow_added: false,
+            now_ms: berth_core::gc::now_ms(),
+        }
+    }
+}
+
+impl DynamoMetadataStore {
+    /// Adds the overflow references, once; fails if one of those blobs is being collected.
+    async fn add_overflow(&self, references: &mut References) -> Result<()> {
+        if references.overflow_added || references.overflow.is_empty() {
+            return Ok(());
+        }
+        for chunk in references.overflow.chunks(TRANSACTION_ITEMS) {
+            let items = self.reference_items(chunk, references.now_ms)?;
+            if let Err(failed) = self.transact_checked(items).await? {
+                let digest = &chunk[failed[0]].digest;
+                return Err(garbage::collected_blob(digest.as_str()));
+            }
+        }
+        references.overflow_added = true;
+        Ok(())
+    }
+
+    /// Takes the overflow references back, if added: the manifest already held them.
+    async fn take_back_overflow(&self, references: &mut References) -> Result<()> {
+        if references.overflow_added {
+            self.unreference(&references.overflow).await?;
+            references.overflow_added = false;
+        }
+        Ok(())
+    }
+
+    /// Writes `puts` (the manifest item first, on the condition that it is absent) with the
+    /// references it adds. `Ok(false)`: the manifest exists after all.
+    async fn put_new(&self, puts: Vec<Put>, references: &mut References) -> Result<bool> {
+        self.add_overflow(references).await?;
+        let head = puts.len();
+        let mut items: Vec<TransactWriteItem> = puts
+            .into_iter()
+            .map(|put| TransactWriteItem::builder().put(put).build())
+            .collect();
+        items.extend(self.reference_items(&references.inside, references.now_ms)?);
+        match self.transact_checked(items).await? {
+            Ok(()) => Ok(true),
+            Err(failed) if failed.contains(&0) => {
+                self.take_back_overflow(references).await?;
+                Ok(false)
+            }
+            Err(failed) => {
+                self.take_back_overflow(references).await?;
+                let blob = failed
+                    .iter()
+                    .find_map(|index| references.inside.get(index.checked_sub(head)?))
+                    .map_or("", |blob| blob.digest.as_str());
+                Err(garbage::collected_blob(blob))
+            }
         }
     }
 }
@@ -259,6 +342,7 @@ impl DynamoMetadataStore {
         tag: Option<&Tag>,
         revision: &str,
         parts_written: &mut Option<String>,
+        references: &mut References,
     ) -> Result<bool> {
         let pk = repository_pk(repository);
         let digest = content.digest();
@@ -296,6 +380,19 @@ impl DynamoMetadataStore {
             Some(condition),
         )?];
         puts.extend(self.companions(&pk, repository, content, tag)?);
+        if stored.is_none() {
+            // New here: it adds its references, in the same transaction.
+            let written = self.put_new(puts, references).await?;
+            if written
+                && let Some(ours) = parts_written.as_ref()
+                && generation.as_ref() != Some(ours)
+            {
+                self.delete_parts(&pk, digest, ours, content.part_count())
+                    .await;
+            }
+            return Ok(written);
+        }
+        self.take_back_overflow(references).await?;
 
         // Tags hold a copy of what they serve: when the media type changed, every tag that
         // points at this manifest is rewritten too, in the same transaction as far as it
@@ -417,12 +514,23 @@ impl MetadataStore for DynamoMetadataStore {
         let mut parts_written = None;
         let mut delay = FIRST_BACKOFF;
 
+        let mut references = References::of(manifest);
         if content.inline {
-            // The common case, one request: the manifest item is written unless it is stored
-            // with another media type, which would leave its tags' copies stale.
+            // The common case, one request: a new manifest with its references.
+            let mut puts = vec![self.put(
+                content.manifest_item(&pk, &revision, None),
+                Some(Condition::absent()),
+            )?];
+            puts.extend(self.companions(&pk, repository, &content, tag)?);
+            if self.put_new(puts, &mut references).await? {
+                return Ok(());
+            }
+            // Stored already, so counted already: written again unless it is stored with
+            // another media type, which would leave its tags' copies stale (or was deleted
+            // meanwhile: then it is new again, below).
             let condition = Condition::new(
-                "attribute_not_exists(#sk) OR #media_type = :media_type",
-                &[("#sk", SORT_KEY), ("#media_type", attr::MEDIA_TYPE)],
+                "#media_type = :media_type",
+                &[("#media_type", attr::MEDIA_TYPE)],
                 vec![(":media_type", s(&manifest.media_type))],
             );
             let mut puts =
@@ -438,7 +546,14 @@ impl MetadataStore for DynamoMetadataStore {
         }
         for _ in 0..WRITE_ATTEMPTS {
             if self
-                .put_manifest_checked(repository, &content, tag, &revision, &mut parts_written)
+                .put_manifest_checked(
+                    repository,
+                    &content,
+                    tag,
+                    &revision,
+                    &mut parts_written,
+                    &mut references,
+                )
                 .await?
             {
                 return Ok(());
@@ -455,6 +570,11 @@ impl MetadataStore for DynamoMetadataStore {
         for _ in 0..WRITE_ATTEMPTS {
             let Some(stored) = self.stored_manifest(&pk, digest).await? else {
                 return Ok(false);
+            };
+            let parsed: Digest = digest.parse().map_err(|_| corrupt("a manifest's digest"))?;
+            let blobs = match self.read_manifest(&pk, &parsed).await? {
+                Some(record) => referenced_blobs(&record.media_type, &record.bytes),
+                None => return Ok(false),
             };
             let tags = self.tags_pointing_at(&pk, digest).await?;
             // The manifest item is removed only if no put_manifest rewrote it since it was
@@ -486,6 +606,8 @@ impl MetadataStore for DynamoMetadataStore {
             match self.transact(items).await? {
                 Outcome::ConditionFailed => back_off(&mut delay).await,
                 Outcome::Committed => {
+                    // Its references go after it: a crash between leaves them too high.
+                    self.drop_references(&blobs).await?;
                     for delete in overflow {
                         self.delete_item(delete).await?;
                     }
@@ -596,8 +718,23 @@ impl MetadataStore for DynamoMetadataStore {
 
     async fn delete_repository(&self, repository: &RepositoryName) -> Result<bool> {
         let pk = repository_pk(repository.as_str());
+        let mut blobs = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let page = self
+                .manifests_page(repository, last.as_deref(), TRANSACTION_ITEMS)
+                .await?;
+            for manifest in &page {
+                blobs.extend(referenced_blobs(&manifest.media_type, &manifest.bytes));
+            }
+            last = page.last().map(|m| m.digest.to_string());
+            if page.len() < TRANSACTION_ITEMS {
+                break;
+            }
+        }
         // Everything but the repository item goes first, so that a removal cut short leaves
-        // the repository listed and the next call finishes it.
+        // the repository listed and the next call finishes it; the references of its
+        // manifests after them (a crash between leaves them too high).
         let items = self.query_all(&Query::partition(&pk).keys_only()).await?;
         let requests = items
             .iter()
@@ -612,6 +749,7 @@ impl MetadataStore for DynamoMetadataStore {
             })
             .collect::<Result<Vec<_>>>()?;
         self.batch_write(requests).await?;
+        self.drop_references(&blobs).await?;
         let delete = self.delete(key(&pk, META), Some(Condition::exists()))?;
         self.delete_item(delete).await
     }
@@ -689,22 +827,33 @@ impl MetadataStore for DynamoMetadataStore {
             .into_iter()
             .cloned()
             .collect();
-        let found = self
-            .batch_get(
-                &repository_pk(repository.as_str()),
-                &distinct,
-                &[attr::SIZE],
-            )
-            .await?;
-        sort_keys
+        // The links and the blobs' records in one read: a link to a blob garbage
+        // collection deleted (or is deleting) stays until its repository goes, unserved.
+        let pk = repository_pk(repository.as_str());
+        let mut keys: Vec<Item> = distinct.iter().map(|sk| key(&pk, sk.as_str())).collect();
+        let digests_of: HashSet<&str> = digests.iter().map(Digest::as_str).collect();
+        keys.extend(digests_of.iter().map(|digest| garbage::record_key(digest)));
+        let mut links = std::collections::HashMap::new();
+        let mut records = std::collections::HashMap::new();
+        for item in self.batch_get_items(keys).await? {
+            let (pk_found, sk) = (
+                string_attr(&item, PARTITION_KEY)?,
+                string_attr(&item, SORT_KEY)?,
+            );
+            if pk_found == pk {
+                links.insert(sk.to_owned(), number_attr(&item, attr::SIZE)?);
+            } else {
+                records.insert(pk_found.to_owned(), item);
+            }
+        }
+        Ok(digests
             .iter()
-            .map(|sk| {
-                found
-                    .get(sk)
-                    .map(|item| number_attr(item, attr::SIZE))
-                    .transpose()
+            .zip(&sort_keys)
+            .map(|(digest, sk)| {
+                let record = records.get(&garbage::blob_pk(digest.as_str()));
+                links.get(sk).copied().filter(|_| garbage::servable(record))
             })
-            .collect()
+            .collect())
     }
 
     async fn unlink_blob(&self, repository: &RepositoryName, digest: &Digest) -> Result<bool> {

@@ -186,6 +186,62 @@ impl FunctionConfig {
     }
 }
 
+/// How long garbage collection leaves a blob alone after it was uploaded or linked:
+/// `BERTH_GC_GRACE` (seconds, like `7200s`), two hours by default.
+pub fn gc_grace_from_env() -> Result<Duration, ConfigError> {
+    let var: Lookup<'_> = &|name| Ok(env_var(name)?.filter(|value| !value.is_empty()));
+    gc_grace(var)
+}
+
+fn gc_grace(var: Lookup<'_>) -> Result<Duration, ConfigError> {
+    match var("BERTH_GC_GRACE")? {
+        Some(text) => parse_seconds(&text).map_err(|_| {
+            ConfigError::new(
+                "BERTH_GC_GRACE",
+                format!("is {text:?}, not a number of seconds"),
+            )
+        }),
+        None => Ok(berth_core::gc::DEFAULT_GRACE),
+    }
+}
+
+/// What the `gc` function is configured with: the functions' storage, the grace window, and
+/// how many steps (of [`berth_app::gc::STEP_BUDGET`] candidates) one invocation works,
+/// `BERTH_GC_STEPS` (20 by default), well inside the function's time limit; a run with more
+/// left goes on at the next invocation.
+#[derive(Debug, Clone)]
+pub struct GcSettings {
+    pub storage: StorageConfig,
+    pub grace: Duration,
+    pub steps: usize,
+}
+
+impl GcSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let var: Lookup<'_> = &|name| Ok(env_var(name)?.filter(|value| !value.is_empty()));
+        let storage = storage_from_vars(var)?;
+        check_aws_vars(var)?;
+        let steps = match var("BERTH_GC_STEPS")? {
+            Some(text) => text
+                .parse()
+                .ok()
+                .filter(|steps| *steps >= 1)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "BERTH_GC_STEPS",
+                        format!("is {text:?}, not a number from 1"),
+                    )
+                })?,
+            None => 20,
+        };
+        Ok(Self {
+            storage,
+            grace: gc_grace(var)?,
+            steps,
+        })
+    }
+}
+
 /// What the upload front is configured with: the functions' storage, and the path of the
 /// token keys, of which it reads the upload grant key only.
 #[derive(Debug, Clone)]

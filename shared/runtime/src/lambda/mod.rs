@@ -44,12 +44,12 @@ mod start;
 #[cfg(feature = "aws-replication")]
 pub use self::env::ReplicationConfig;
 pub use self::env::{
-    ConfigError, DEFAULT_CHUNK_MIN_LENGTH, DEFAULT_PRESIGN_EXPIRY, FunctionConfig, MAX_BODY_LIMIT,
-    UploadFrontConfig, UploadFrontSettings, parse_seconds,
+    ConfigError, DEFAULT_CHUNK_MIN_LENGTH, DEFAULT_PRESIGN_EXPIRY, FunctionConfig, GcSettings,
+    MAX_BODY_LIMIT, UploadFrontConfig, UploadFrontSettings, gc_grace_from_env, parse_seconds,
 };
 #[cfg(feature = "aws-replication")]
 pub use self::start::{AwsReplication, start_events};
 pub use self::start::{
-    StartError, init_logging, refuse_to_start, runtime_failed, start, start_token,
-    start_upload_front, upload_front_router,
+    GcHandler, StartError, init_logging, refuse_to_start, runtime_failed, start, start_gc,
+    start_token, start_upload_front, upload_front_router,
 };

@@ -103,13 +103,73 @@ impl FunctionConfig {
 
 /// The token function's routes, before any replication API joins them: its events go to the
 /// log, and it answers audit queries from the table (which the events function fills).
+/// Garbage collection's API starts runs here; the `gc` function carries them out.
 fn token_routes<'a>(auth: &'a Auth, stores: &crate::Stores) -> Routes<'a> {
+    let grace = crate::lambda::gc_grace_from_env().unwrap_or_else(|error| {
+        tracing::error!(%error, "garbage collection keeps its default grace window");
+        berth_core::gc::DEFAULT_GRACE
+    });
     Routes::new()
         .accounts(auth, stores.accounts.clone(), stores.metadata.clone())
         .events(Arc::new(EventLog))
         .audit(stores.audit.clone())
         .statistics(stores.statistics.clone())
         .webhooks(stores.webhooks.clone())
+        .gc(stores.garbage_collection(Arc::new(EventLog), grace))
+}
+
+/// The `gc` function's handler: each invocation (a minute's schedule tick, or a change to a
+/// run's record on the table's stream) starts the scheduled run if due and carries the run
+/// that is going on for a bounded number of steps.
+pub struct GcHandler {
+    gc: Arc<berth_app::GarbageCollection>,
+    steps: usize,
+}
+
+impl std::fmt::Debug for GcHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcHandler")
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GcHandler {
+    /// Whatever the event, the same work: what the table says is due.
+    pub async fn call(
+        &self,
+        _event: lambda_runtime::LambdaEvent<serde_json::Value>,
+    ) -> Result<serde_json::Value, lambda_runtime::Error> {
+        match self.gc.tick(self.steps).await {
+            Ok(running) => Ok(serde_json::json!({ "running": running })),
+            Err(error) => {
+                tracing::error!(%error, "garbage collection");
+                Err(error.to_string().into())
+            }
+        }
+    }
+}
+
+/// Everything the `gc` function does once per cold start: the configuration, the stores,
+/// garbage collection over them.
+pub async fn start_gc() -> Result<GcHandler, StartError> {
+    let config = crate::lambda::GcSettings::from_env().map_err(StartError::Config)?;
+    let stores = config
+        .storage
+        .open_stores()
+        .await
+        .map_err(StartError::Storage)?;
+    let gc = stores
+        .garbage_collection(Arc::new(EventLog), config.grace)
+        .ok_or_else(|| {
+            StartError::Storage(berth_core::RegistryError::internal(
+                "this storage keeps no garbage index",
+            ))
+        })?;
+    Ok(GcHandler {
+        gc,
+        steps: config.steps,
+    })
 }
 
 /// A function's registry: every event it publishes becomes a log line, which costs a pull no
