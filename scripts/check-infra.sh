@@ -17,6 +17,10 @@
 # Registry use cases it serves reach in the S3 and DynamoDB adapters, its table rights are
 # limited to upload and repository partitions, and only it and the push function (with the
 # front only) read the grant key <token keys path>/upload, decrypted through Parameter Store.
+# Garbage collection: the registry's functions (and the front) claim blobs and count
+# references (UpdateItem and PutItem in BLOB# and GCQ# partitions); the gc function holds
+# exactly its reads, its stream, its writes in BLOB#, GCQ#, GC# and REPO# partitions and
+# s3:DeleteObject on blobs, which no other function holds, one invocation at a time.
 # The template is linted as it is and with UploadFront defaulting to fargate, and checked
 # against the code for each value of UploadFront; with none, no front resource exists and the
 # push function is what it was without one. Installs cfn-lint and the SAM CLI with pip when
@@ -98,6 +102,9 @@ DYNAMODB_REPLICATION = DYNAMODB_ADAPTER / "replication.rs"
 # and webhook policies (the token function's).
 DYNAMODB_RECORDS = [DYNAMODB_ADAPTER / "audit.rs", DYNAMODB_ADAPTER / "statistics.rs"]
 DYNAMODB_WEBHOOKS = DYNAMODB_ADAPTER / "webhooks.rs"
+# Garbage collection's records (garbage.rs): the gc function's. What the registry's use cases
+# do there (claim a blob, count and drop references) is GARBAGE_CLAIMS.
+DYNAMODB_GARBAGE = DYNAMODB_ADAPTER / "garbage.rs"
 # Reads the stream's records; makes no request.
 DYNAMODB_STREAM = DYNAMODB_ADAPTER / "stream.rs"
 # The replication adapters of the runtime: SQS and KMS calls.
@@ -194,12 +201,21 @@ QUEUE_CONSUMER = {
 }
 # The partitions of replication records, and of what a push writes.
 REPLICATION_PARTITIONS = {"REPL#*"}
-REGISTRY_PARTITIONS = {"REPO#*", "UPLOAD#*"}
+REGISTRY_PARTITIONS = {"REPO#*", "UPLOAD#*", "BLOB#*", "GCQ#*"}
+# A blob claimed before it is published or linked (its record updated, a candidate put) and
+# the reference counts a manifest put or deletion changes (Updates and Puts of a transaction).
+GARBAGE_CLAIMS = {"dynamodb:UpdateItem", "dynamodb:PutItem"}
+# The gc function: reads, its stream, its writes and the blobs it deletes.
+GC_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+             "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"}
+GC_PARTITIONS = {"BLOB#*", "GCQ#*", "GC#*", "REPO#*"}
+GC_RUN_PARTITIONS = {"GC#*"}
 # The repository and artifact API of the token function: tags added (put_manifest),
 # artifacts, tags and repositories deleted (delete_manifest, delete_tag, delete_repository),
 # in repository partitions only.
-REPOSITORY_PARTITIONS = {"REPO#*"}
-REPOSITORY_WRITES = {"dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+REPOSITORY_PARTITIONS = {"REPO#*", "BLOB#*", "GCQ#*"}
+REPOSITORY_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                     "dynamodb:BatchWriteItem"}
 # The audit log's and the counters' partitions (meta-dynamodb audit.rs, statistics.rs), which
 # the events function writes (artifact counters live in REPO# partitions).
 AUDIT_PARTITIONS = {"AUDIT#*", "STATS#*", "COUNTED#*"}
@@ -442,7 +458,7 @@ def front_actions():
                 ports[field].add(method)
     s3 = rust_functions(S3_ADAPTER)
     excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM, DYNAMODB_WEBHOOKS,
-                *DYNAMODB_RECORDS}
+                DYNAMODB_GARBAGE, *DYNAMODB_RECORDS}
     dynamodb = rust_functions(DYNAMODB_ADAPTER, excluded)
     needed = set()
     for field, (functions, operations, ignored) in {
@@ -462,7 +478,7 @@ def front_actions():
                     needed |= DYNAMODB_TRANSACTION_ITEMS.get(item, set())
                 for item in re.findall(r"TransactWriteItem::builder\(\)\s*\.\s*([a-z_]+)\(", body):
                     needed |= DYNAMODB_TRANSACTION_ITEMS.get(item.capitalize(), set())
-    return needed
+    return needed | GARBAGE_CLAIMS
 
 
 def check_table(template):
@@ -508,7 +524,7 @@ def code_actions():
     s3 = calls(S3_ADAPTER, S3_OPERATIONS, CLIENT_ACCESSORS)
     ignored = CLIENT_ACCESSORS | DYNAMODB_ADMINISTRATION
     excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM, DYNAMODB_WEBHOOKS,
-                *DYNAMODB_RECORDS}
+                DYNAMODB_GARBAGE, *DYNAMODB_RECORDS}
     dynamodb = calls(DYNAMODB_ADAPTER, DYNAMODB_OPERATIONS, ignored, excluded)
     for path, text in sources(DYNAMODB_ADAPTER, excluded):
         for item in re.findall(r"\b([A-Z][A-Za-z]*)::builder\s*\(", text):
@@ -525,7 +541,7 @@ def code_actions():
     # Deletes built for a transaction (`Delete`s handed to `transaction_items`).
     if re.search(r"\bItem\s*=\s*Delete\b", account_text):
         accounts |= {"dynamodb:DeleteItem"}
-    needed = s3 | dynamodb
+    needed = s3 | dynamodb | GARBAGE_CLAIMS
     # The replication store calls the SDK directly and through the table helpers.
     replication = calls(DYNAMODB_REPLICATION, DYNAMODB_OPERATIONS, ignored)
     replication_text = DYNAMODB_REPLICATION.read_text()
@@ -550,7 +566,11 @@ def code_actions():
 
     records = set().union(*(store_actions(path) for path in DYNAMODB_RECORDS))
     webhooks = store_actions(DYNAMODB_WEBHOOKS)
+    garbage = store_actions(DYNAMODB_GARBAGE)
+    for action in sorted(garbage - READ_ONLY - GC_WRITES):
+        findings.append(f"{DYNAMODB_GARBAGE}: {action} is not among the gc function's rights")
     return {
+        "garbage": garbage,
         "records": records,
         "webhooks": webhooks,
         "needed": needed,
@@ -636,7 +656,7 @@ def check_iam(template, code, front):
             findings.append(f"{name}: lacks {action}, which the repository API needs")
         check_writes(name, template["Resources"][name],
                      [ACCOUNT_PARTITIONS | WEBHOOK_PARTITIONS, REPLICATION_PARTITIONS,
-                      REPOSITORY_PARTITIONS])
+                      REPOSITORY_PARTITIONS, GC_RUN_PARTITIONS])
         check_decrypt(name, template["Resources"][name], {"kms:Encrypt", "kms:Decrypt"}, {name})
         check_queues(name, template["Resources"][name],
                      {"ReplicationQueue": {"sqs:SendMessage"},
@@ -664,6 +684,7 @@ def check_iam(template, code, front):
                      {"ReplicationQueue": QUEUE_CONSUMER | {"sqs:SendMessage"},
                       "ReplicationDeadLetterQueue": {"sqs:SendMessage"}})
         check_events_function(name, resource, template)
+    check_gc_function(template, functions)
     for binary in ("registry-pull", "registry-push"):
         grants = {"kms:Decrypt"} if front and binary == "registry-push" else set()
         if binary in functions and any(
@@ -671,6 +692,40 @@ def check_iam(template, code, front):
         ):
             findings.append(f"{functions[binary][0]}: must not decrypt anything nor use queues")
     check_front(template, code["front"], front)
+
+
+def check_gc_function(template, functions):
+    """The gc function: exactly reads, its stream, its writes (limited to its partitions) and
+    the deletion of blobs, which no other function holds; one invocation at a time; invoked by a
+    schedule and by the run records of the table's stream."""
+    if "gc" not in functions:
+        findings.append(f"{TEMPLATE}: no function builds the binary gc")
+        return
+    name, actions = functions["gc"]
+    resource = template["Resources"][name]
+    wanted = (READ_ONLY - {"dynamodb:Scan"} - S3_ACTIONS) | STREAM_READ | GC_WRITES | {"s3:DeleteObject"}
+    for action in sorted(actions - wanted):
+        findings.append(f"{name}: {action} is not what the gc function needs")
+    for action in sorted(wanted - actions - {"s3:GetObject", "s3:ListBucket"}):
+        findings.append(f"{name}: lacks {action}, which garbage collection needs")
+    check_writes(name, resource, [GC_PARTITIONS])
+    for other, (other_name, other_actions) in functions.items():
+        if other == "gc":
+            continue
+        for statement in statements(template["Resources"][other_name]):
+            action = statement.get("Action", [])
+            if "s3:DeleteObject" in ({action} if isinstance(action, str) else set(action)) and \
+                    "blobs/" in json.dumps(statement.get("Resource")):
+                findings.append(f"{other_name}: only the gc function deletes blobs")
+    properties = resource.get("Properties", {})
+    if properties.get("ReservedConcurrentExecutions") != 1:
+        findings.append(f"{name}: must run one invocation at a time (ReservedConcurrentExecutions: 1)")
+    kinds = sorted(event.get("Type") for event in properties.get("Events", {}).values())
+    if kinds != ["DynamoDB", "Schedule"]:
+        findings.append(f"{name}: wants a schedule and the table's stream, has {kinds}")
+    for event in properties.get("Events", {}).values():
+        if event.get("Type") == "DynamoDB" and "GC#RUNS" not in json.dumps(event.get("Properties", {}).get("FilterCriteria")):
+            findings.append(f"{name}: its stream must be filtered to the GC#RUNS run records")
 
 
 def check_decrypt(name, resource, replication_actions, key_readers):
@@ -812,7 +867,7 @@ def check_event_lines(template, front):
         if body.get("Type") == "AWS::Lambda::Permission"
         and body["Properties"].get("Principal") == "logs.amazonaws.com"
     }
-    groups = ["RegistryPullLogGroup", "RegistryPushLogGroup", "TokenLogGroup"]
+    groups = ["RegistryPullLogGroup", "RegistryPushLogGroup", "TokenLogGroup", "GcLogGroup"]
     if front:
         groups.append("UploadFrontLogGroup")
     for group in groups:

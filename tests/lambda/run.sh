@@ -53,6 +53,7 @@ RUN_ID=$(date +%s)-$$-$RANDOM
 FUNCTIONS=(registry-pull registry-push token)
 # No route: started apart from FUNCTIONS and invoked through the emulator's Invoke API.
 EVENTS_FUNCTION=events
+GC_FUNCTION=gc
 DISTRIBUTION=/usr/bin/docker-registry
 ADMIN="admin"
 # Made up for the run: upper, lower case and digits, as the password policy wants.
@@ -130,7 +131,7 @@ build_functions() {
   log_step "building the functions (cargo lambda build ${mode[*]})"
   (
     cd "$ROOT"
-    for fn in "${FUNCTIONS[@]}" "$EVENTS_FUNCTION"; do
+    for fn in "${FUNCTIONS[@]}" "$EVENTS_FUNCTION" "$GC_FUNCTION"; do
       run cargo lambda build "${mode[@]}" --bin "$fn"
     done
   )
@@ -192,6 +193,10 @@ exec_function() {
   export BERTH_TOKEN_KEYS_SSM=$KEYS_PATH
   [[ $name != registry-push || -z ${PUSH_UPLOAD_URL:-} ]] || export BERTH_UPLOAD_URL=$PUSH_UPLOAD_URL
   replication_environment "$name"
+  # Garbage collection spares nothing for its grace (the runs the token function starts), and
+  # the gc function works one step of two candidates per invocation: a run takes several.
+  export BERTH_GC_GRACE=0s
+  [[ $name != "$GC_FUNCTION" ]] || export BERTH_GC_STEPS=1 BERTH_GC_STEP_SIZE=2
   export AWS_LAMBDA_RUNTIME_API="$EMULATOR_URL/.rt/$name"
   export AWS_LAMBDA_FUNCTION_NAME=$name
   export AWS_LAMBDA_FUNCTION_VERSION="\$LATEST"
@@ -252,10 +257,10 @@ PY
   log_info "replication queue $QUEUE_URL, dead letters $DLQ_URL, KMS key $KMS_KEY"
 }
 
-# The events function's bootstrap, polling the emulator like the others; it has no route, so
-# its first invocation is the scenario's.
+# A function without a route (events, gc; events by default): its bootstrap, polling the
+# emulator like the others; its first invocation is the scenario's.
 start_events_function() {
-  local name=$EVENTS_FUNCTION pid
+  local name=${1:-$EVENTS_FUNCTION} pid
   exec_function "$name" >"$E2E_TMP/$name.log" 2>&1 &
   pid=$!
   FUNCTION_PID[$name]=$pid
@@ -265,10 +270,11 @@ start_events_function() {
   log_info "$name pid $pid"
 }
 
-# invoke_events EVENT_FILE: the events function's answer to the event, as Lambda's event
-# sources invoke it (`cargo lambda invoke` through the emulator's Invoke API).
+# invoke_events EVENT_FILE [FUNCTION]: the events function's (or FUNCTION's) answer to the
+# event, as Lambda's event sources invoke it (`cargo lambda invoke` through the emulator's
+# Invoke API).
 invoke_events() {
-  (cd "$ROOT" && timeout "$CLIENT_TIMEOUT" cargo lambda invoke "$EVENTS_FUNCTION" \
+  (cd "$ROOT" && timeout "$CLIENT_TIMEOUT" cargo lambda invoke "${2:-$EVENTS_FUNCTION}" \
     --invoke-address 127.0.0.1 --invoke-port "${EMULATOR_URL##*:}" --data-file "$1" --output-format json)
 }
 
@@ -862,6 +868,65 @@ PY
 # --- measurements --------------------------------------------------------------
 
 # Memory of each function process: VmRSS now, VmHWM (peak) so far.
+# s3_key_count KEY: how many objects the test bucket holds under KEY (0 or 1).
+s3_key_count() {
+  python3 - "$BERTH_TEST_S3_BUCKET" "$1" <<'PY'
+import os, sys
+
+import boto3
+
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"],
+                  region_name=os.environ.get("AWS_REGION", "garage"))
+print(s3.list_objects_v2(Bucket=sys.argv[1], Prefix=sys.argv[2]).get("KeyCount", 0))
+PY
+}
+
+# Garbage collection as AWS runs it: five blobs uploaded and never referenced, a run started
+# through the token function's API, then the gc function invoked as its schedule would, one
+# step of two candidates each time, until the run ends; the blobs are gone from the bucket,
+# the pushed image still pulls.
+scenario_gc() {
+  local out=$E2E_TMP/gc repo=$PROJECT/gc-$RUN_ID status id answer invocations=0 digest gone=0
+  local token n
+  token=$(token "repository:$repo:pull,push")
+  mkdir -p "$out"
+  for n in 1 2 3 4 5; do
+    printf 'garbage %s %s' "$n" "$RUN_ID" >"$out/blob-$n"
+    digest=$(sha256_file "$out/blob-$n")
+    echo "$digest" >>"$out/digests"
+    status=$(req POST "$GATEWAY_URL/v2/$repo/blobs/uploads/?digest=$digest" "$out/upload" \
+      -H "Authorization: Bearer $token" -H 'Content-Type: application/octet-stream' \
+      --data-binary "@$out/blob-$n")
+    [[ $status == 201 ]] || fail "blob $n is uploaded" "$status $(cat "$out/upload.body")"
+  done
+  status=$(req POST "$GATEWAY_URL/api/v2.0/system/gc/schedule" "$out/start" -u "$ADMIN:$ADMIN_PASSWORD" \
+    -H 'Content-Type: application/json' -d '{"schedule":{"type":"Manual"},"parameters":{"dry_run":false}}')
+  assert_eq "the token function starts a garbage collection run" 201 "$status"
+  id=$(header "$out/start.headers" location)
+  id=${id##*/}
+  while ((invocations < 60)); do
+    answer=$(invoke_events "$ROOT/infra/events/gc/tick.json" "$GC_FUNCTION") ||
+      fail "the gc function takes its schedule's event" "$answer"
+    invocations=$((invocations + 1))
+    [[ $(jq -r .running <<<"$answer") == true ]] || break
+  done
+  assert_match "the run takes several invocations of one step each ($invocations)" '^([3-9]|[1-5][0-9])$' "$invocations"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/system/gc/$id" "$out/run" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the run ended well" "200 Success" "$status $(jq -r .job_status "$out/run.body")"
+  req GET "$GATEWAY_URL/api/v2.0/system/gc/$id/log" "$out/log" -u "$ADMIN:$ADMIN_PASSWORD" >/dev/null
+  while read -r digest; do
+    grep -q "blob $digest .*deleted" "$out/log.body" || gone=1
+    [[ $(s3_key_count "$PREFIX/blobs/sha256/${digest:7:2}/${digest#sha256:}") == 0 ]] || gone=1
+  done <"$out/digests"
+  assert_eq "its log names the five blobs, which are gone from the bucket" 0 "$gone"
+  if [[ -e $IMAGE/pushed ]]; then
+    # shellcheck source=/dev/null
+    source "$IMAGE/vars"
+    status=$(areq GET "$GATEWAY_URL/v2/$REPO/blobs/$LAYER_DIGEST" "$out/layer")
+    assert_match "the pushed image's layer is still served" '^(200|307)$' "$status"
+  fi
+}
+
 memory_line() {
   local fn line=""
   for fn in "${FUNCTIONS[@]}"; do
@@ -891,7 +956,7 @@ fi
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 
 [[ ${LAMBDA_SKIP_BUILD:-0} == 1 ]] || build
-for fn in "${FUNCTIONS[@]}" "$EVENTS_FUNCTION"; do
+for fn in "${FUNCTIONS[@]}" "$EVENTS_FUNCTION" "$GC_FUNCTION"; do
   [[ -x $TARGET_DIR/lambda/$fn/bootstrap ]] || die "no $TARGET_DIR/lambda/$fn/bootstrap (cargo lambda build)"
 done
 [[ -x $TARGET_DIR/debug/lambda-gateway ]] || die "no $TARGET_DIR/debug/lambda-gateway (cargo build -p berth-tests)"
@@ -943,6 +1008,8 @@ run_scenario "replication through the events function" scenario_replication
 run_scenario "the audit log through the events function" scenario_audit
 run_scenario "webhook policies through the token function" scenario_webhook_policies
 run_scenario "webhook deliveries through the events function and the queue" scenario_webhook_deliveries
+start_events_function "$GC_FUNCTION"
+run_scenario "garbage collection through the gc function, in steps" scenario_gc
 [[ ${LAMBDA_FRONT_SCENARIOS:-1} == 0 ]] || run_front_scenarios
 [[ -z ${FRONT_BENCH_MIB:-} ]] || bench_front
 log_step "finished in $((SECONDS - start))s"

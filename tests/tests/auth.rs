@@ -1341,3 +1341,79 @@ async fn statistics_count_a_known_sequence_of_pushes_and_pulls() {
         "public projects are everyone's: {anonymous} {all}"
     );
 }
+
+/// A mount without `from` takes the blob from a repository the token may pull from (the
+/// target itself, or another it names), and is a plain upload session otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_without_from_finds_the_blob_where_the_token_may_pull() {
+    use reqwest::Method;
+    let registry = populated().await;
+    let blob = b"a layer only team/app holds".to_vec();
+    let digest = sha256(&blob);
+    let (_, push) = registry
+        .token(DEV, &["repository:team/app:pull,push"])
+        .await;
+    let uploaded = registry
+        .registry(
+            Method::POST,
+            &format!("/v2/team/app/blobs/uploads/?digest={digest}"),
+            &push,
+            Some(("application/octet-stream", blob)),
+        )
+        .await;
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    let mount = |token: String, target: &'static str| {
+        let registry = &registry;
+        let digest = digest.clone();
+        async move {
+            registry
+                .registry(
+                    Method::POST,
+                    &format!("/v2/{target}/blobs/uploads/?mount={digest}"),
+                    &token,
+                    None,
+                )
+                .await
+        }
+    };
+
+    let (_, target_only) = registry
+        .token(DEV, &["repository:open/tool:pull,push"])
+        .await;
+    let refused = mount(target_only, "open/tool").await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::ACCEPTED,
+        "a token naming no repository that holds the blob: an upload session"
+    );
+    let (_, both) = registry
+        .token(
+            DEV,
+            &["repository:open/tool:pull,push", "repository:team/app:pull"],
+        )
+        .await;
+    let mounted = mount(both.clone(), "open/tool").await;
+    assert_eq!(mounted.status(), StatusCode::CREATED, "found in team/app");
+    assert_eq!(
+        mounted
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok()),
+        Some(format!("/v2/open/tool/blobs/{digest}").as_str())
+    );
+    let head = registry
+        .registry(
+            Method::HEAD,
+            &format!("/v2/open/tool/blobs/{digest}"),
+            &both,
+            None,
+        )
+        .await;
+    assert_eq!(head.status(), StatusCode::OK, "linked into open/tool");
+    let again = mount(both, "open/tool").await;
+    assert_eq!(
+        again.status(),
+        StatusCode::CREATED,
+        "the target holds it now"
+    );
+}

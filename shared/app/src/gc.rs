@@ -37,6 +37,8 @@ pub struct GarbageCollection {
     grace_ms: u64,
     events: Option<Arc<dyn EventSink>>,
     wake: Notify,
+    /// Candidates a step visits.
+    step_budget: usize,
 }
 
 impl std::fmt::Debug for GarbageCollection {
@@ -65,7 +67,14 @@ impl GarbageCollection {
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
             events: None,
             wake: Notify::new(),
+            step_budget: STEP_BUDGET,
         }
+    }
+
+    /// Visits `budget` candidates a step instead of [`STEP_BUDGET`].
+    pub fn with_step_budget(mut self, budget: usize) -> Self {
+        self.step_budget = budget.max(1);
+        self
     }
 
     /// Publishes the end of each run (a maintenance event) to `events`.
@@ -209,7 +218,11 @@ impl GarbageCollection {
                 return Ok(true);
             }
             steps += 1;
-            match self.collector.step(&mut run.progress, STEP_BUDGET).await {
+            match self
+                .collector
+                .step(&mut run.progress, self.step_budget)
+                .await
+            {
                 Ok(()) => {
                     run.updated_ms = now_ms();
                     self.history.update_run(&run).await?;

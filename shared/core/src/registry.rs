@@ -360,22 +360,31 @@ impl Registry {
 
     // ----- uploads -----
 
-    /// Opens an upload session, or mounts `mount` from repository `from` when that
-    /// repository has it.
+    /// Opens an upload session, or mounts blob `digest` from the first of `sources` that
+    /// links it (a named `from`, or the repositories the caller may pull from, the target
+    /// first: automatic content discovery). A blob the target links already is mounted as it
+    /// is.
     pub async fn start_upload(
         &self,
         context: &RequestContext,
         repository: &RepositoryName,
-        mount: Option<(&Digest, Option<&RepositoryName>)>,
+        mount: Option<(&Digest, &[RepositoryName])>,
     ) -> Result<UploadStart> {
-        if let Some((digest, Some(from))) = mount {
-            let sizes = self
-                .meta
-                .blob_links(from, std::slice::from_ref(digest))
-                .await?;
-            if let Some(size) = sizes.into_iter().next().flatten()
-                && self.claim_blob(digest, size).await?
-            {
+        if let Some((digest, sources)) = mount {
+            for from in sources {
+                let sizes = self
+                    .meta
+                    .blob_links(from, std::slice::from_ref(digest))
+                    .await?;
+                let Some(size) = sizes.into_iter().next().flatten() else {
+                    continue;
+                };
+                if from == repository {
+                    return Ok(UploadStart::Mounted(digest.clone()));
+                }
+                if !self.claim_blob(digest, size).await? {
+                    break;
+                }
                 self.meta.link_blob(repository, digest, size).await?;
                 self.publish(context, || EventKind::BlobMounted {
                     repository: repository.clone(),

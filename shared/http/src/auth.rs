@@ -247,6 +247,16 @@ impl RegistryAuth {
                 }
                 missing
             }
+            Access::Discover { name } => {
+                let missing = [Action::Pull, Action::Push]
+                    .into_iter()
+                    .find(|action| !claims.allows_repository(name, *action))
+                    .map(|action| format!("{action} on {name}"));
+                if missing.is_none() {
+                    discover_in(endpoint, &claims);
+                }
+                missing
+            }
         };
         match missing {
             None => Ok(claims.sub.clone()),
@@ -291,6 +301,28 @@ fn scopes_of(access: &Access) -> Vec<Scope> {
             Scope::repository(name.clone(), [Action::Pull, Action::Push]),
             Scope::repository(from.clone(), [Action::Pull]),
         ],
+        Access::Discover { name } => vec![Scope::repository(
+            name.clone(),
+            [Action::Pull, Action::Push],
+        )],
+    }
+}
+
+/// The repositories a mount without `from` may take the blob from: those the token grants
+/// pull on by name.
+fn discover_in(endpoint: &mut Endpoint, claims: &berth_auth::Claims) {
+    if let Endpoint::StartUpload {
+        start: UploadKind::Mount { discover, .. },
+        ..
+    } = endpoint
+    {
+        *discover = claims
+            .access
+            .iter()
+            .filter(|entry| entry.resource_type == "repository")
+            .filter_map(|entry| entry.name.parse::<berth_core::RepositoryName>().ok())
+            .filter(|name| claims.allows_repository(name, Action::Pull))
+            .collect();
     }
 }
 

@@ -86,10 +86,13 @@ pub enum UploadKind {
     Session,
     /// The whole blob is in this request's body.
     Monolithic(Digest),
-    /// Link a blob from another repository (without `from`, a session is opened instead).
+    /// Link a blob from another repository: `from`, or without it one of `discover` (the
+    /// repositories the caller's token may pull from, which the auth check fills in) or the
+    /// target itself; a session is opened when none links it.
     Mount {
         digest: Digest,
         from: Option<RepositoryName>,
+        discover: Vec<RepositoryName>,
     },
 }
 
@@ -117,6 +120,9 @@ pub enum Access {
         name: RepositoryName,
         from: RepositoryName,
     },
+    /// Push to `name`, taking the blob from any repository the token may pull from (a mount
+    /// without `from`).
+    Discover { name: RepositoryName },
 }
 
 /// Which function family serves an endpoint when Berth is split by role.
@@ -363,6 +369,10 @@ impl Endpoint {
                 name: name.clone(),
                 from: from.clone(),
             },
+            Self::StartUpload {
+                name,
+                start: UploadKind::Mount { from: None, .. },
+            } => Access::Discover { name: name.clone() },
             Self::PutManifest { name, .. }
             | Self::StartUpload { name, .. }
             | Self::UploadStatus { name, .. }
@@ -399,7 +409,11 @@ impl Endpoint {
 fn upload_kind(query: &Query) -> Result<UploadKind> {
     if let Some(digest) = query.digest("mount")? {
         let from = query.get("from").map(str::parse).transpose()?;
-        return Ok(UploadKind::Mount { digest, from });
+        return Ok(UploadKind::Mount {
+            digest,
+            from,
+            discover: Vec::new(),
+        });
     }
     Ok(match query.digest("digest")? {
         Some(digest) => UploadKind::Monolithic(digest),
@@ -547,6 +561,7 @@ mod tests {
                     start: UploadKind::Mount {
                         digest: digest(),
                         from: Some(name("b/c")),
+                        discover: Vec::new(),
                     },
                 },
             ),

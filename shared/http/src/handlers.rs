@@ -168,9 +168,19 @@ pub(crate) async fn handle(
                 let started = registry.start_upload(context, &name, None).await?;
                 upload_started(app, &name, started, context)
             }
-            UploadKind::Mount { digest, from } => {
+            UploadKind::Mount {
+                digest,
+                from,
+                discover,
+            } => {
+                let sources = match from {
+                    Some(from) => vec![from],
+                    None => std::iter::once(name.clone())
+                        .chain(discover.into_iter().filter(|source| source != &name))
+                        .collect(),
+                };
                 let started = registry
-                    .start_upload(context, &name, Some((&digest, from.as_ref())))
+                    .start_upload(context, &name, Some((&digest, &sources)))
                     .await?;
                 upload_started(app, &name, started, context)
             }

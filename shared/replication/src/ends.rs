@@ -250,7 +250,11 @@ impl End for LocalEnd {
         let from = repository(from)?;
         match self
             .registry
-            .start_upload(&self.context, &target, Some((digest, Some(&from))))
+            .start_upload(
+                &self.context,
+                &target,
+                Some((digest, std::slice::from_ref(&from))),
+            )
             .await?
         {
             UploadStart::Mounted(_) => Ok(true),

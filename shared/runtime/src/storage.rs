@@ -211,7 +211,7 @@ impl Stores {
         events: Arc<dyn berth_core::EventSink>,
         grace: Duration,
     ) -> Option<Arc<berth_app::GarbageCollection>> {
-        let gc = self.garbage_collection(events, grace)?;
+        let gc = self.garbage_collection(events, grace, berth_app::gc::STEP_BUDGET)?;
         berth_app::GcRunner::spawn(gc.clone());
         Some(gc)
     }
@@ -223,13 +223,16 @@ impl Stores {
         &self,
         events: Arc<dyn berth_core::EventSink>,
         grace: Duration,
+        step_size: usize,
     ) -> Option<Arc<berth_app::GarbageCollection>> {
         let (index, history) = self.garbage.clone()?;
         let collector =
             berth_core::gc::Collector::new(self.metadata.clone(), index, self.blobs.clone())
                 .with_events(events.clone());
         Some(Arc::new(
-            berth_app::GarbageCollection::new(collector, history, grace).with_events(events),
+            berth_app::GarbageCollection::new(collector, history, grace)
+                .with_events(events)
+                .with_step_budget(step_size),
         ))
     }
 

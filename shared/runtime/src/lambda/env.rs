@@ -214,6 +214,9 @@ pub struct GcSettings {
     pub storage: StorageConfig,
     pub grace: Duration,
     pub steps: usize,
+    /// Candidates a step visits: `BERTH_GC_STEP_SIZE`, [`berth_app::gc::STEP_BUDGET`] by
+    /// default.
+    pub step_size: usize,
 }
 
 impl GcSettings {
@@ -221,23 +224,23 @@ impl GcSettings {
         let var: Lookup<'_> = &|name| Ok(env_var(name)?.filter(|value| !value.is_empty()));
         let storage = storage_from_vars(var)?;
         check_aws_vars(var)?;
-        let steps = match var("BERTH_GC_STEPS")? {
-            Some(text) => text
-                .parse()
-                .ok()
-                .filter(|steps| *steps >= 1)
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "BERTH_GC_STEPS",
-                        format!("is {text:?}, not a number from 1"),
-                    )
-                })?,
-            None => 20,
+        let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match var(name)? {
+                Some(text) => text
+                    .parse()
+                    .ok()
+                    .filter(|count| *count >= 1)
+                    .ok_or_else(|| {
+                        ConfigError::new(name, format!("is {text:?}, not a number from 1"))
+                    }),
+                None => Ok(default),
+            }
         };
         Ok(Self {
             storage,
             grace: gc_grace(var)?,
-            steps,
+            steps: count("BERTH_GC_STEPS", 20)?,
+            step_size: count("BERTH_GC_STEP_SIZE", berth_app::gc::STEP_BUDGET)?,
         })
     }
 }

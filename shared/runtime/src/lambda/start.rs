@@ -115,7 +115,7 @@ fn token_routes<'a>(auth: &'a Auth, stores: &crate::Stores) -> Routes<'a> {
         .audit(stores.audit.clone())
         .statistics(stores.statistics.clone())
         .webhooks(stores.webhooks.clone())
-        .gc(stores.garbage_collection(Arc::new(EventLog), grace))
+        .gc(stores.garbage_collection(Arc::new(EventLog), grace, berth_app::gc::STEP_BUDGET))
 }
 
 /// The `gc` function's handler: each invocation (a minute's schedule tick, or a change to a
@@ -160,7 +160,7 @@ pub async fn start_gc() -> Result<GcHandler, StartError> {
         .await
         .map_err(StartError::Storage)?;
     let gc = stores
-        .garbage_collection(Arc::new(EventLog), config.grace)
+        .garbage_collection(Arc::new(EventLog), config.grace, config.step_size)
         .ok_or_else(|| {
             StartError::Storage(berth_core::RegistryError::internal(
                 "this storage keeps no garbage index",
