@@ -165,6 +165,7 @@ DYNAMODB_TRANSACTION_ITEMS = {
 STORE_HELPERS = {
     "get": {"dynamodb:GetItem"},
     "put_item": {"dynamodb:PutItem"},
+    "update_item": {"dynamodb:UpdateItem"},
     "delete_item": {"dynamodb:DeleteItem"},
     "query_all": {"dynamodb:Query"},
     "batch_get_items": {"dynamodb:BatchGetItem"},

@@ -220,24 +220,9 @@ impl GcProgress {
     }
 }
 
-/// How a run ended, or that it has not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GcStatus {
-    Running,
-    Success,
-    Error,
-}
-
-impl GcStatus {
-    /// Harbor's `job_status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "Running",
-            Self::Success => "Success",
-            Self::Error => "Error",
-        }
-    }
-}
+/// How a run ended, or that it has not: Harbor's job statuses, as webhook deliveries have
+/// them too.
+pub use crate::webhooks::DeliveryStatus as GcStatus;
 
 /// One run, as the history keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,8 +13,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
 use berth_core::accounts::{
     AccountStore, Member, Project, ProjectRole, Robot, User, robot_project,
 };
@@ -22,7 +21,7 @@ use berth_core::error::{ErrorCode, RegistryError, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{corrupt, sdk_error};
+use crate::error::corrupt;
 use crate::schema::{
     CATALOG_PARTITION_KEY, CATALOG_SORT_KEY, MEMBER_PREFIX, MEMBERSHIP_PREFIX, META, PARTITION_KEY,
     PROJECTS_PARTITION, ROBOT_PREFIX, SORT_KEY, TTL_ATTRIBUTE, USERS_PARTITION, build_error,
@@ -372,30 +371,16 @@ impl DynamoMetadataStore {
         names_used: &[(&str, &str)],
         values_used: Vec<(&str, AttributeValue)>,
     ) -> Result<Option<Item>> {
-        let sent = self
-            .client
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key))
             .update_expression(expression)
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names(names_used)))
             .set_expression_attribute_values(Some(values(values_used)))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match sent {
-            Ok(output) => Ok(Some(output.attributes.unwrap_or_default())),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk_error("UpdateItem", e)),
-        }
+            .build()
+            .map_err(build_error)?;
+        self.update_item(update).await
     }
 }
 

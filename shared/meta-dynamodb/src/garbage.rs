@@ -25,10 +25,8 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, PutRequest, ReturnValue, TransactWriteItem, Update,
-    WriteRequest,
+    AttributeValue, ConditionCheck, Delete, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
 use berth_core::error::{ErrorCode, RegistryError, Result};
 use berth_core::gc::{
@@ -38,7 +36,7 @@ use berth_core::manifest::{Target, referenced_blobs};
 use berth_core::ports::MetadataStore;
 use berth_core::{Digest, RepositoryName};
 
-use crate::error::{corrupt, sdk_error};
+use crate::error::corrupt;
 use crate::schema::{META, PARTITION_KEY, SORT_KEY, build_error, repository_pk};
 use crate::store::DynamoMetadataStore;
 use crate::toolkit::{
@@ -151,34 +149,6 @@ impl DynamoMetadataStore {
             builder = builder.expression_attribute_values(placeholder, value);
         }
         builder.build().map_err(build_error)
-    }
-
-    /// One UpdateItem returning the item as updated; `None` when its condition failed.
-    async fn update_item(&self, update: Update) -> Result<Option<Item>> {
-        let sent = self
-            .client
-            .update_item()
-            .table_name(update.table_name)
-            .set_key(Some(update.key))
-            .update_expression(update.update_expression)
-            .set_condition_expression(update.condition_expression)
-            .set_expression_attribute_names(update.expression_attribute_names)
-            .set_expression_attribute_values(update.expression_attribute_values)
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match sent {
-            Ok(output) => Ok(Some(output.attributes.unwrap_or_default())),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk_error("UpdateItem", e)),
-        }
     }
 
     /// The transaction items that add one reference to each of `blobs`, touching them at

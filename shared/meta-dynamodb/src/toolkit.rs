@@ -8,8 +8,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, WriteRequest,
+    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update,
+    WriteRequest,
 };
 use berth_core::error::{RegistryError, Result};
 use futures_util::future::try_join_all;
@@ -344,6 +346,34 @@ impl DynamoMetadataStore {
                 Ok(false)
             }
             Err(e) => Err(sdk_error("PutItem", e)),
+        }
+    }
+
+    /// One UpdateItem returning the item as updated; `None` when its condition failed.
+    pub(crate) async fn update_item(&self, update: Update) -> Result<Option<Item>> {
+        let sent = self
+            .client
+            .update_item()
+            .table_name(update.table_name)
+            .set_key(Some(update.key))
+            .update_expression(update.update_expression)
+            .set_condition_expression(update.condition_expression)
+            .set_expression_attribute_names(update.expression_attribute_names)
+            .set_expression_attribute_values(update.expression_attribute_values)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match sent {
+            Ok(output) => Ok(Some(output.attributes.unwrap_or_default())),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(sdk_error("UpdateItem", e)),
         }
     }
 
