@@ -443,7 +443,7 @@ blobs_of() { jq -r '.config.digest, .layers[].digest' "$1" | sort -u; }
 # real run of garbage collection report the same, the deleted image's own blobs are gone,
 # and the other image still pulls. Only system admins run it.
 scenario_gc() {
-  local dir=$E2E_TMP/gc repo=$REGISTRY/$PRIVATE/gc status dry real token digest gone=0
+  local dir=$E2E_TMP/gc repo=$REGISTRY/$PRIVATE/gc status dry real token digest gone=0 stored freed
   small_image "$dir/keep" keep
   mkdir -p "$dir/drop"
   cp "$dir/keep/data.bin" "$dir/drop/data.bin"
@@ -468,10 +468,16 @@ scenario_gc() {
   dry=$(gc_run '{"dry_run":true}')
   assert_eq "a dry run succeeds" Success "$(jq -r .job_status "$E2E_TMP/body")"
   dry=$(jq -r '.job_parameters | fromjson | [.purged_blobs, .freed_space] | @tsv' "$E2E_TMP/body")
+  api GET /statistics "admin:$ADMIN_PASSWORD" >/dev/null
+  stored=$(jq -r .total_storage_consumption "$E2E_TMP/body")
   real=$(gc_run '{"dry_run":false}')
   assert_eq "a real run succeeds" Success "$(jq -r .job_status "$E2E_TMP/body")"
   assert_eq "... and frees what the dry run said it would" "$dry" \
     "$(jq -r '.job_parameters | fromjson | [.purged_blobs, .freed_space] | @tsv' "$E2E_TMP/body")"
+  freed=$(jq -r '.job_parameters | fromjson | .freed_space' "$E2E_TMP/body")
+  api GET /statistics "admin:$ADMIN_PASSWORD" >/dev/null
+  assert_eq "the registry's total storage shrinks by what it freed" "$((stored - freed))" \
+    "$(jq -r .total_storage_consumption "$E2E_TMP/body")"
   status=$(api GET "/system/gc/$real/log" "admin:$ADMIN_PASSWORD")
   while read -r digest; do
     grep -q "blob $digest .*deleted" "$E2E_TMP/body" || gone=1

@@ -135,6 +135,11 @@ impl GarbageCollection {
             .find(|run| run.status == GcStatus::Running))
     }
 
+    /// The bytes of the blobs the registry stores (Harbor's `total_storage_consumption`).
+    pub async fn stored_bytes(&self) -> Result<u64> {
+        self.collector.stored_bytes().await
+    }
+
     /// Page `page` (from 1) of `size` runs, newest first, and how many there are.
     pub async fn runs(&self, page: usize, size: usize) -> Result<(Vec<GcRun>, usize)> {
         self.history

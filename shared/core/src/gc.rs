@@ -103,9 +103,15 @@ pub trait GarbageIndex: Send + Sync + 'static {
     /// as marked, or `None` when the blob must stay.
     async fn begin_collect(&self, digest: &Digest, cutoff_ms: u64) -> Result<Option<BlobRecord>>;
 
-    /// Records that a collecting blob's bytes are deleted (at `now_ms`); it stays a
-    /// candidate until its record is forgotten.
-    async fn end_collect(&self, digest: &Digest, now_ms: u64) -> Result<()>;
+    /// Records that a collecting blob's bytes (`record`, as marked) are deleted (at
+    /// `now_ms`), and takes its size off [`GarbageIndex::stored_bytes`]; it stays a candidate
+    /// until its record is forgotten.
+    async fn end_collect(&self, record: &BlobRecord, now_ms: u64) -> Result<()>;
+
+    /// The bytes of the blobs the store holds, as the index counts them: a claim that makes
+    /// a blob live (new, or collected before) adds its size in the same write, the end of
+    /// its collection takes it off.
+    async fn stored_bytes(&self) -> Result<u64>;
 
     /// Removes the record and the candidate of a blob collected before `before_ms`, if it
     /// is still collected.
@@ -321,6 +327,11 @@ impl Collector {
         self.index.references_counted().await
     }
 
+    /// The bytes of the blobs stored (see [`GarbageIndex::stored_bytes`]).
+    pub async fn stored_bytes(&self) -> Result<u64> {
+        self.index.stored_bytes().await
+    }
+
     /// Runs to the end, `budget` candidates a step.
     pub async fn run(&self, progress: &mut GcProgress, budget: usize) -> Result<()> {
         while !progress.is_done() {
@@ -438,7 +449,7 @@ impl Collector {
             return Ok(Visit::Kept);
         };
         self.blobs.delete(digest).await?;
-        self.index.end_collect(digest, now_ms()).await?;
+        self.index.end_collect(&marked, now_ms()).await?;
         progress.note(format!("blob {digest} ({} bytes): deleted", marked.size));
         progress.blobs_deleted += 1;
         progress.bytes_freed += marked.size;

@@ -9,6 +9,7 @@
 //! | run              | `GC#RUNS`       | `RUN#<id, 20 digits>`   | `record` (JSON)                           |
 //! | schedule         | `GC#RUNS`       | `SCHEDULE`              | `record` (JSON)                           |
 //! | references counted | `GC#RUNS`     | `COUNTED`               | `at` (Unix ms)                            |
+//! | stored bytes     | `GC#RUNS`       | `STORED`                | `bytes`: the live and collecting blobs'   |
 //!
 //! A manifest put adds its references in the transaction that writes the manifest item on
 //! the condition that it is new (`store/mod.rs`); a deletion drops them after its own
@@ -58,6 +59,8 @@ const RUNS_PK: &str = "GC#RUNS";
 const COUNTER_SK: &str = "COUNTER";
 const SCHEDULE_SK: &str = "SCHEDULE";
 const COUNTED_SK: &str = "COUNTED";
+const STORED_SK: &str = "STORED";
+const BYTES: &str = "bytes";
 const RUN_PREFIX: &str = "RUN#";
 /// Candidates per drop transaction: a condition check and a delete each.
 const DROPS_PER_TRANSACTION: usize = TRANSACTION_ITEMS / 2;
@@ -145,7 +148,8 @@ impl DynamoMetadataStore {
                 builder = builder.expression_attribute_names(placeholder, name);
             }
         }
-        for (placeholder, value) in values {
+        // DynamoDB refuses values the expressions do not use.
+        for (placeholder, value) in values.into_iter().filter(|(name, _)| used(name)) {
             builder = builder.expression_attribute_values(placeholder, value);
         }
         builder.build().map_err(build_error)
@@ -176,6 +180,18 @@ impl DynamoMetadataStore {
                 Ok(TransactWriteItem::builder().update(update).build())
             })
             .collect()
+    }
+
+    /// The update that adds `delta` bytes to the stored total.
+    fn stored_change(&self, delta: i128) -> Result<Update> {
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(RUNS_PK, STORED_SK)))
+            .update_expression("ADD #bytes :delta")
+            .expression_attribute_names("#bytes", BYTES)
+            .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
+            .build()
+            .map_err(build_error)
     }
 
     /// Takes back references added by [`Self::reference_items`] that no manifest holds
@@ -266,6 +282,12 @@ impl DynamoMetadataStore {
                 requests.push(put_request(key(candidate_pk(digest), digest.as_str()))?);
             }
         }
+        let mut stored = key(RUNS_PK, STORED_SK);
+        stored.insert(
+            BYTES.to_owned(),
+            n(counts.values().map(|(size, _)| size).sum()),
+        );
+        requests.push(put_request(stored)?);
         self.batch_write(requests).await?;
         self.mark_counted(now_ms).await?;
         Ok(counts.len())
@@ -320,21 +342,41 @@ impl GarbageIndex for DynamoMetadataStore {
         let key_text = digest.as_str();
         self.put_item(self.put(key(candidate_pk(key_text), key_text), None)?)
             .await?;
-        let update = self.update(
-            record_key(key_text),
-            "SET #size = :size, #touched = :now, #state = :live, #refs = if_not_exists(#refs, :zero)",
-            "attribute_not_exists(#state) OR #state <> :collecting",
+        let values = || {
             vec![
                 (":size", n(size)),
                 (":now", n(now_ms)),
                 (":live", s(LIVE)),
                 (":zero", n(0)),
                 (":collecting", s(COLLECTING)),
-            ],
+                (":collected", s(COLLECTED)),
+            ]
+        };
+        const CLAIM: &str = "SET #size = :size, #touched = :now, #state = :live, #refs = if_not_exists(#refs, :zero)";
+        // A blob new here (or collected before) is claimed with its bytes counted, in one
+        // transaction; one that is live already is only touched.
+        let becomes_live = self.update(
+            record_key(key_text),
+            CLAIM,
+            "attribute_not_exists(#state) OR #state = :collected",
+            values(),
         )?;
-        Ok(match self.update_item(update).await? {
+        let counted = self.stored_change(i128::from(size))?;
+        let items = vec![
+            TransactWriteItem::builder().update(becomes_live).build(),
+            TransactWriteItem::builder().update(counted).build(),
+        ];
+        if self.transact_checked(items).await?.is_ok() {
+            return Ok(Claim::Claimed);
+        }
+        let touch = self.update(record_key(key_text), CLAIM, "#state = :live", values())?;
+        Ok(match self.update_item(touch).await? {
             Some(_) => Claim::Claimed,
-            None => Claim::Collecting,
+            None => match self.blob_record(digest).await? {
+                Some(record) if record.state == BlobState::Collecting => Claim::Collecting,
+                // Collected or removed in between: claim it as new.
+                _ => return Box::pin(self.claim_blob(digest, size, now_ms)).await,
+            },
         })
     }
 
@@ -418,9 +460,9 @@ impl GarbageIndex for DynamoMetadataStore {
             .transpose()
     }
 
-    async fn end_collect(&self, digest: &Digest, now_ms: u64) -> Result<()> {
+    async fn end_collect(&self, record: &BlobRecord, now_ms: u64) -> Result<()> {
         let update = self.update(
-            record_key(digest.as_str()),
+            record_key(record.digest.as_str()),
             "SET #state = :collected, #touched = :now",
             "#state = :collecting",
             vec![
@@ -429,7 +471,26 @@ impl GarbageIndex for DynamoMetadataStore {
                 (":now", n(now_ms)),
             ],
         )?;
-        self.update_item(update).await.map(drop)
+        let uncounted = self.stored_change(-i128::from(record.size))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(update).build(),
+            TransactWriteItem::builder().update(uncounted).build(),
+        ])
+        .await
+        .map(drop)
+    }
+
+    async fn stored_bytes(&self) -> Result<u64> {
+        let Some(item) = self.get(key(RUNS_PK, STORED_SK), None).await? else {
+            return Ok(0);
+        };
+        Ok(match item.get(BYTES) {
+            Some(AttributeValue::N(text)) => text
+                .parse::<i64>()
+                .map_err(|_| corrupt("the stored bytes"))
+                .map(|bytes| u64::try_from(bytes).unwrap_or(0))?,
+            _ => 0,
+        })
     }
 
     async fn forget_collected(&self, digest: &Digest, before_ms: u64) -> Result<()> {

@@ -10,6 +10,7 @@
 //! | `gc_candidates` | digest     | `()`                                           |
 //! | `gc_runs`       | run id     | the run as JSON                                |
 //! | `gc_schedule`   | `"gc"`     | the schedule as JSON                           |
+//! | `stored_bytes`  | `"blobs"`  | the bytes of the live and collecting blobs     |
 //!
 //! A database of layout version 1 (before blob records) is given its records when opened
 //! ([`migrate_to_records`]): each linked blob gets one, counting the manifests that
@@ -33,6 +34,8 @@ pub(crate) const BLOB_RECORDS: TableDefinition<&str, RecordValue> =
 const CANDIDATES: TableDefinition<&str, ()> = TableDefinition::new("gc_candidates");
 const RUNS: TableDefinition<u64, &str> = TableDefinition::new("gc_runs");
 const SCHEDULE: TableDefinition<&str, &str> = TableDefinition::new("gc_schedule");
+const STORED: TableDefinition<&str, u64> = TableDefinition::new("stored_bytes");
+const STORED_KEY: &str = "blobs";
 
 const LIVE: u8 = 0;
 const COLLECTING: u8 = 1;
@@ -43,6 +46,16 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(CANDIDATES)?;
     txn.open_table(RUNS)?;
     txn.open_table(SCHEDULE)?;
+    txn.open_table(STORED)?;
+    Ok(())
+}
+
+/// Adds `delta` bytes to the stored total (taking off with a negative one).
+fn add_stored(txn: &WriteTransaction, delta: i128) -> Result<(), redb::Error> {
+    let mut stored = txn.open_table(STORED)?;
+    let now = stored.get(STORED_KEY)?.map_or(0, |total| total.value());
+    let next = (i128::from(now) + delta).clamp(0, i128::from(u64::MAX));
+    stored.insert(STORED_KEY, u64::try_from(next).unwrap_or(0))?;
     Ok(())
 }
 
@@ -94,14 +107,17 @@ pub(crate) fn add_references(
     let mut records = txn.open_table(BLOB_RECORDS)?;
     for blob in referenced_blobs(media_type, bytes) {
         let key = blob.digest.as_str();
-        let (size, refs) = match records.get(key)? {
+        let (size, refs, new) = match records.get(key)? {
             Some(record) => {
                 let (size, refs, _, _) = record.value();
-                (size, refs)
+                (size, refs, false)
             }
-            None => (blob.size, 0),
+            None => (blob.size, 0, true),
         };
         records.insert(key, (size, refs + 1, now_ms, LIVE))?;
+        if new {
+            add_stored(txn, i128::from(size))?;
+        }
     }
     Ok(())
 }
@@ -162,6 +178,11 @@ pub(crate) fn migrate_to_records(
     for digest in unreferenced {
         candidates.insert(digest.as_str(), ())?;
     }
+    let total: u64 = records
+        .iter()?
+        .map(|row| Ok::<_, redb::Error>(row?.1.value().0))
+        .sum::<Result<u64, _>>()?;
+    txn.open_table(STORED)?.insert(STORED_KEY, total)?;
     Ok(())
 }
 
@@ -189,11 +210,15 @@ impl GarbageIndex for RedbMetadataStore {
             let mut records = txn.open_table(BLOB_RECORDS)?;
             let refs = match records.get(digest.as_str())?.map(|r| r.value()) {
                 Some((_, _, _, COLLECTING)) => return Ok(Claim::Collecting),
-                Some((_, refs, _, LIVE)) => refs,
+                Some((_, refs, _, LIVE)) => Some(refs),
                 // Collected (its bytes are gone) or unknown: live from now, unreferenced.
-                _ => 0,
+                _ => None,
             };
-            records.insert(digest.as_str(), (size, refs, now_ms, LIVE))?;
+            records.insert(digest.as_str(), (size, refs.unwrap_or(0), now_ms, LIVE))?;
+            if refs.is_none() {
+                drop(records);
+                add_stored(txn, i128::from(size))?;
+            }
             txn.open_table(CANDIDATES)?.insert(digest.as_str(), ())?;
             Ok(Claim::Claimed)
         })
@@ -274,8 +299,8 @@ impl GarbageIndex for RedbMetadataStore {
         Ok(marked.map(|value| record_of(digest, value)))
     }
 
-    async fn end_collect(&self, digest: &Digest, now_ms: u64) -> Result<()> {
-        let digest = digest.to_string();
+    async fn end_collect(&self, record: &BlobRecord, now_ms: u64) -> Result<()> {
+        let digest = record.digest.to_string();
         self.write(move |txn| {
             let mut records = txn.open_table(BLOB_RECORDS)?;
             let Some((size, refs, _, COLLECTING)) =
@@ -284,9 +309,19 @@ impl GarbageIndex for RedbMetadataStore {
                 return Ok(());
             };
             records.insert(digest.as_str(), (size, refs, now_ms, COLLECTED))?;
-            Ok(())
+            drop(records);
+            add_stored(txn, -i128::from(size))
         })
         .await
+    }
+
+    async fn stored_bytes(&self) -> Result<u64> {
+        self.read(|txn| {
+            Ok(txn
+                .open_table(STORED)?
+                .get(STORED_KEY)?
+                .map_or(0, |total| total.value()))
+        })
     }
 
     async fn forget_collected(&self, digest: &Digest, before_ms: u64) -> Result<()> {
@@ -482,6 +517,10 @@ mod tests {
             store.candidates(None, 10).await.expect("candidates"),
             [loose],
             "only the unreferenced blob"
+        );
+        assert_eq!(
+            store.stored_bytes().await.expect("stored bytes"),
+            3 + 30 + 7
         );
     }
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::digest::{Algorithm, Digest};
 use crate::error::ErrorCode;
-use crate::gc::{BlobState, Claim, GarbageIndex};
+use crate::gc::{BlobRecord, BlobState, Claim, GarbageIndex};
 use crate::manifest::media_type;
 use crate::names::RepositoryName;
 use crate::ports::{ManifestRecord, MetadataStore};
@@ -109,11 +109,34 @@ async fn delete(store: &dyn IndexedStore, repository: &RepositoryName, manifest:
     assert!(deleted, "{repository}@{} was stored", manifest.digest);
 }
 
+async fn stored_bytes(store: &dyn IndexedStore) -> u64 {
+    store
+        .stored_bytes()
+        .await
+        .unwrap_or_else(|e| panic!("stored_bytes failed: {e}"))
+}
+
+/// The record of a blob, as `end_collect` takes it.
+async fn marked_record(store: &dyn IndexedStore, digest: &Digest) -> BlobRecord {
+    store
+        .blob_record(digest)
+        .await
+        .unwrap_or_else(|e| panic!("blob_record failed: {e}"))
+        .unwrap_or_else(|| panic!("{digest} has no record"))
+}
+
 /// A claim creates a live record without references and makes the blob a candidate; a
-/// later claim touches it; a candidate dropped while unreferenced stays one.
+/// later claim touches it; a candidate dropped while unreferenced stays one. A new blob's
+/// size is added to the stored bytes once.
 pub async fn a_claim_makes_a_live_unreferenced_candidate(store: &dyn IndexedStore) {
     let digest = blob("claimed");
+    let before = stored_bytes(store).await;
     assert_eq!(claim(store, &digest, 1_000).await, Claim::Claimed);
+    assert_eq!(
+        stored_bytes(store).await,
+        before + 10,
+        "a new blob is counted"
+    );
     let first = store.blob_record(&digest).await.ok().flatten();
     assert_eq!(
         first
@@ -128,6 +151,7 @@ pub async fn a_claim_makes_a_live_unreferenced_candidate(store: &dyn IndexedStor
     assert_eq!(claim(store, &digest, 2_000).await, Claim::Claimed);
     let touched = store.blob_record(&digest).await.ok().flatten();
     assert_eq!(touched.map(|r| r.touched_ms), Some(2_000), "claimed again");
+    assert_eq!(stored_bytes(store).await, before + 10, "and counted once");
     store
         .drop_candidates(std::slice::from_ref(&digest))
         .await
@@ -253,10 +277,16 @@ pub async fn collection_is_conditional_and_fences_claims_puts_and_links(store: &
         "the refused put counted nothing"
     );
 
+    let stored = stored_bytes(store).await;
     store
-        .end_collect(&doomed, 10_000)
+        .end_collect(&marked_record(store, &doomed).await, 10_000)
         .await
         .unwrap_or_else(|e| panic!("end_collect failed: {e}"));
+    assert_eq!(
+        stored_bytes(store).await,
+        stored - 10,
+        "a collected blob's bytes are off the total"
+    );
     assert_eq!(record(store, &doomed).await.1, BlobState::Collected);
     assert!(is_candidate(store, &doomed).await, "until forgotten");
     store
@@ -284,7 +314,7 @@ pub async fn collection_is_conditional_and_fences_claims_puts_and_links(store: &
     claim(store, &gone, 1_000).await;
     begin(gone.clone(), 2_000).await;
     store
-        .end_collect(&gone, 3_000)
+        .end_collect(&marked_record(store, &gone).await, 3_000)
         .await
         .unwrap_or_else(|e| panic!("end_collect failed: {e}"));
     store

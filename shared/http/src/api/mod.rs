@@ -388,17 +388,19 @@ async fn serve(
         }
         ApiEndpoint::Statistics => {
             let summary = accounts.summary(caller).await?;
-            json_reply(
-                StatusCode::OK,
-                &json!({
-                    "private_project_count": summary.private_projects,
-                    "public_project_count": summary.public_projects,
-                    "total_project_count": summary.private_projects + summary.public_projects,
-                    "private_repo_count": summary.private_repositories,
-                    "public_repo_count": summary.public_repositories,
-                    "total_repo_count": summary.private_repositories + summary.public_repositories,
-                }),
-            )
+            let mut answer = json!({
+                "private_project_count": summary.private_projects,
+                "public_project_count": summary.public_projects,
+                "total_project_count": summary.private_projects + summary.public_projects,
+                "private_repo_count": summary.private_repositories,
+                "public_repo_count": summary.public_repositories,
+                "total_repo_count": summary.private_repositories + summary.public_repositories,
+            });
+            // The whole registry's size, for system administrators, as Harbor shows it.
+            if let (true, Some(gc)) = (caller.is_admin(), &api.gc) {
+                answer["total_storage_consumption"] = json!(gc.stored_bytes().await?);
+            }
+            json_reply(StatusCode::OK, &answer)
         }
         ApiEndpoint::PullStatistics => {
             let top = match query_value(parts, "top") {
