@@ -9,7 +9,7 @@
 //! | run              | `GC#RUNS`       | `RUN#<id, 20 digits>`   | `record` (JSON)                           |
 //! | schedule         | `GC#RUNS`       | `SCHEDULE`              | `record` (JSON)                           |
 //! | references counted | `GC#RUNS`     | `COUNTED`               | `at` (Unix ms)                            |
-//! | stored bytes     | `GC#RUNS`       | `STORED`                | `bytes`: the live and collecting blobs'   |
+//! | stored bytes     | `BLOB#TOTAL`    | `META`                  | `bytes`: the live and collecting blobs' (no digest is `TOTAL`: a claim writes it where it may write blob records) |
 //!
 //! A manifest put adds its references in the transaction that writes the manifest item on
 //! the condition that it is new (`store/mod.rs`); a deletion drops them after its own
@@ -59,7 +59,8 @@ const RUNS_PK: &str = "GC#RUNS";
 const COUNTER_SK: &str = "COUNTER";
 const SCHEDULE_SK: &str = "SCHEDULE";
 const COUNTED_SK: &str = "COUNTED";
-const STORED_SK: &str = "STORED";
+/// The stored bytes' partition: beside the blob records, which every claim may write.
+const STORED_PK: &str = "BLOB#TOTAL";
 const BYTES: &str = "bytes";
 const RUN_PREFIX: &str = "RUN#";
 /// Candidates per drop transaction: a condition check and a delete each.
@@ -186,7 +187,7 @@ impl DynamoMetadataStore {
     fn stored_change(&self, delta: i128) -> Result<Update> {
         Update::builder()
             .table_name(&self.table)
-            .set_key(Some(key(RUNS_PK, STORED_SK)))
+            .set_key(Some(key(STORED_PK, META)))
             .update_expression("ADD #bytes :delta")
             .expression_attribute_names("#bytes", BYTES)
             .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
@@ -282,7 +283,7 @@ impl DynamoMetadataStore {
                 requests.push(put_request(key(candidate_pk(digest), digest.as_str()))?);
             }
         }
-        let mut stored = key(RUNS_PK, STORED_SK);
+        let mut stored = key(STORED_PK, META);
         stored.insert(
             BYTES.to_owned(),
             n(counts.values().map(|(size, _)| size).sum()),
@@ -481,7 +482,7 @@ impl GarbageIndex for DynamoMetadataStore {
     }
 
     async fn stored_bytes(&self) -> Result<u64> {
-        let Some(item) = self.get(key(RUNS_PK, STORED_SK), None).await? else {
+        let Some(item) = self.get(key(STORED_PK, META), None).await? else {
             return Ok(0);
         };
         Ok(match item.get(BYTES) {
