@@ -90,6 +90,9 @@ pub trait GarbageIndex: Send + Sync + 'static {
     /// The blob's record.
     async fn blob_record(&self, digest: &Digest) -> Result<Option<BlobRecord>>;
 
+    /// The records of `digests`, in order, in as few reads as the store allows.
+    async fn blob_records(&self, digests: &[Digest]) -> Result<Vec<Option<BlobRecord>>>;
+
     /// Up to `limit` candidates in digest order, after `after`.
     async fn candidates(&self, after: Option<&str>, limit: usize) -> Result<Vec<Digest>>;
 
@@ -98,15 +101,15 @@ pub trait GarbageIndex: Send + Sync + 'static {
     /// becomes a candidate again.
     async fn drop_candidates(&self, digests: &[Digest]) -> Result<()>;
 
-    /// Marks the blob collecting if it is live, has no references and was last touched
-    /// before `cutoff_ms`, or is already marked (by a run that stopped). Returns the record
-    /// as marked, or `None` when the blob must stay.
-    async fn begin_collect(&self, digest: &Digest, cutoff_ms: u64) -> Result<Option<BlobRecord>>;
+    /// Marks each blob collecting if it is live, has no references and was last touched
+    /// before `cutoff_ms`, or is already marked (by a run that stopped). Returns the records
+    /// as marked; the blobs that must stay are left out.
+    async fn begin_collect(&self, digests: &[Digest], cutoff_ms: u64) -> Result<Vec<BlobRecord>>;
 
-    /// Records that a collecting blob's bytes (`record`, as marked) are deleted (at
-    /// `now_ms`), and takes its size off [`GarbageIndex::stored_bytes`]; it stays a candidate
-    /// until its record is forgotten.
-    async fn end_collect(&self, record: &BlobRecord, now_ms: u64) -> Result<()>;
+    /// Records that collecting blobs' bytes (`records`, as marked) are deleted (at
+    /// `now_ms`), and takes their sizes off [`GarbageIndex::stored_bytes`]; they stay
+    /// candidates until their records are forgotten.
+    async fn end_collect(&self, records: &[BlobRecord], now_ms: u64) -> Result<()>;
 
     /// The bytes of the blobs the store holds, as the index counts them: a claim that makes
     /// a blob live (new, or collected before) adds its size in the same write, the end of
@@ -292,13 +295,18 @@ impl std::fmt::Debug for Collector {
 /// Repositories whose untagged manifests one step deletes.
 const REPOSITORIES_PER_STEP: usize = 10;
 
+/// Blob deletions a step has going at once.
+const DELETIONS_AT_ONCE: usize = 8;
+
 /// What a visit made of a candidate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Visit {
     /// It stays a candidate (deleted blobs too, until their record is forgotten).
     Kept,
     /// Referenced or unknown: no longer a candidate.
     Settled,
+    /// Unreferenced past the grace window (or marked by a run that stopped): to delete.
+    Eligible(BlobRecord),
 }
 
 impl Collector {
@@ -395,11 +403,27 @@ impl Collector {
         budget: usize,
     ) -> Result<()> {
         let candidates = self.index.candidates(after.as_deref(), budget).await?;
+        let records = self.index.blob_records(&candidates).await?;
         let mut settled = Vec::new();
-        for digest in &candidates {
-            if self.visit(progress, digest).await? == Visit::Settled {
-                settled.push(digest.clone());
+        let mut eligible = Vec::new();
+        for (digest, record) in candidates.iter().zip(records) {
+            match self.decide(progress, digest, record).await? {
+                Visit::Settled => settled.push(digest.clone()),
+                Visit::Eligible(record) => eligible.push(record),
+                Visit::Kept => {}
             }
+        }
+        if progress.options.dry_run {
+            for record in &eligible {
+                progress.note(format!(
+                    "blob {} ({} bytes): would be deleted",
+                    record.digest, record.size
+                ));
+                progress.blobs_deleted += 1;
+                progress.bytes_freed += record.size;
+            }
+        } else if !eligible.is_empty() {
+            self.collect(progress, &eligible).await?;
         }
         if !settled.is_empty() {
             self.index.drop_candidates(&settled).await?;
@@ -417,43 +441,59 @@ impl Collector {
         Ok(())
     }
 
-    /// Decides one candidate: deletes it, leaves it for a later run, or finds it settled
-    /// (referenced, or unknown) so that it stops being a candidate.
-    async fn visit(&self, progress: &mut GcProgress, digest: &Digest) -> Result<Visit> {
-        let Some(record) = self.index.blob_record(digest).await? else {
+    /// Marks `eligible` collecting (one write), deletes their bytes (a few at a time), and
+    /// records them collected (one write).
+    async fn collect(&self, progress: &mut GcProgress, eligible: &[BlobRecord]) -> Result<()> {
+        let digests: Vec<Digest> = eligible.iter().map(|r| r.digest.clone()).collect();
+        let marked = self
+            .index
+            .begin_collect(&digests, progress.cutoff_ms)
+            .await?;
+        for chunk in marked.chunks(DELETIONS_AT_ONCE) {
+            let deletions: Vec<_> = chunk
+                .iter()
+                .map(|record| self.blobs.delete(&record.digest))
+                .collect();
+            for deleted in futures_util::future::join_all(deletions).await {
+                deleted?;
+            }
+        }
+        self.index.end_collect(&marked, now_ms()).await?;
+        for record in &marked {
+            progress.note(format!(
+                "blob {} ({} bytes): deleted",
+                record.digest, record.size
+            ));
+            progress.blobs_deleted += 1;
+            progress.bytes_freed += record.size;
+        }
+        Ok(())
+    }
+
+    /// Decides one candidate from its record: to delete, to leave for a later run, or
+    /// settled (referenced, or unknown) so that it stops being a candidate.
+    async fn decide(
+        &self,
+        progress: &GcProgress,
+        digest: &Digest,
+        record: Option<BlobRecord>,
+    ) -> Result<Visit> {
+        let Some(record) = record else {
             return Ok(Visit::Settled);
         };
-        match record.state {
+        Ok(match record.state {
             BlobState::Collected => {
                 let before = progress.started_ms.saturating_sub(COLLECTED_RECORD_MS);
                 if record.touched_ms < before && !progress.options.dry_run {
                     self.index.forget_collected(digest, before).await?;
                 }
-                return Ok(Visit::Kept);
+                Visit::Kept
             }
-            BlobState::Live if record.refs > 0 => return Ok(Visit::Settled),
+            BlobState::Live if record.refs > 0 => Visit::Settled,
             // Within the grace window: a later run decides.
-            BlobState::Live if record.touched_ms >= progress.cutoff_ms => return Ok(Visit::Kept),
-            BlobState::Live | BlobState::Collecting => {}
-        }
-        if progress.options.dry_run {
-            progress.note(format!(
-                "blob {digest} ({} bytes): would be deleted",
-                record.size
-            ));
-            progress.blobs_deleted += 1;
-            progress.bytes_freed += record.size;
-            return Ok(Visit::Kept);
-        }
-        let Some(marked) = self.index.begin_collect(digest, progress.cutoff_ms).await? else {
-            return Ok(Visit::Kept);
-        };
-        self.blobs.delete(digest).await?;
-        self.index.end_collect(&marked, now_ms()).await?;
-        progress.note(format!("blob {digest} ({} bytes): deleted", marked.size));
-        progress.blobs_deleted += 1;
-        progress.bytes_freed += marked.size;
-        Ok(Visit::Kept)
+            BlobState::Live if record.touched_ms >= progress.cutoff_ms => Visit::Kept,
+            BlobState::Live | BlobState::Collecting => Visit::Eligible(record),
+        })
     }
 }
 

@@ -388,6 +388,29 @@ impl GarbageIndex for DynamoMetadataStore {
             .transpose()
     }
 
+    async fn blob_records(&self, digests: &[Digest]) -> Result<Vec<Option<BlobRecord>>> {
+        let keys: Vec<Item> = digests
+            .iter()
+            .map(Digest::as_str)
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .map(record_key)
+            .collect();
+        let mut found = HashMap::new();
+        for item in self.batch_get_items(keys).await? {
+            found.insert(string_attr(&item, PARTITION_KEY)?.to_owned(), item);
+        }
+        digests
+            .iter()
+            .map(|digest| {
+                found
+                    .get(&blob_pk(digest.as_str()))
+                    .map(|item| record_of(digest, item))
+                    .transpose()
+            })
+            .collect()
+    }
+
     async fn candidates(&self, after: Option<&str>, limit: usize) -> Result<Vec<Digest>> {
         let first = after
             .and_then(|after| candidate_pk(after).chars().last())
@@ -443,42 +466,50 @@ impl GarbageIndex for DynamoMetadataStore {
         Ok(())
     }
 
-    async fn begin_collect(&self, digest: &Digest, cutoff_ms: u64) -> Result<Option<BlobRecord>> {
-        let update = self.update(
-            record_key(digest.as_str()),
-            "SET #state = :collecting",
-            "#state = :collecting OR (#state = :live AND #refs = :zero AND #touched < :cutoff)",
-            vec![
-                (":collecting", s(COLLECTING)),
-                (":live", s(LIVE)),
-                (":zero", n(0)),
-                (":cutoff", n(cutoff_ms)),
-            ],
-        )?;
-        self.update_item(update)
-            .await?
-            .map(|item| record_of(digest, &item))
-            .transpose()
+    async fn begin_collect(&self, digests: &[Digest], cutoff_ms: u64) -> Result<Vec<BlobRecord>> {
+        // One conditional update each: a failed condition in a transaction would cancel the
+        // others.
+        let mut marked = Vec::new();
+        for digest in digests {
+            let update = self.update(
+                record_key(digest.as_str()),
+                "SET #state = :collecting",
+                "#state = :collecting OR (#state = :live AND #refs = :zero AND #touched < :cutoff)",
+                vec![
+                    (":collecting", s(COLLECTING)),
+                    (":live", s(LIVE)),
+                    (":zero", n(0)),
+                    (":cutoff", n(cutoff_ms)),
+                ],
+            )?;
+            if let Some(item) = self.update_item(update).await? {
+                marked.push(record_of(digest, &item)?);
+            }
+        }
+        Ok(marked)
     }
 
-    async fn end_collect(&self, record: &BlobRecord, now_ms: u64) -> Result<()> {
-        let update = self.update(
-            record_key(record.digest.as_str()),
-            "SET #state = :collected, #touched = :now",
-            "#state = :collecting",
-            vec![
-                (":collecting", s(COLLECTING)),
-                (":collected", s(COLLECTED)),
-                (":now", n(now_ms)),
-            ],
-        )?;
-        let uncounted = self.stored_change(-i128::from(record.size))?;
-        self.transact(vec![
-            TransactWriteItem::builder().update(update).build(),
-            TransactWriteItem::builder().update(uncounted).build(),
-        ])
-        .await
-        .map(drop)
+    async fn end_collect(&self, marked: &[BlobRecord], now_ms: u64) -> Result<()> {
+        // Each record with its size off the total, in one transaction: counted exactly once.
+        for record in marked {
+            let update = self.update(
+                record_key(record.digest.as_str()),
+                "SET #state = :collected, #touched = :now",
+                "#state = :collecting",
+                vec![
+                    (":collecting", s(COLLECTING)),
+                    (":collected", s(COLLECTED)),
+                    (":now", n(now_ms)),
+                ],
+            )?;
+            let uncounted = self.stored_change(-i128::from(record.size))?;
+            self.transact(vec![
+                TransactWriteItem::builder().update(update).build(),
+                TransactWriteItem::builder().update(uncounted).build(),
+            ])
+            .await?;
+        }
+        Ok(())
     }
 
     async fn stored_bytes(&self) -> Result<u64> {

@@ -235,6 +235,21 @@ impl GarbageIndex for RedbMetadataStore {
         Ok(value.map(|value| record_of(digest, value)))
     }
 
+    async fn blob_records(&self, digests: &[Digest]) -> Result<Vec<Option<BlobRecord>>> {
+        let values = self.read(|txn| {
+            let records = txn.open_table(BLOB_RECORDS)?;
+            digests
+                .iter()
+                .map(|digest| Ok(records.get(digest.as_str())?.map(|r| r.value())))
+                .collect::<Result<Vec<_>, redb::Error>>()
+        })?;
+        Ok(digests
+            .iter()
+            .zip(values)
+            .map(|(digest, value)| value.map(|value| record_of(digest, value)))
+            .collect())
+    }
+
     async fn candidates(&self, after: Option<&str>, limit: usize) -> Result<Vec<Digest>> {
         let keys: Vec<String> = self.read(|txn| {
             let candidates = txn.open_table(CANDIDATES)?;
@@ -276,41 +291,52 @@ impl GarbageIndex for RedbMetadataStore {
         .await
     }
 
-    async fn begin_collect(&self, digest: &Digest, cutoff_ms: u64) -> Result<Option<BlobRecord>> {
-        let key = digest.to_string();
+    async fn begin_collect(&self, digests: &[Digest], cutoff_ms: u64) -> Result<Vec<BlobRecord>> {
+        let keys: Vec<String> = digests.iter().map(ToString::to_string).collect();
         let marked = self
             .write(move |txn| {
                 let mut records = txn.open_table(BLOB_RECORDS)?;
-                let Some((size, refs, touched, state)) =
-                    records.get(key.as_str())?.map(|r| r.value())
-                else {
-                    return Ok(None);
-                };
-                let eligible =
-                    state == COLLECTING || (state == LIVE && refs == 0 && touched < cutoff_ms);
-                if !eligible {
-                    return Ok(None);
+                let mut marked = Vec::new();
+                for (index, key) in keys.iter().enumerate() {
+                    let Some((size, refs, touched, state)) =
+                        records.get(key.as_str())?.map(|r| r.value())
+                    else {
+                        continue;
+                    };
+                    let eligible =
+                        state == COLLECTING || (state == LIVE && refs == 0 && touched < cutoff_ms);
+                    if eligible {
+                        let value = (size, refs, touched, COLLECTING);
+                        records.insert(key.as_str(), value)?;
+                        marked.push((index, value));
+                    }
                 }
-                let value = (size, refs, touched, COLLECTING);
-                records.insert(key.as_str(), value)?;
-                Ok(Some(value))
+                Ok(marked)
             })
             .await?;
-        Ok(marked.map(|value| record_of(digest, value)))
+        Ok(marked
+            .into_iter()
+            .map(|(index, value)| record_of(&digests[index], value))
+            .collect())
     }
 
-    async fn end_collect(&self, record: &BlobRecord, now_ms: u64) -> Result<()> {
-        let digest = record.digest.to_string();
+    async fn end_collect(&self, marked: &[BlobRecord], now_ms: u64) -> Result<()> {
+        let keys: Vec<String> = marked.iter().map(|r| r.digest.to_string()).collect();
         self.write(move |txn| {
-            let mut records = txn.open_table(BLOB_RECORDS)?;
-            let Some((size, refs, _, COLLECTING)) =
-                records.get(digest.as_str())?.map(|r| r.value())
-            else {
-                return Ok(());
-            };
-            records.insert(digest.as_str(), (size, refs, now_ms, COLLECTED))?;
-            drop(records);
-            add_stored(txn, -i128::from(size))
+            let mut freed = 0;
+            {
+                let mut records = txn.open_table(BLOB_RECORDS)?;
+                for key in &keys {
+                    let Some((size, refs, _, COLLECTING)) =
+                        records.get(key.as_str())?.map(|r| r.value())
+                    else {
+                        continue;
+                    };
+                    records.insert(key.as_str(), (size, refs, now_ms, COLLECTED))?;
+                    freed += i128::from(size);
+                }
+            }
+            add_stored(txn, -freed)
         })
         .await
     }

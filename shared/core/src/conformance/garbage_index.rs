@@ -151,6 +151,18 @@ pub async fn a_claim_makes_a_live_unreferenced_candidate(store: &dyn IndexedStor
     assert_eq!(claim(store, &digest, 2_000).await, Claim::Claimed);
     let touched = store.blob_record(&digest).await.ok().flatten();
     assert_eq!(touched.map(|r| r.touched_ms), Some(2_000), "claimed again");
+    let unknown = blob("unknown");
+    let both = store
+        .blob_records(&[unknown.clone(), digest.clone(), digest.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("blob_records failed: {e}"));
+    assert_eq!(
+        both.iter()
+            .map(|r| r.as_ref().map(|r| r.touched_ms))
+            .collect::<Vec<_>>(),
+        [None, Some(2_000), Some(2_000)],
+        "records in the order asked"
+    );
     assert_eq!(stored_bytes(store).await, before + 10, "and counted once");
     store
         .drop_candidates(std::slice::from_ref(&digest))
@@ -234,10 +246,12 @@ pub async fn collection_is_conditional_and_fences_claims_puts_and_links(store: &
     }
     put(store, &repo, &image(&kept, &[])).await;
     let begin = |digest: Digest, cutoff: u64| async move {
-        store
-            .begin_collect(&digest, cutoff)
+        let mut marked = store
+            .begin_collect(std::slice::from_ref(&digest), cutoff)
             .await
-            .unwrap_or_else(|e| panic!("begin_collect({digest}) failed: {e}"))
+            .unwrap_or_else(|e| panic!("begin_collect({digest}) failed: {e}"));
+        assert!(marked.len() <= 1, "{marked:?}");
+        marked.pop()
     };
     assert_eq!(begin(kept.clone(), 5_000).await, None, "referenced");
     assert_eq!(
@@ -254,6 +268,15 @@ pub async fn collection_is_conditional_and_fences_claims_puts_and_links(store: &
         begin(doomed.clone(), 1_001).await.map(|r| r.state),
         Some(BlobState::Collecting),
         "a marked blob stays marked for a run that resumes"
+    );
+    let batch = store
+        .begin_collect(&[kept.clone(), doomed.clone()], 5_000)
+        .await
+        .unwrap_or_else(|e| panic!("begin_collect failed: {e}"));
+    assert_eq!(
+        batch.iter().map(|r| &r.digest).collect::<Vec<_>>(),
+        [&doomed],
+        "of two at once, only the unreferenced one"
     );
 
     assert_eq!(claim(store, &doomed, 9_000).await, Claim::Collecting);
@@ -279,7 +302,7 @@ pub async fn collection_is_conditional_and_fences_claims_puts_and_links(store: &
 
     let stored = stored_bytes(store).await;
     store
-        .end_collect(&marked_record(store, &doomed).await, 10_000)
+        .end_collect(&[marked_record(store, &doomed).await], 10_000)
         .await
         .unwrap_or_else(|e| panic!("end_collect failed: {e}"));
     assert_eq!(
@@ -314,7 +337,7 @@ pub async fn collection_is_conditional_and_fences_claims_puts_and_links(store: &
     claim(store, &gone, 1_000).await;
     begin(gone.clone(), 2_000).await;
     store
-        .end_collect(&marked_record(store, &gone).await, 3_000)
+        .end_collect(&[marked_record(store, &gone).await], 3_000)
         .await
         .unwrap_or_else(|e| panic!("end_collect failed: {e}"));
     store
