@@ -290,14 +290,29 @@ impl GarbageIndex for CountingIndex {
         self.calls.time("index.drop_candidates", call).await
     }
 
-    async fn begin_collect(&self, digest: &Digest, cutoff_ms: u64) -> Result<Option<BlobRecord>> {
-        let call = self.inner.begin_collect(digest, cutoff_ms);
+    async fn blob_records(&self, digests: &[Digest]) -> Result<Vec<Option<BlobRecord>>> {
+        let call = self.inner.blob_records(digests);
+        self.calls.time("index.blob_records", call).await
+    }
+
+    async fn begin_collect(&self, digests: &[Digest], cutoff_ms: u64) -> Result<Vec<BlobRecord>> {
+        let call = self.inner.begin_collect(digests, cutoff_ms);
         self.calls.time("index.begin_collect", call).await
     }
 
-    async fn end_collect(&self, digest: &Digest, now_ms: u64) -> Result<()> {
-        let call = self.inner.end_collect(digest, now_ms);
+    async fn end_collect(&self, records: &[BlobRecord], now_ms: u64) -> Result<()> {
+        let call = self.inner.end_collect(records, now_ms);
         self.calls.time("index.end_collect", call).await
+    }
+
+    async fn stored_bytes(&self) -> Result<u64> {
+        let call = self.inner.stored_bytes();
+        self.calls.time("index.stored_bytes", call).await
+    }
+
+    async fn references_counted(&self) -> Result<bool> {
+        let call = self.inner.references_counted();
+        self.calls.time("index.references_counted", call).await
     }
 
     async fn forget_collected(&self, digest: &Digest, before_ms: u64) -> Result<()> {
@@ -623,7 +638,11 @@ impl Layout {
         if b != r {
             let from = Self::repository(b);
             let mounted = registry
-                .start_upload(&context(), &repository, Some((&sha256(&base), Some(&from))))
+                .start_upload(
+                    &context(),
+                    &repository,
+                    Some((&sha256(&base), std::slice::from_ref(&from))),
+                )
                 .await?;
             assert!(
                 matches!(mounted, UploadStart::Mounted(_)),
