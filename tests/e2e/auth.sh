@@ -212,6 +212,16 @@ small_image() {
   printf 'FROM scratch\nCOPY label.txt /label.txt\nCOPY data.bin /data.bin\n' >"$dir/Dockerfile"
 }
 
+# sharing_image DIR FROM LABEL: an image whose data layer is FROM's (small_image) and whose
+# label layer is its own.
+sharing_image() {
+  local dir=$1 from=$2 label=$3
+  mkdir -p "$dir"
+  cp "$from/data.bin" "$dir/data.bin"
+  printf '%s %s\n' "$label" "$RUN" >"$dir/label.txt"
+  printf 'FROM scratch\nCOPY label.txt /label.txt\nCOPY data.bin /data.bin\n' >"$dir/Dockerfile"
+}
+
 scenario_docker() {
   local dir=$E2E_TMP/docker private=$REGISTRY/$PRIVATE/app public=$REGISTRY/$PUBLIC/app id
   small_image "$dir" docker
@@ -341,10 +351,7 @@ scenario_artifacts() {
   alice="$ALICE:$ALICE_PASSWORD" admin="admin:$ADMIN_PASSWORD" guest="$GUEST:$GUEST_PASSWORD"
   small_image "$dir/one" one
   run docker build -q -t "$shop:v1" "$dir/one"
-  mkdir -p "$dir/two"
-  cp "$dir/one/data.bin" "$dir/two/data.bin"
-  printf 'two %s\n' "$RUN" >"$dir/two/label.txt"
-  printf 'FROM scratch\nCOPY data.bin /data.bin\nCOPY label.txt /label.txt\n' >"$dir/two/Dockerfile"
+  sharing_image "$dir/two" "$dir/one" two
   run docker build -q -t "$shop:v2" "$dir/two"
   run docker tag "$shop:v1" "$shop:also"
   run docker login -u "$ALICE" --password-stdin "$REGISTRY" <<<"$ALICE_PASSWORD"
@@ -445,10 +452,7 @@ blobs_of() { jq -r '.config.digest, .layers[].digest' "$1" | sort -u; }
 scenario_gc() {
   local dir=$E2E_TMP/gc repo=$REGISTRY/$PRIVATE/gc status dry real token digest gone=0 stored freed
   small_image "$dir/keep" keep
-  mkdir -p "$dir/drop"
-  cp "$dir/keep/data.bin" "$dir/drop/data.bin"
-  printf 'drop %s\n' "$RUN" >"$dir/drop/label.txt"
-  printf 'FROM scratch\nCOPY label.txt /label.txt\nCOPY data.bin /data.bin\n' >"$dir/drop/Dockerfile"
+  sharing_image "$dir/drop" "$dir/keep" drop
   run docker build -q -t "$repo:keep" "$dir/keep"
   run docker build -q -t "$repo:drop" "$dir/drop"
   run docker login -u "$ALICE" --password-stdin "$REGISTRY" <<<"$ALICE_PASSWORD"

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use berth_core::Tag;
 use berth_core::manifest::{ManifestKind, parse_manifest};
-use berth_core::ports::ManifestRecord;
+use berth_core::ports::{ManifestRecord, all_manifests, all_tag_targets};
 use berth_core::statistics::Usage;
 use berth_core::{Digest, ErrorCode, EventKind, Reference, RegistryError, RepositoryName, Result};
 use serde::Deserialize;
@@ -198,30 +198,12 @@ impl Accounts {
         }
     }
 
-    /// Every manifest of the repository, in digest order.
     async fn all_manifests(&self, repository: &RepositoryName) -> Result<Vec<ManifestRecord>> {
-        read_all(
-            |record: &ManifestRecord| record.digest.to_string(),
-            |after| async move {
-                self.metadata
-                    .manifests_page(repository, after.as_deref(), MAX_PAGE_SIZE)
-                    .await
-            },
-        )
-        .await
+        all_manifests(self.metadata.as_ref(), repository).await
     }
 
-    /// Every tag of the repository with the digest it points at.
     async fn all_tags(&self, repository: &RepositoryName) -> Result<Vec<(String, Digest)>> {
-        read_all(
-            |(tag, _): &(String, Digest)| tag.clone(),
-            |after| async move {
-                self.metadata
-                    .tag_targets(repository, after.as_deref(), MAX_PAGE_SIZE)
-                    .await
-            },
-        )
-        .await
+        all_tag_targets(self.metadata.as_ref(), repository).await
     }
 
     /// The repository names of `project`, in lexical order.
@@ -540,26 +522,6 @@ impl Accounts {
             },
         );
         Ok(())
-    }
-}
-
-/// Every entry of a listing read in pages of [`MAX_PAGE_SIZE`]: `page` reads the one after
-/// the key (`key_of`) of the last entry read.
-async fn read_all<T, Page>(
-    key_of: impl Fn(&T) -> String,
-    page: impl Fn(Option<String>) -> Page,
-) -> Result<Vec<T>>
-where
-    Page: std::future::Future<Output = Result<Vec<T>>>,
-{
-    let mut all = Vec::new();
-    loop {
-        let next = page(all.last().map(&key_of)).await?;
-        let done = next.len() < MAX_PAGE_SIZE;
-        all.extend(next);
-        if done {
-            return Ok(all);
-        }
     }
 }
 

@@ -28,7 +28,7 @@ use crate::error::{RegistryError, Result};
 use crate::events::{Actor, EntryPoint, Event, EventKind, EventSink, RequestContext};
 use crate::manifest::parse_manifest;
 use crate::names::RepositoryName;
-use crate::ports::{BlobStore, ManifestRecord, MetadataStore};
+use crate::ports::{BlobStore, MetadataStore, all_manifests, all_tag_targets};
 
 /// How long a blob stays safe after it was uploaded or linked, by default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(2 * 3600);
@@ -206,6 +206,16 @@ impl GcProgress {
                 "(the log keeps {MAX_LOG_LINES} lines; the counts go on)"
             ));
         }
+    }
+
+    /// Counts a blob deleted (or, in a dry run, that would be) and logs it as `what`.
+    fn freed(&mut self, record: &BlobRecord, what: &str) {
+        self.note(format!(
+            "blob {} ({} bytes): {what}",
+            record.digest, record.size
+        ));
+        self.blobs_deleted += 1;
+        self.bytes_freed += record.size;
     }
 
     /// The closing line of a run's log.
@@ -415,12 +425,7 @@ impl Collector {
         }
         if progress.options.dry_run {
             for record in &eligible {
-                progress.note(format!(
-                    "blob {} ({} bytes): would be deleted",
-                    record.digest, record.size
-                ));
-                progress.blobs_deleted += 1;
-                progress.bytes_freed += record.size;
+                progress.freed(record, "would be deleted");
             }
         } else if !eligible.is_empty() {
             self.collect(progress, &eligible).await?;
@@ -460,12 +465,7 @@ impl Collector {
         }
         self.index.end_collect(&marked, now_ms()).await?;
         for record in &marked {
-            progress.note(format!(
-                "blob {} ({} bytes): deleted",
-                record.digest, record.size
-            ));
-            progress.blobs_deleted += 1;
-            progress.bytes_freed += record.size;
+            progress.freed(record, "deleted");
         }
         Ok(())
     }
@@ -510,29 +510,12 @@ pub fn gc_context() -> RequestContext {
 /// The manifests of `repository` that no tag points at, that no index there lists, and
 /// whose subject (if they name one) is not in the repository.
 async fn untagged(meta: &dyn MetadataStore, repository: &RepositoryName) -> Result<Vec<Digest>> {
-    let mut manifests: Vec<ManifestRecord> = Vec::new();
-    loop {
-        let after = manifests.last().map(|m| m.digest.to_string());
-        let page = meta
-            .manifests_page(repository, after.as_deref(), 100)
-            .await?;
-        let done = page.len() < 100;
-        manifests.extend(page);
-        if done {
-            break;
-        }
-    }
-    let mut kept: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = meta.tag_targets(repository, after.as_deref(), 100).await?;
-        let done = page.len() < 100;
-        after = page.last().map(|(tag, _)| tag.clone());
-        kept.extend(page.into_iter().map(|(_, digest)| digest.to_string()));
-        if done {
-            break;
-        }
-    }
+    let manifests = all_manifests(meta, repository).await?;
+    let mut kept: std::collections::HashSet<String> = all_tag_targets(meta, repository)
+        .await?
+        .into_iter()
+        .map(|(_, digest)| digest.to_string())
+        .collect();
     let present: std::collections::HashSet<&str> =
         manifests.iter().map(|m| m.digest.as_str()).collect();
     for manifest in &manifests {

@@ -219,3 +219,45 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Removes the session. Removing an unknown session is not an error.
     async fn delete_upload(&self, id: &UploadId) -> Result<()>;
 }
+
+/// Entries a whole-listing read asks for a page at a time.
+const LISTING_PAGE: usize = 100;
+
+/// Every manifest of `repository`, in digest order, read page by page.
+pub async fn all_manifests(
+    meta: &dyn MetadataStore,
+    repository: &RepositoryName,
+) -> Result<Vec<ManifestRecord>> {
+    let mut all: Vec<ManifestRecord> = Vec::new();
+    loop {
+        let after = all.last().map(|record| record.digest.to_string());
+        let page = meta
+            .manifests_page(repository, after.as_deref(), LISTING_PAGE)
+            .await?;
+        let done = page.len() < LISTING_PAGE;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+/// Every tag of `repository` with the digest it points at, in lexical order, read page by
+/// page.
+pub async fn all_tag_targets(
+    meta: &dyn MetadataStore,
+    repository: &RepositoryName,
+) -> Result<Vec<(String, Digest)>> {
+    let mut all: Vec<(String, Digest)> = Vec::new();
+    loop {
+        let after = all.last().map(|(tag, _)| tag.clone());
+        let page = meta
+            .tag_targets(repository, after.as_deref(), LISTING_PAGE)
+            .await?;
+        let done = page.len() < LISTING_PAGE;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}

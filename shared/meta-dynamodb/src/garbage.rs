@@ -34,7 +34,7 @@ use berth_core::gc::{
     BlobRecord, BlobState, Claim, GarbageIndex, GcHistory, GcProgress, GcRun, GcSchedule, GcStatus,
 };
 use berth_core::manifest::{Target, referenced_blobs};
-use berth_core::ports::MetadataStore;
+use berth_core::ports::{MetadataStore, all_manifests};
 use berth_core::{Digest, RepositoryName};
 
 use crate::error::corrupt;
@@ -195,12 +195,6 @@ impl DynamoMetadataStore {
             .map_err(build_error)
     }
 
-    /// Takes back references added by [`Self::reference_items`] that no manifest holds
-    /// (their manifest turned out to exist already).
-    pub(crate) async fn unreference(&self, blobs: &[Target]) -> Result<()> {
-        self.drop_references(blobs).await
-    }
-
     /// Drops one reference of each of `blobs` and makes each a candidate, in transactions of
     /// [`TRANSACTION_ITEMS`].
     pub(crate) async fn drop_references(&self, blobs: &[Target]) -> Result<()> {
@@ -247,22 +241,12 @@ impl DynamoMetadataStore {
                     let size = number_attr(&item, SIZE)?;
                     counts.entry(digest).or_insert((size, 0));
                 }
-                let mut last: Option<String> = None;
-                loop {
-                    let page = self
-                        .manifests_page(&repository, last.as_deref(), 100)
-                        .await?;
-                    for manifest in &page {
-                        for blob in referenced_blobs(&manifest.media_type, &manifest.bytes) {
-                            counts
-                                .entry(blob.digest.to_string())
-                                .or_insert((blob.size, 0))
-                                .1 += 1;
-                        }
-                    }
-                    last = page.last().map(|m| m.digest.to_string());
-                    if page.len() < 100 {
-                        break;
+                for manifest in all_manifests(self, &repository).await? {
+                    for blob in referenced_blobs(&manifest.media_type, &manifest.bytes) {
+                        counts
+                            .entry(blob.digest.to_string())
+                            .or_insert((blob.size, 0))
+                            .1 += 1;
                     }
                 }
             }

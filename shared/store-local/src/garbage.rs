@@ -22,7 +22,7 @@ use berth_core::error::{ErrorCode, RegistryError, Result};
 use berth_core::gc::{
     BlobRecord, BlobState, Claim, GarbageIndex, GcHistory, GcProgress, GcRun, GcSchedule, GcStatus,
 };
-use berth_core::manifest::referenced_blobs;
+use berth_core::manifest::{Target, referenced_blobs};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use crate::metadata::{RedbMetadataStore, corrupt};
@@ -82,11 +82,10 @@ pub(crate) fn servable(
 /// names a blob that is collecting or collected.
 pub(crate) fn check_references(
     txn: &WriteTransaction,
-    media_type: &str,
-    bytes: &[u8],
+    blobs: &[Target],
 ) -> Result<Result<(), String>, redb::Error> {
     let records = txn.open_table(BLOB_RECORDS)?;
-    for blob in referenced_blobs(media_type, bytes) {
+    for blob in blobs {
         if let Some(record) = records.get(blob.digest.as_str())?
             && record.value().3 != LIVE
         {
@@ -100,12 +99,11 @@ pub(crate) fn check_references(
 /// with [`check_references`] first), touching each at `now_ms`.
 pub(crate) fn add_references(
     txn: &WriteTransaction,
-    media_type: &str,
-    bytes: &[u8],
+    blobs: &[Target],
     now_ms: u64,
 ) -> Result<(), redb::Error> {
     let mut records = txn.open_table(BLOB_RECORDS)?;
-    for blob in referenced_blobs(media_type, bytes) {
+    for blob in blobs {
         let key = blob.digest.as_str();
         let (size, refs, new) = match records.get(key)? {
             Some(record) => {

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use crate::garbage;
 use async_trait::async_trait;
 use berth_core::error::{RegistryError, Result};
-use berth_core::manifest::ReferrerDescriptor;
+use berth_core::manifest::{ReferrerDescriptor, referenced_blobs};
 use berth_core::ports::{ManifestRecord, MetadataStore, UploadSession};
 use berth_core::{Digest, RepositoryName, Tag, UploadId};
 use bytes::Bytes;
@@ -316,10 +316,11 @@ impl MetadataStore for RedbMetadataStore {
                 .get((repo.as_str(), digest.as_str()))?
                 .is_none();
             if new {
-                if let Err(collected) = garbage::check_references(txn, &media_type, &bytes)? {
+                let blobs = referenced_blobs(&media_type, &bytes);
+                if let Err(collected) = garbage::check_references(txn, &blobs)? {
                     return Ok(Err(garbage::collected_blob(&collected)));
                 }
-                garbage::add_references(txn, &media_type, &bytes, now_ms)?;
+                garbage::add_references(txn, &blobs, now_ms)?;
             }
             txn.open_table(REPOSITORIES)?.insert(repo.as_str(), ())?;
             txn.open_table(MANIFESTS)?.insert(

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{DeleteRequest, Put, PutRequest, TransactWriteItem, WriteRequest};
 use berth_core::error::{RegistryError, Result};
 use berth_core::manifest::{ReferrerDescriptor, Target, referenced_blobs};
-use berth_core::ports::{ManifestRecord, MetadataStore, UploadSession};
+use berth_core::ports::{ManifestRecord, MetadataStore, UploadSession, all_manifests};
 use berth_core::{Digest, RepositoryName, Tag, UploadId};
 use bytes::Bytes;
 
@@ -104,7 +104,8 @@ impl DynamoMetadataStore {
     /// Takes the overflow references back, if added: the manifest already held them.
     async fn take_back_overflow(&self, references: &mut References) -> Result<()> {
         if references.overflow_added {
-            self.unreference(&references.overflow).await?;
+            // Taken back as a deletion drops them (the blobs become candidates again).
+            self.drop_references(&references.overflow).await?;
             references.overflow_added = false;
         }
         Ok(())
@@ -718,20 +719,11 @@ impl MetadataStore for DynamoMetadataStore {
 
     async fn delete_repository(&self, repository: &RepositoryName) -> Result<bool> {
         let pk = repository_pk(repository.as_str());
-        let mut blobs = Vec::new();
-        let mut last: Option<String> = None;
-        loop {
-            let page = self
-                .manifests_page(repository, last.as_deref(), TRANSACTION_ITEMS)
-                .await?;
-            for manifest in &page {
-                blobs.extend(referenced_blobs(&manifest.media_type, &manifest.bytes));
-            }
-            last = page.last().map(|m| m.digest.to_string());
-            if page.len() < TRANSACTION_ITEMS {
-                break;
-            }
-        }
+        let blobs: Vec<Target> = all_manifests(self, repository)
+            .await?
+            .iter()
+            .flat_map(|manifest| referenced_blobs(&manifest.media_type, &manifest.bytes))
+            .collect();
         // Everything but the repository item goes first, so that a removal cut short leaves
         // the repository listed and the next call finishes it; the references of its
         // manifests after them (a crash between leaves them too high).
