@@ -9,6 +9,7 @@ pub mod digest;
 pub mod error;
 pub mod events;
 pub mod gc;
+pub mod glob;
 pub mod manifest;
 pub mod names;
 pub mod ports;

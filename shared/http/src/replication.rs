@@ -565,7 +565,7 @@ fn parse_filter(field: FilterField) -> Result<Filter> {
             )));
         }
     };
-    rules::compile(&pattern)?;
+    berth_core::glob::compile(&pattern)?;
     Ok(Filter {
         kind,
         pattern,
