@@ -214,7 +214,12 @@ GC_RUN_PARTITIONS = {"GC#*"}
 # The repository and artifact API of the token function: tags added (put_manifest),
 # artifacts, tags and repositories deleted (delete_manifest, delete_tag, delete_repository),
 # in repository partitions only.
-REPOSITORY_PARTITIONS = {"REPO#*", "BLOB#*", "GCQ#*"}
+REPOSITORY_PARTITIONS = {"REPO#*", "BLOB#*", "GCQ#*", "QUOTA#*"}
+# Project quotas (meta-dynamodb quota.rs): the charges and usage every manifest put or
+# deletion changes, and the limits the token function sets.
+QUOTA_PARTITIONS = {"QUOTA#*"}
+# A completed upload is checked against its project's limit: the quota and one charge read.
+QUOTA_READ = {"dynamodb:GetItem", "dynamodb:BatchGetItem"}
 REPOSITORY_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                      "dynamodb:BatchWriteItem"}
 # The audit log's and the counters' partitions (meta-dynamodb audit.rs, statistics.rs), which
@@ -678,7 +683,7 @@ def check_iam(template, code, front):
         if any(a.startswith("ssm:") for a in actions):
             findings.append(f"{name}: must not read the token keys")
         check_writes(name, resource, [REGISTRY_PARTITIONS | REPLICATION_PARTITIONS | AUDIT_PARTITIONS
-                                      | WEBHOOK_PARTITIONS])
+                                      | WEBHOOK_PARTITIONS | QUOTA_PARTITIONS])
         check_decrypt(name, resource, {"kms:Decrypt"}, set())
         check_event_lines(template, front)
         check_queues(name, resource,
@@ -1001,7 +1006,7 @@ def check_front(template, actions, front):
 
     role = roles["TaskRoleArn"]
     granted = role_actions(role, resources[role])
-    required = actions | GRANT_KEY_READ
+    required = actions | GRANT_KEY_READ | QUOTA_READ
     for action in sorted(granted - required):
         findings.append(f"{role}: {action} is not used by the upload front")
     for action in sorted(required - granted):
@@ -1014,11 +1019,14 @@ def check_front(template, actions, front):
         if any(a.startswith("dynamodb:") for a in found):
             keys = (statement.get("Condition", {}).get("ForAllValues:StringLike", {})
                     .get("dynamodb:LeadingKeys"))
-            if not keys or not set(keys) <= REGISTRY_PARTITIONS:
+            if not keys or not set(keys) <= REGISTRY_PARTITIONS | QUOTA_PARTITIONS:
                 findings.append(
                     f"{role}: its table rights must be limited to the partitions "
-                    f"{sorted(REGISTRY_PARTITIONS)} by a dynamodb:LeadingKeys condition, not {show(keys)}"
+                    f"{sorted(REGISTRY_PARTITIONS | QUOTA_PARTITIONS)} by a dynamodb:LeadingKeys "
+                    f"condition, not {show(keys)}"
                 )
+            elif set(keys) == QUOTA_PARTITIONS and found - QUOTA_READ:
+                findings.append(f"{role}: may only read quotas, not {sorted(found - QUOTA_READ)}")
             elif "dynamodb:PutItem" in found:
                 written |= set(keys)
         if "s3:DeleteObject" in found and statement.get("Resource") != {"Fn::Sub": "${BlobBucket.Arn}/uploads/*"}:

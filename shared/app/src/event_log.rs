@@ -74,6 +74,16 @@ pub fn describe(kind: &EventKind) -> (&'static str, String) {
         EventKind::MaintenanceRun { job, status } => {
             ("maintenance_run", format!("{job}: {status}"))
         }
+        EventKind::QuotaExceeded {
+            repository,
+            digest,
+            used,
+            adding,
+            limit,
+        } => (
+            "quota_exceeded",
+            format!("{repository}@{digest}: {used} + {adding} bytes > {limit}"),
+        ),
     }
 }
 

@@ -353,6 +353,12 @@ pub fn payload(
             resource["tag"] = json!(tag.as_str());
             Some(repository)
         }
+        EventKind::QuotaExceeded {
+            repository, digest, ..
+        } => {
+            resource["digest"] = json!(digest.as_str());
+            Some(repository)
+        }
         _ => None,
     };
     let mut data = json!({ "resources": [resource] });
@@ -380,6 +386,20 @@ pub fn payload(
             "name": name,
             "namespace": namespace,
             "repo_full_name": full,
+        });
+    }
+    if let EventKind::QuotaExceeded {
+        used,
+        adding,
+        limit,
+        ..
+    } = &event.kind
+    {
+        data["custom_attributes"] = json!({
+            "Details": format!(
+                "adding {adding} bytes to the current usage of {used} bytes would exceed the \
+                 project's limit of {limit} bytes"
+            ),
         });
     }
     let occur_at = event.at_ms / 1000;

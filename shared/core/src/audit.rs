@@ -26,9 +26,11 @@ pub struct AuditEntry {
     /// What was acted on: `repo:tag` or `repo@digest` for artifacts, the account or project
     /// name otherwise.
     pub resource: String,
-    /// `artifact`, `tag`, `user`, `project`, `project_member`, `robot` or `replication`.
+    /// `artifact`, `tag`, `user`, `project`, `project_member`, `robot`, `replication` or
+    /// `quota`.
     pub resource_type: String,
-    /// `create`, `update`, `delete`, `pull`, `login`, `login_failed` or `replicate`.
+    /// `create`, `update`, `delete`, `pull`, `login`, `login_failed`, `replicate` or
+    /// `quota_exceed`.
     pub operation: String,
     /// The project the entry belongs to, which its admins may read.
     pub project: Option<String>,
@@ -123,6 +125,13 @@ impl AuditEntry {
                 "replication",
                 "replicate",
                 (format!("{policy} execution {execution}"), None),
+            ),
+            EventKind::QuotaExceeded {
+                repository, digest, ..
+            } => (
+                "quota",
+                "quota_exceed",
+                artifact(repository, format!("{repository}@{digest}")),
             ),
             EventKind::BlobPushed { .. }
             | EventKind::BlobPulled { .. }

@@ -36,6 +36,7 @@ use crate::replication::ReplicationStore;
 pub mod account_store;
 pub mod audit_store;
 pub mod garbage_index;
+pub mod quota_store;
 pub mod replication_store;
 pub mod statistics_store;
 pub mod webhook_store;

@@ -96,6 +96,8 @@ pub enum ErrorHint {
     AllowedMethods(&'static str),
     /// A `WWW-Authenticate` value: how to obtain the credentials the request lacked.
     Challenge(String),
+    /// A push refused by its project's storage quota (the body says the same in words).
+    QuotaExceeded(Box<crate::quota::Refusal>),
 }
 
 /// A failure with a code from the table, a message safe to show the client, and, for

@@ -226,6 +226,15 @@ pub enum EventKind {
     },
     /// A maintenance job ran.
     MaintenanceRun { job: String, status: String },
+    /// A push of `digest` (a blob or a manifest) was refused: it would have taken the
+    /// repository's project past its storage limit.
+    QuotaExceeded {
+        repository: RepositoryName,
+        digest: Digest,
+        used: u64,
+        adding: u64,
+        limit: u64,
+    },
 }
 
 /// One event: what happened, who did it, when, in which request. Its JSON form is what the
@@ -278,7 +287,8 @@ impl Event {
             | EventKind::BlobPushed { repository, .. }
             | EventKind::BlobPulled { repository, .. }
             | EventKind::BlobMounted { repository, .. }
-            | EventKind::BlobDeleted { repository, .. } => Some(repository),
+            | EventKind::BlobDeleted { repository, .. }
+            | EventKind::QuotaExceeded { repository, .. } => Some(repository),
             _ => None,
         }
     }

@@ -13,6 +13,7 @@ pub mod glob;
 pub mod manifest;
 pub mod names;
 pub mod ports;
+pub mod quota;
 pub mod range;
 pub mod registry;
 pub mod replication;

@@ -20,6 +20,7 @@ use crate::names::{Reference, RepositoryName, UploadId};
 use crate::ports::{
     BlobStore, ByteStream, ManifestRecord, MetadataStore, StagedUpload, UploadSession,
 };
+use crate::quota::{QuotaStore, Refusal, quota_exceeded};
 use crate::range::{ChunkRange, resolve_range};
 
 /// How often, and how long apart, a claim is tried while a collection run deletes the blob
@@ -39,6 +40,7 @@ pub struct Registry {
     busy_uploads: Arc<Mutex<HashSet<UploadId>>>,
     events: Option<Arc<dyn EventSink>>,
     garbage: Option<Arc<dyn GarbageIndex>>,
+    quotas: Option<Arc<dyn QuotaStore>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -108,6 +110,63 @@ impl Registry {
             busy_uploads: Arc::default(),
             events: None,
             garbage: None,
+            quotas: None,
+        }
+    }
+
+    /// Checks each blob against its project's storage limit before publishing it (the
+    /// metadata store enforces the limit on manifest puts: see [`crate::quota`]).
+    pub fn with_quotas(mut self, quotas: Arc<dyn QuotaStore>) -> Self {
+        self.quotas = Some(quotas);
+        self
+    }
+
+    /// Refuses a blob that would take its project past its storage limit, unless the
+    /// project counts it already. Advisory: the manifest put is the check that holds.
+    async fn check_quota(
+        &self,
+        context: &RequestContext,
+        repository: &RepositoryName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let Some(quotas) = &self.quotas else {
+            return Ok(());
+        };
+        let project = repository.project();
+        let quota = quotas.quota(project).await?;
+        if quota.fits(size) {
+            return Ok(());
+        }
+        if quotas
+            .counted(project, std::slice::from_ref(digest))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let refused = quota_exceeded(project, &quota, size);
+        self.publish_refusal(context, repository, digest, &refused);
+        Err(refused)
+    }
+
+    fn publish_refusal(
+        &self,
+        context: &RequestContext,
+        repository: &RepositoryName,
+        digest: &Digest,
+        error: &RegistryError,
+    ) {
+        if let Some(refusal) = Refusal::of(error) {
+            self.publish(context, || EventKind::QuotaExceeded {
+                repository: repository.clone(),
+                digest: digest.clone(),
+                used: refusal.used,
+                adding: refusal.adding,
+                limit: refusal.limit,
+            });
         }
     }
 
@@ -250,7 +309,10 @@ impl Registry {
             Reference::Tag(tag) => Some(tag),
             Reference::Digest(_) => None,
         };
-        self.meta.put_manifest(repository, &record, tag).await?;
+        if let Err(error) = self.meta.put_manifest(repository, &record, tag).await {
+            self.publish_refusal(context, repository, &record.digest, &error);
+            return Err(error);
+        }
         self.publish(context, || EventKind::ManifestPushed {
             repository: repository.clone(),
             digest: record.digest.clone(),
@@ -382,6 +444,7 @@ impl Registry {
                 if from == repository {
                     return Ok(UploadStart::Mounted(digest.clone()));
                 }
+                self.check_quota(context, repository, digest, size).await?;
                 if !self.claim_blob(digest, size).await? {
                     break;
                 }
@@ -433,6 +496,8 @@ impl Registry {
                 ..staged.clone()
             };
             verify_digest(hasher.finish(), digest)?;
+            self.check_quota(context, repository, digest, written)
+                .await?;
             if !self.claim_blob(digest, written).await? {
                 return Err(crate::gc::still_collecting(digest));
             }
@@ -494,6 +559,13 @@ impl Registry {
         if let Err(mismatch) = verify_digest(actual, digest) {
             self.discard(&session).await;
             return Err(mismatch);
+        }
+        if let Err(refused) = self
+            .check_quota(context, repository, digest, session.staged.size)
+            .await
+        {
+            self.discard(&session).await;
+            return Err(refused);
         }
         if !self.claim_blob(digest, session.staged.size).await? {
             return Err(crate::gc::still_collecting(digest));

@@ -53,6 +53,7 @@ impl WebhookEventType {
                 Some(Self::DeleteArtifact)
             }
             EventKind::ReplicationRun { .. } => Some(Self::Replication),
+            EventKind::QuotaExceeded { .. } => Some(Self::QuotaExceed),
             _ => None,
         }
     }

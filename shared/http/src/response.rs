@@ -56,7 +56,7 @@ impl IntoResponse for ApiError {
             Some(ErrorHint::Challenge(challenge)) => {
                 headers.insert(WWW_AUTHENTICATE, header_value(challenge));
             }
-            None => {}
+            Some(ErrorHint::QuotaExceeded(_)) | None => {}
         }
         response.extensions_mut().insert(Failure {
             code: error.code(),

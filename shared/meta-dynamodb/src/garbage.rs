@@ -310,7 +310,7 @@ impl DynamoMetadataStore {
     }
 }
 
-fn put_request(item: Item) -> Result<WriteRequest> {
+pub(crate) fn put_request(item: Item) -> Result<WriteRequest> {
     Ok(WriteRequest::builder()
         .put_request(
             PutRequest::builder()

@@ -181,6 +181,7 @@ mod accounts;
 mod audit;
 mod error;
 mod garbage;
+mod quota;
 mod replication;
 mod schema;
 mod statistics;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use berth_core::gc::{GarbageIndex, GcHistory};
 use berth_core::ports::{BlobStore, MetadataStore};
+use berth_core::quota::QuotaStore;
 use berth_core::{
     AccountStore, AuditStore, Registry, RegistryError, ReplicationStore, Result, StatisticsStore,
     WebhookStore,
@@ -161,6 +162,7 @@ type MetadataParts = (
     Option<Arc<dyn StatisticsStore>>,
     Option<Arc<dyn WebhookStore>>,
     Option<GarbageParts>,
+    Option<Arc<dyn QuotaStore>>,
 );
 
 /// Garbage collection's blob index and run history, for a metadata adapter that keeps them.
@@ -190,6 +192,8 @@ pub struct Stores {
     pub webhooks: Option<Arc<dyn WebhookStore>>,
     /// Garbage collection's blob index and runs, when this storage keeps them.
     pub garbage: Option<GarbageParts>,
+    /// Project storage limits and usage, when this storage keeps them.
+    pub quotas: Option<Arc<dyn QuotaStore>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -237,11 +241,16 @@ impl Stores {
     }
 
     /// The registry over these stores (claiming blobs in the garbage index when there is
-    /// one), as `configure` finishes it.
+    /// one, checking blobs against project quotas when they are kept), as `configure`
+    /// finishes it.
     pub fn registry_with(&self, configure: impl FnOnce(Registry) -> Registry) -> Registry {
         let registry = Registry::new(self.blobs.clone(), self.metadata.clone());
         let registry = match &self.garbage {
             Some((index, _)) => registry.with_garbage_index(index.clone()),
+            None => registry,
+        };
+        let registry = match &self.quotas {
+            Some(quotas) => registry.with_quotas(quotas.clone()),
             None => registry,
         };
         configure(registry)
@@ -278,7 +287,7 @@ impl StorageConfig {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
             BlobLocation::S3 { bucket, prefix } => self.open_s3(aws, bucket, prefix).await?,
         };
-        let (metadata, accounts, replication, audit, statistics, webhooks, garbage) =
+        let (metadata, accounts, replication, audit, statistics, webhooks, garbage, quotas) =
             match &self.metadata {
                 MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
                 MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
@@ -293,6 +302,7 @@ impl StorageConfig {
             statistics,
             webhooks,
             garbage,
+            quotas,
         })
     }
 
@@ -341,7 +351,11 @@ impl StorageConfig {
                     Some(m.clone() as Arc<dyn AuditStore>),
                     Some(m.clone() as Arc<dyn StatisticsStore>),
                     Some(m.clone() as Arc<dyn WebhookStore>),
-                    Some((m.clone() as Arc<dyn GarbageIndex>, m as Arc<dyn GcHistory>)),
+                    Some((
+                        m.clone() as Arc<dyn GarbageIndex>,
+                        m.clone() as Arc<dyn GcHistory>,
+                    )),
+                    Some(m as Arc<dyn QuotaStore>),
                 )
             }),
         ))
@@ -399,8 +413,9 @@ async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
         Some(store.clone() as Arc<dyn WebhookStore>),
         Some((
             store.clone() as Arc<dyn GarbageIndex>,
-            store as Arc<dyn GcHistory>,
+            store.clone() as Arc<dyn GcHistory>,
         )),
+        Some(store as Arc<dyn QuotaStore>),
     ))
 }
 
@@ -410,7 +425,8 @@ async fn open_dynamodb(_: &AwsConfig, _: &str) -> Result<MetadataParts> {
 }
 
 /// Creates the table if it is missing, and counts the blob references of a table written
-/// before garbage collection (instant on a new table).
+/// before garbage collection and the quota charges of one written before quotas (instant on
+/// a new table).
 #[cfg(feature = "aws")]
 async fn create_dynamodb_table(aws: &AwsConfig, table: &str) -> Result<()> {
     let client = aws.dynamodb().await;
@@ -425,6 +441,10 @@ async fn create_dynamodb_table(aws: &AwsConfig, table: &str) -> Result<()> {
             records,
             "counted the references of every blob: garbage collection may run"
         );
+    }
+    if !store.quota_charges_counted().await? {
+        let charges = store.count_quota_charges().await?;
+        tracing::info!(table, charges, "counted every project's storage usage");
     }
     Ok(())
 }

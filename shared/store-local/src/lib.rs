@@ -2,7 +2,7 @@
 //! directory ([`FsBlobStore`]) and registry metadata, accounts, projects and replication in
 //! an embedded redb database ([`RedbMetadataStore`], which implements `MetadataStore`,
 //! `AccountStore`, `ReplicationStore`, `AuditStore`, `StatisticsStore`, `WebhookStore`, and
-//! garbage collection's `GarbageIndex` and `GcHistory`).
+//! garbage collection's `GarbageIndex` and `GcHistory`, and `QuotaStore`).
 //!
 //! A data directory holds both:
 //!
@@ -13,7 +13,8 @@
 //!                             users, projects, members, robot accounts, login failures,
 //!                             replication endpoints, policies, executions and tasks,
 //!                             the audit log, pull and push counters, webhook policies
-//!                             and deliveries, blob records and garbage collection runs
+//!                             and deliveries, blob records and garbage collection runs,
+//!                             project quota limits, usage and charges
 //! ```
 
 mod accounts;
@@ -21,6 +22,7 @@ mod audit;
 mod blobs;
 mod garbage;
 mod metadata;
+mod quota;
 mod replication;
 mod statistics;
 mod webhooks;

@@ -35,7 +35,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::garbage;
+use crate::{garbage, quota};
 use async_trait::async_trait;
 use berth_core::error::{RegistryError, Result};
 use berth_core::manifest::{ReferrerDescriptor, referenced_blobs};
@@ -57,8 +57,9 @@ const BLOB_LINKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("blo
 const UPLOADS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("uploads");
 
 /// The layout version this code reads and writes; bump it with a migration. Version 2 added
-/// the blob records of garbage collection (`garbage.rs`).
-const SCHEMA_VERSION: u64 = 2;
+/// the blob records of garbage collection (`garbage.rs`); version 3 the project quota charges
+/// (`quota.rs`).
+const SCHEMA_VERSION: u64 = 3;
 
 /// Registry metadata in a redb database file.
 pub struct RedbMetadataStore {
@@ -139,10 +140,18 @@ fn create_tables(db: &Database) -> Result<u64, redb::Error> {
         }
     };
     crate::garbage::create_tables(&txn)?;
+    crate::quota::create_tables(&txn)?;
     let version = if version == 1 {
         migrate_to_blob_records(&txn)?;
         txn.open_table(SCHEMA)?.insert("version", 2)?;
         2
+    } else {
+        version
+    };
+    let version = if version == 2 {
+        migrate_to_quota_charges(&txn)?;
+        txn.open_table(SCHEMA)?.insert("version", 3)?;
+        3
     } else {
         version
     };
@@ -180,6 +189,26 @@ fn migrate_to_blob_records(txn: &WriteTransaction) -> Result<(), redb::Error> {
         })
         .collect::<Result<_, redb::Error>>()?;
     crate::garbage::migrate_to_records(txn, &links, &manifests, berth_core::gc::now_ms())
+}
+
+/// Layout version 2 to 3: every stored manifest charges its project's quota.
+fn migrate_to_quota_charges(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let manifests: Vec<(String, String, String, Vec<u8>)> = txn
+        .open_table(MANIFESTS)?
+        .iter()?
+        .map(|row| {
+            let (key, value) = row?;
+            let (repository, digest) = key.value();
+            let (media_type, _, bytes) = value.value();
+            Ok((
+                repository.to_owned(),
+                digest.to_owned(),
+                media_type.to_owned(),
+                bytes.to_vec(),
+            ))
+        })
+        .collect::<Result<_, redb::Error>>()?;
+    crate::quota::migrate_to_charges(txn, &manifests)
 }
 
 /// The smallest string above `key`. Tuple elements compare as whole strings, so
@@ -320,6 +349,10 @@ impl MetadataStore for RedbMetadataStore {
                 if let Err(collected) = garbage::check_references(txn, &blobs)? {
                     return Ok(Err(garbage::collected_blob(&collected)));
                 }
+                // Checked, then written: a refused charge leaves nothing behind.
+                if let Err(exceeded) = quota::charge(txn, &repo, &digest, &media_type, &bytes)? {
+                    return Ok(Err(exceeded));
+                }
                 garbage::add_references(txn, &blobs, now_ms)?;
             }
             txn.open_table(REPOSITORIES)?.insert(repo.as_str(), ())?;
@@ -358,6 +391,7 @@ impl MetadataStore for RedbMetadataStore {
                 )
             };
             garbage::drop_references(txn, &media_type, &bytes)?;
+            quota::discharge(txn, &repo, &digest, &media_type, &bytes)?;
             if let Some(subject) = subject {
                 txn.open_table(REFERRERS)?.remove((
                     repo.as_str(),
@@ -506,17 +540,22 @@ impl MetadataStore for RedbMetadataStore {
                 Bound::Excluded((end.as_str(), "")),
             );
             txn.open_table(TAGS)?.retain_in(pairs, |_, _| false)?;
-            let removed: Vec<(String, Vec<u8>)> = txn
+            let removed: Vec<(String, String, Vec<u8>)> = txn
                 .open_table(MANIFESTS)?
                 .range::<(&str, &str)>(pairs)?
                 .map(|row| {
-                    let (_, value) = row?;
+                    let (key, value) = row?;
                     let (media_type, _, bytes) = value.value();
-                    Ok((media_type.to_owned(), bytes.to_vec()))
+                    Ok((
+                        key.value().1.to_owned(),
+                        media_type.to_owned(),
+                        bytes.to_vec(),
+                    ))
                 })
                 .collect::<Result<_, redb::Error>>()?;
-            for (media_type, bytes) in &removed {
+            for (digest, media_type, bytes) in &removed {
                 garbage::drop_references(txn, media_type, bytes)?;
+                quota::discharge(txn, &repo, digest, media_type, bytes)?;
             }
             txn.open_table(MANIFESTS)?.retain_in(pairs, |_, _| false)?;
             txn.open_table(BLOB_LINKS)?.retain_in(pairs, |_, _| false)?;

@@ -28,7 +28,7 @@ fn nonce() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-fn blob(seed: &str) -> Digest {
+pub(super) fn blob(seed: &str) -> Digest {
     Digest::of(Algorithm::Sha256, format!("{seed}-{}", nonce()).as_bytes())
 }
 
@@ -39,7 +39,7 @@ fn repository(label: &str) -> RepositoryName {
 }
 
 /// An image manifest of `config` and `layers` (sizes 1 and 10 bytes each).
-fn image(config: &Digest, layers: &[&Digest]) -> ManifestRecord {
+pub(super) fn image(config: &Digest, layers: &[&Digest]) -> ManifestRecord {
     let layers: Vec<String> = layers
         .iter()
         .map(|digest| {

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{DeleteRequest, Put, PutRequest, TransactWriteItem,
 use berth_core::error::{RegistryError, Result};
 use berth_core::manifest::{ReferrerDescriptor, Target, referenced_blobs};
 use berth_core::ports::{ManifestRecord, MetadataStore, UploadSession, all_manifests};
+use berth_core::quota::charges;
 use berth_core::{Digest, RepositoryName, Tag, UploadId};
 use bytes::Bytes;
 
@@ -66,20 +67,33 @@ struct References {
     overflow: Vec<Target>,
     overflow_added: bool,
     now_ms: u64,
+    /// The project's quota charges of the manifest (`crate::quota`): in the manifest's
+    /// transaction when they fit (`charge_inside`), charged before it otherwise.
+    project: String,
+    charges: Vec<Target>,
+    charge_inside: bool,
 }
 
 /// Items of a put's transaction besides the references: manifest, tag, referrer, repository.
 const PUT_ITEMS: usize = 4;
 
 impl References {
-    fn of(manifest: &ManifestRecord) -> Self {
+    fn of(repository: &RepositoryName, manifest: &ManifestRecord) -> Self {
+        let charges = charges(&manifest.digest, &manifest.media_type, &manifest.bytes);
+        // The charges and the quota item's update, when they fit beside the put's items.
+        let charge_items = charges.len() + 1;
+        let charge_inside = PUT_ITEMS + charge_items <= TRANSACTION_ITEMS;
+        let room = TRANSACTION_ITEMS - PUT_ITEMS - if charge_inside { charge_items } else { 0 };
         let mut inside = referenced_blobs(&manifest.media_type, &manifest.bytes);
-        let overflow = inside.split_off(inside.len().min(TRANSACTION_ITEMS - PUT_ITEMS));
+        let overflow = inside.split_off(inside.len().min(room));
         Self {
             inside,
             overflow,
             overflow_added: false,
             now_ms: berth_core::gc::now_ms(),
+            project: repository.project().to_owned(),
+            charges,
+            charge_inside,
         }
     }
 }
@@ -112,30 +126,67 @@ impl DynamoMetadataStore {
     }
 
     /// Writes `puts` (the manifest item first, on the condition that it is absent) with the
-    /// references it adds. `Ok(false)`: the manifest exists after all.
+    /// references it adds and its project's quota charges, in one transaction (charges that
+    /// do not fit are added before it and taken back unless it is written). `Ok(false)`:
+    /// the manifest exists after all.
     async fn put_new(&self, puts: Vec<Put>, references: &mut References) -> Result<bool> {
+        if references.charge_inside {
+            return self.put_new_charged(puts, references).await;
+        }
+        self.charge(&references.project, &references.charges)
+            .await?;
+        let written = self.put_new_charged(puts, references).await;
+        if !matches!(written, Ok(true)) {
+            self.discharge(&references.project, &references.charges)
+                .await?;
+        }
+        written
+    }
+
+    async fn put_new_charged(&self, puts: Vec<Put>, references: &mut References) -> Result<bool> {
+        let written = self.put_new_attempts(puts, references).await;
+        if !matches!(written, Ok(true)) {
+            self.take_back_overflow(references).await?;
+        }
+        written
+    }
+
+    async fn put_new_attempts(&self, puts: Vec<Put>, references: &mut References) -> Result<bool> {
         self.add_overflow(references).await?;
         let head = puts.len();
-        let mut items: Vec<TransactWriteItem> = puts
-            .into_iter()
-            .map(|put| TransactWriteItem::builder().put(put).build())
-            .collect();
-        items.extend(self.reference_items(&references.inside, references.now_ms)?);
-        match self.transact_checked(items).await? {
-            Ok(()) => Ok(true),
-            Err(failed) if failed.contains(&0) => {
-                self.take_back_overflow(references).await?;
-                Ok(false)
+        let gc_end = head + references.inside.len();
+        let mut delay = FIRST_BACKOFF;
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut items: Vec<TransactWriteItem> = puts
+                .iter()
+                .cloned()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .collect();
+            items.extend(self.reference_items(&references.inside, references.now_ms)?);
+            if references.charge_inside {
+                // Refused here, before anything is written, when it does not fit.
+                items.extend(
+                    self.charge_items(&references.project, &references.charges)
+                        .await?,
+                );
             }
-            Err(failed) => {
-                self.take_back_overflow(references).await?;
-                let blob = failed
-                    .iter()
-                    .find_map(|index| references.inside.get(index.checked_sub(head)?))
-                    .map_or("", |blob| blob.digest.as_str());
-                Err(garbage::collected_blob(blob))
+            match self.transact_checked(items).await? {
+                Ok(()) => return Ok(true),
+                Err(failed) if failed.contains(&0) => return Ok(false),
+                Err(failed) => {
+                    if let Some(blob) = failed
+                        .iter()
+                        .find_map(|index| references.inside.get(index.checked_sub(head)?))
+                    {
+                        return Err(garbage::collected_blob(blob.digest.as_str()));
+                    }
+                    // A charge or the usage changed since they were read: read again.
+                    debug_assert!(failed.iter().all(|index| *index >= gc_end));
+                    back_off(&mut delay).await;
+                }
             }
         }
+        Err(lost_races("put_manifest's quota charges"))
     }
 }
 
@@ -507,6 +558,7 @@ impl MetadataStore for DynamoMetadataStore {
         tag: Option<&Tag>,
     ) -> Result<()> {
         let content = Content::new(manifest)?;
+        let mut references = References::of(repository, manifest);
         let repository = repository.as_str();
         let pk = repository_pk(repository);
         // Every write of the manifest item gets a new revision, so that a concurrent
@@ -515,16 +567,18 @@ impl MetadataStore for DynamoMetadataStore {
         let mut parts_written = None;
         let mut delay = FIRST_BACKOFF;
 
-        let mut references = References::of(manifest);
         if content.inline {
-            // The common case, one request: a new manifest with its references.
-            let mut puts = vec![self.put(
-                content.manifest_item(&pk, &revision, None),
-                Some(Condition::absent()),
-            )?];
-            puts.extend(self.companions(&pk, repository, &content, tag)?);
-            if self.put_new(puts, &mut references).await? {
-                return Ok(());
+            // The common case: a new manifest with its references, its quota charged first
+            // (read first, so that pushing a stored manifest again charges nothing).
+            if self.stored_manifest(&pk, content.digest()).await?.is_none() {
+                let mut puts = vec![self.put(
+                    content.manifest_item(&pk, &revision, None),
+                    Some(Condition::absent()),
+                )?];
+                puts.extend(self.companions(&pk, repository, &content, tag)?);
+                if self.put_new(puts, &mut references).await? {
+                    return Ok(());
+                }
             }
             // Stored already, so counted already: written again unless it is stored with
             // another media type, which would leave its tags' copies stale (or was deleted
@@ -573,8 +627,11 @@ impl MetadataStore for DynamoMetadataStore {
                 return Ok(false);
             };
             let parsed: Digest = digest.parse().map_err(|_| corrupt("a manifest's digest"))?;
-            let blobs = match self.read_manifest(&pk, &parsed).await? {
-                Some(record) => referenced_blobs(&record.media_type, &record.bytes),
+            let (blobs, charged) = match self.read_manifest(&pk, &parsed).await? {
+                Some(record) => (
+                    referenced_blobs(&record.media_type, &record.bytes),
+                    charges(&record.digest, &record.media_type, &record.bytes),
+                ),
                 None => return Ok(false),
             };
             let tags = self.tags_pointing_at(&pk, digest).await?;
@@ -607,8 +664,10 @@ impl MetadataStore for DynamoMetadataStore {
             match self.transact(items).await? {
                 Outcome::ConditionFailed => back_off(&mut delay).await,
                 Outcome::Committed => {
-                    // Its references go after it: a crash between leaves them too high.
+                    // Its references and quota charges go after it: a crash between leaves
+                    // them too high.
                     self.drop_references(&blobs).await?;
+                    self.discharge(repository.project(), &charged).await?;
                     for delete in overflow {
                         self.delete_item(delete).await?;
                     }
@@ -719,10 +778,14 @@ impl MetadataStore for DynamoMetadataStore {
 
     async fn delete_repository(&self, repository: &RepositoryName) -> Result<bool> {
         let pk = repository_pk(repository.as_str());
-        let blobs: Vec<Target> = all_manifests(self, repository)
-            .await?
+        let manifests = all_manifests(self, repository).await?;
+        let blobs: Vec<Target> = manifests
             .iter()
             .flat_map(|manifest| referenced_blobs(&manifest.media_type, &manifest.bytes))
+            .collect();
+        let charged: Vec<Target> = manifests
+            .iter()
+            .flat_map(|manifest| charges(&manifest.digest, &manifest.media_type, &manifest.bytes))
             .collect();
         // Everything but the repository item goes first, so that a removal cut short leaves
         // the repository listed and the next call finishes it; the references of its
@@ -742,6 +805,7 @@ impl MetadataStore for DynamoMetadataStore {
             .collect::<Result<Vec<_>>>()?;
         self.batch_write(requests).await?;
         self.drop_references(&blobs).await?;
+        self.discharge_each(repository.project(), &charged).await?;
         let delete = self.delete(key(&pk, META), Some(Condition::exists()))?;
         self.delete_item(delete).await
     }

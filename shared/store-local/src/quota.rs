@@ -1,0 +1,172 @@
+//! Project storage quotas in the redb database (see `berth_core::quota`): the counts of what
+//! each project's manifests name, changed in the manifest writes' own transactions.
+//!
+//! | table           | key                | value                  | DynamoDB item (PK / SK)          |
+//! |-----------------|--------------------|------------------------|----------------------------------|
+//! | `quota_limits`  | project            | bytes                  | `QUOTA#<project>` / `META`       |
+//! | `quota_usage`   | project            | bytes                  | `QUOTA#<project>` / `META`       |
+//! | `quota_charges` | (project, digest)  | (references, size)     | `QUOTA#<project>` / `REF#<digest>` |
+
+use async_trait::async_trait;
+use berth_core::Digest;
+use berth_core::error::{RegistryError, Result};
+use berth_core::manifest::Target;
+use berth_core::quota::{Quota, QuotaStore, charges, quota_exceeded};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::metadata::RedbMetadataStore;
+
+const LIMITS: TableDefinition<&str, u64> = TableDefinition::new("quota_limits");
+const USAGE: TableDefinition<&str, u64> = TableDefinition::new("quota_usage");
+const CHARGES: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("quota_charges");
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(LIMITS)?;
+    txn.open_table(USAGE)?;
+    txn.open_table(CHARGES)?;
+    Ok(())
+}
+
+fn project_of(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or(repository)
+}
+
+/// Adds the charges of a manifest new in `repository`, or refuses them (writing nothing)
+/// when the digests new to the project would take it past its limit.
+pub(crate) fn charge(
+    txn: &WriteTransaction,
+    repository: &str,
+    digest: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<Result<(), RegistryError>, redb::Error> {
+    let project = project_of(repository);
+    let Ok(parsed) = digest.parse::<Digest>() else {
+        return Ok(Ok(()));
+    };
+    let charged = charges(&parsed, media_type, bytes);
+    let mut table = txn.open_table(CHARGES)?;
+    let mut adding = 0;
+    let mut counts = Vec::with_capacity(charged.len());
+    for target in &charged {
+        let refs = table
+            .get((project, target.digest.as_str()))?
+            .map_or(0, |row| row.value().0);
+        if refs == 0 {
+            adding += target.size;
+        }
+        counts.push(refs);
+    }
+    let quota = read_quota(txn, project)?;
+    if !quota.fits(adding) {
+        return Ok(Err(quota_exceeded(project, &quota, adding)));
+    }
+    for (target, refs) in charged.iter().zip(counts) {
+        table.insert((project, target.digest.as_str()), (refs + 1, target.size))?;
+    }
+    txn.open_table(USAGE)?
+        .insert(project, quota.used.saturating_add(adding))?;
+    Ok(Ok(()))
+}
+
+/// Takes back the charges of a manifest removed from `repository`.
+pub(crate) fn discharge(
+    txn: &WriteTransaction,
+    repository: &str,
+    digest: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<(), redb::Error> {
+    let Ok(parsed) = digest.parse::<Digest>() else {
+        return Ok(());
+    };
+    discharge_targets(
+        txn,
+        project_of(repository),
+        &charges(&parsed, media_type, bytes),
+    )
+}
+
+fn discharge_targets(
+    txn: &WriteTransaction,
+    project: &str,
+    charged: &[Target],
+) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(CHARGES)?;
+    let mut freed = 0;
+    for target in charged {
+        let key = (project, target.digest.as_str());
+        let Some((refs, size)) = table.get(key)?.map(|row| row.value()) else {
+            continue;
+        };
+        if refs <= 1 {
+            table.remove(key)?;
+            freed += size;
+        } else {
+            table.insert(key, (refs - 1, size))?;
+        }
+    }
+    if freed > 0 {
+        let mut usage = txn.open_table(USAGE)?;
+        let used = usage.get(project)?.map_or(0, |v| v.value());
+        usage.insert(project, used.saturating_sub(freed))?;
+    }
+    Ok(())
+}
+
+fn read_quota(txn: &WriteTransaction, project: &str) -> Result<Quota, redb::Error> {
+    quota_in(&txn.open_table(LIMITS)?, &txn.open_table(USAGE)?, project)
+}
+
+fn quota_in(
+    limits: &impl ReadableTable<&'static str, u64>,
+    usage: &impl ReadableTable<&'static str, u64>,
+    project: &str,
+) -> Result<Quota, redb::Error> {
+    Ok(Quota {
+        limit: limits.get(project)?.map(|v| v.value()),
+        used: usage.get(project)?.map_or(0, |v| v.value()),
+    })
+}
+
+/// Layout version 2 to 3: every stored manifest charges its project.
+pub(crate) fn migrate_to_charges(
+    txn: &WriteTransaction,
+    manifests: &[(String, String, String, Vec<u8>)],
+) -> Result<(), redb::Error> {
+    for (repository, digest, media_type, bytes) in manifests {
+        // No project has a limit before this layout: a charge is never refused here.
+        let _ = charge(txn, repository, digest, media_type, bytes)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl QuotaStore for RedbMetadataStore {
+    async fn quota(&self, project: &str) -> Result<Quota> {
+        self.read(|txn| quota_in(&txn.open_table(LIMITS)?, &txn.open_table(USAGE)?, project))
+    }
+
+    async fn set_limit(&self, project: &str, limit: Option<u64>) -> Result<()> {
+        let project = project.to_owned();
+        self.write(move |txn| {
+            let mut limits = txn.open_table(LIMITS)?;
+            match limit {
+                Some(bytes) => limits.insert(project.as_str(), bytes)?,
+                None => limits.remove(project.as_str())?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn counted(&self, project: &str, digests: &[Digest]) -> Result<Vec<bool>> {
+        self.read(|txn| {
+            let table = txn.open_table(CHARGES)?;
+            digests
+                .iter()
+                .map(|d| Ok(table.get((project, d.as_str()))?.is_some()))
+                .collect()
+        })
+    }
+}
