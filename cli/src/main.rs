@@ -509,6 +509,7 @@ async fn serve(
         .events(replication.events.clone())
         .audit(stores.audit.clone())
         .statistics(stores.statistics.clone())
+        .quotas(stores.quotas.clone())
         .webhooks(stores.webhooks.clone())
         .gc(gc);
     if let Some(auth) = &auth {

@@ -4,7 +4,8 @@
 # private project, `docker logout` and the pull refused, anonymous pull from a public
 # project, `podman login` and `skopeo --creds`, a robot account pushing from a script, the
 # repository and artifact API over images docker and skopeo pushed, and garbage collection
-# freeing a deleted image's layers while the image sharing its base still pulls.
+# freeing a deleted image's layers while the image sharing its base still pulls, and a
+# project's storage quota holding against docker pushes, one at a time and 20 at once.
 #
 # Usage: tests/e2e/auth.sh HOST:PORT ADMIN_PASSWORD
 #
@@ -12,7 +13,7 @@
 # account and project this script creates is named after the run, so it may run again on
 # the same registry. Ends with the line "N passed, M failed"; exits 1 if M > 0.
 #
-# Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot artifacts gc),
+# Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot artifacts gc quota),
 # E2E_KEEP_TMP=1. The gc scenario wants the registry's BERTH_GC_GRACE at 1s (berth.sh sets
 # it).
 set -euo pipefail
@@ -22,7 +23,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REGISTRY=${1:?usage: $0 HOST:PORT ADMIN_PASSWORD}
 ADMIN_PASSWORD=${2:?usage: $0 HOST:PORT ADMIN_PASSWORD}
-SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot artifacts gc}
+SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot artifacts gc quota}
 RUN=$(date +%s)$RANDOM
 BASE=http://$REGISTRY
 PRIVATE=private$RUN
@@ -506,6 +507,143 @@ scenario_gc() {
   assert_eq "and removed" 200 "$status"
 }
 
+# usage_of FILE...: the bytes the manifests in FILEs hold, each distinct digest once: the
+# manifests themselves, their configs and layers.
+usage_of() {
+  local file
+  for file in "$@"; do
+    jq -c --arg digest "sha256:$(sha256sum "$file" | awk '{print $1}')" --argjson size "$(size_of "$file")" \
+      '[{digest: $digest, size: $size}, {digest: .config.digest, size: .config.size}]
+        + [.layers[] | {digest, size}] | .[]' "$file"
+  done | jq -s 'unique_by(.digest) | map(.size) | add // 0'
+}
+
+# quota_used PROJECT: the project's usage, from its summary.
+quota_used() {
+  api GET "/projects/$1/summary" "admin:$ADMIN_PASSWORD" >/dev/null
+  jq -r .quota.used.storage "$E2E_TMP/body"
+}
+
+# The manifests of every tag of REPO (HOST/PROJECT/NAME) saved under DIR, one file each.
+save_manifests() {
+  local repo=$1 dir=$2 tag
+  mkdir -p "$dir"
+  for tag in $(sk list-tags --tls-verify=false --creds "admin:$ADMIN_PASSWORD" "docker://$repo" | jq -r '.Tags[]'); do
+    sk inspect --tls-verify=false --creds "admin:$ADMIN_PASSWORD" --raw "docker://$repo:$tag" >"$dir/$tag.json"
+  done
+}
+
+# A project with a storage limit: docker fills it, the push past it is refused with 403
+# DENIED naming usage and limit and leaves nothing stored, while an image sharing its layers
+# still fits; 20 concurrent pushes never take it past its limit; after deletions and garbage
+# collection the usage is exactly what the remaining images hold.
+scenario_quota() {
+  local dir=$E2E_TMP/quota project=quota$RUN admin="admin:$ADMIN_PASSWORD" status used limit i stored
+  local repo=$REGISTRY/quota$RUN/app pids=() pushed=0
+  status=$(api POST /projects "$ALICE:$ALICE_PASSWORD" "{\"project_name\":\"mine$RUN\",\"storage_limit\":1048576}")
+  assert_eq "only system admins set a storage limit" 403 "$status"
+  status=$(api POST /projects "$admin" "{\"project_name\":\"$project\",\"storage_limit\":1048576}")
+  assert_eq "an admin creates a project with a 1 MiB limit" 201 "$status"
+  status=$(api POST "/projects/$project/members" "$admin" "{\"role_id\":2,\"member_user\":{\"username\":\"$ALICE\"}}")
+  [[ $status == 201 ]] || die "adding $ALICE to $project: $status $(body)"
+  status=$(api GET "/projects/$project/summary" "$admin")
+  assert_eq "its summary shows the limit and nothing used" "200 1048576 0" \
+    "$status $(jq -r '[.quota.hard.storage, .quota.used.storage] | join(" ")' "$E2E_TMP/body")"
+
+  small_image "$dir/base" base
+  sharing_image "$dir/same" "$dir/base" same
+  small_image "$dir/big" big
+  for image in base same big; do run docker build -q -t "$repo:$image" "$dir/$image"; done
+  run docker login -u "$ALICE" --password-stdin "$REGISTRY" <<<"$ALICE_PASSWORD"
+  run docker push -q "$repo:base"
+  sk inspect --tls-verify=false --creds "$admin" --raw "docker://$repo:base" >"$dir/base.json"
+  used=$(quota_used "$project")
+  assert_eq "usage is the image's manifest, config and layers" "$(usage_of "$dir/base.json")" "$used"
+
+  limit=$((used + 8192))
+  status=$(api PUT "/projects/$project" "$ALICE:$ALICE_PASSWORD" "{\"storage_limit\":$limit}")
+  assert_eq "a developer may not change the limit" 403 "$status"
+  status=$(api PUT "/projects/$project" "$admin" "{\"storage_limit\":$limit}")
+  assert_eq "the admin lowers it to the usage plus 8 KiB" 200 "$status"
+  assert_cmd "an image sharing the stored 64 KiB layer fits" docker push -q "$repo:same"
+  sk inspect --tls-verify=false --creds "$admin" --raw "docker://$repo:same" >"$dir/same.json"
+  used=$(quota_used "$project")
+  assert_eq "... and adds only what it does not share" "$(usage_of "$dir/base.json" "$dir/same.json")" "$used"
+
+  # No room left: every blob of a new image is refused.
+  limit=$used
+  status=$(api PUT "/projects/$project" "$admin" "{\"storage_limit\":$limit}")
+  assert_eq "the admin lowers the limit to the usage" 200 "$status"
+  api GET /statistics "$admin" >/dev/null
+  stored=$(jq -r .total_storage_consumption "$E2E_TMP/body")
+  docker push "$repo:big" >"$dir/refused.log" 2>&1 && fail "the push past the limit is refused" "it succeeded"
+  assert_contains "docker is told the quota is exceeded, with the usage" \
+    "$(cat "$dir/refused.log")" "quota exceeded: project $project uses"
+  assert_contains "... and the limit" "$(cat "$dir/refused.log")" "($limit bytes) storage limit"
+  assert_eq "the refused push used nothing" "$used" "$(quota_used "$project")"
+  assert_not "... stored no manifest" sk inspect --tls-verify=false --creds "$admin" "docker://$repo:big"
+  api GET /statistics "$admin" >/dev/null
+  assert_eq "... and no blob: the registry stores as many bytes as before" "$stored" \
+    "$(jq -r .total_storage_consumption "$E2E_TMP/body")"
+  local tries=0
+  while api GET "/audit-logs?q=operation%3Dquota_exceed,resource%3D~$project/" "$admin" >/dev/null &&
+    [[ $(jq length "$E2E_TMP/body") == 0 && $((tries++)) -lt 50 ]]; do
+    sleep 0.1
+  done
+  assert_eq "the refusal is audited" "quota_exceed $ALICE" \
+    "$(jq -r 'first | "\(.operation) \(.username)"' "$E2E_TMP/body")"
+
+  # 20 images of 4 KiB each pushed at once, with room for about 5.
+  used=$(quota_used "$project")
+  limit=$((used + 5 * 5500))
+  status=$(api PUT "/projects/$project" "$admin" "{\"storage_limit\":$limit}")
+  [[ $status == 200 ]] || die "setting the limit: $status $(body)"
+  for i in $(seq 1 20); do
+    mkdir -p "$dir/race$i"
+    printf 'race %s %s\n' "$i" "$RUN" >"$dir/race$i/label.txt"
+    head -c 4096 /dev/urandom >"$dir/race$i/data.bin"
+    printf 'FROM scratch\nCOPY label.txt /label.txt\nCOPY data.bin /data.bin\n' >"$dir/race$i/Dockerfile"
+    run docker build -q -t "$REGISTRY/$project/race:r$i" "$dir/race$i"
+  done
+  for i in $(seq 1 20); do
+    docker push -q "$REGISTRY/$project/race:r$i" >"$dir/race$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    if wait "${pids[$i]}"; then pushed=$((pushed + 1)); fi
+  done
+  used=$(quota_used "$project")
+  assert_eq "20 concurrent pushes end within the limit" yes "$( ((used <= limit)) && echo yes || echo "no: $used > $limit")"
+  save_manifests "$REGISTRY/$project/race" "$dir/race"
+  assert_eq "... the pushes that succeeded are the images stored" "$pushed" "$(find "$dir/race" -name '*.json' | wc -l)"
+  assert_eq "... and the usage is exactly what is stored" \
+    "$(usage_of "$dir/base.json" "$dir/same.json" "$dir"/race/*.json)" "$used"
+  log_info "$pushed of 20 concurrent pushes fit"
+  run docker logout "$REGISTRY"
+
+  status=$(api DELETE "/projects/$project/repositories/app/artifacts/base" "$admin")
+  assert_eq "the admin deletes an image" 200 "$status"
+  local victim
+  victim=$(find "$dir/race" -name '*.json' | sort | head -1)
+  status=$(api DELETE "/projects/$project/repositories/race/artifacts/$(basename "$victim" .json)" "$admin")
+  assert_eq "... and another" 200 "$status"
+  rm "$victim"
+  assert_eq "usage after deletions is what the remaining images hold" \
+    "$(usage_of "$dir/same.json" "$dir"/race/*.json)" "$(quota_used "$project")"
+  sleep 1.5
+  gc_run '{"dry_run":false}' >/dev/null
+  assert_eq "garbage collection runs" Success "$(jq -r .job_status "$E2E_TMP/body")"
+  assert_eq "... and the usage stays what the remaining images hold" \
+    "$(usage_of "$dir/same.json" "$dir"/race/*.json)" "$(quota_used "$project")"
+
+  used=$(quota_used "$project")
+  status=$(api GET "/quotas?reference_id=$project" "$admin")
+  assert_eq "the admin lists quotas" "200 $project $limit $used" \
+    "$status $(jq -r '.[0] | [.ref.name, .hard.storage, .used.storage] | join(" ")' "$E2E_TMP/body")"
+  status=$(api GET /quotas "$ALICE:$ALICE_PASSWORD")
+  assert_eq "... which a developer may not" 403 "$status"
+}
+
 # --- main ------------------------------------------------------------------------------------
 
 for scenario in $SCENARIOS; do
@@ -519,7 +657,7 @@ log_step "auth against http://$REGISTRY (run $RUN, scratch $E2E_TMP)"
 wait_for_http "$BASE/v2/" 30 || die "registry $REGISTRY is not answering"
 setup_accounts
 setup_podman
-if [[ " $SCENARIOS " =~ " "(docker|robot|artifacts|gc)" " ]]; then
+if [[ " $SCENARIOS " =~ " "(docker|robot|artifacts|gc|quota)" " ]]; then
   start_dockerd
 fi
 

@@ -1,6 +1,7 @@
 //! Webhooks over real HTTP: policies made through the management API, a push delivered to a
 //! receiver on loopback in Harbor's default JSON and as a CloudEvent, a receiver answering 500
-//! tried again and then recorded as failed, and the push answered before any delivery was.
+//! tried again and then recorded as failed, and the push answered before any delivery was;
+//! a push refused by the project's storage quota delivered as `QUOTA_EXCEED`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -99,9 +100,15 @@ impl Berth {
         let bus = Arc::new(EventBus::new().subscribe(Arc::new(
             WebhookSender::start(webhooks.clone(), retries).expect("the sender starts"),
         )));
+        let quotas = parts
+            .stores
+            .quotas
+            .clone()
+            .expect("embedded storage keeps quotas");
         let registry = Arc::new(
             berth_core::Registry::new(parts.stores.blobs.clone(), parts.stores.metadata.clone())
-                .with_events(bus.clone()),
+                .with_events(bus.clone())
+                .with_quotas(quotas.clone()),
         );
         let router = Routes::new()
             .registry(registry, berth_runtime::Settings::default())
@@ -112,6 +119,7 @@ impl Berth {
             )
             .events(bus)
             .webhooks(Some(webhooks))
+            .quotas(Some(quotas))
             .build();
         let (addr, _) = serve_on_loopback(router).await;
         Self {
@@ -142,7 +150,8 @@ impl Berth {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Pushes a config-only image as the admin; the manifest PUT's status.
+    /// Pushes a config-only image as the admin; the manifest PUT's status (the upload's if
+    /// it failed).
     async fn push(&self, repository: &str, tag: &str) -> StatusCode {
         let scope = format!("repository:{repository}:pull,push");
         let token: Value = self
@@ -167,7 +176,9 @@ impl Berth {
             .send()
             .await
             .expect("an upload");
-        assert_eq!(upload.status(), StatusCode::CREATED);
+        if upload.status() != StatusCode::CREATED {
+            return upload.status();
+        }
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": media::OCI_MANIFEST,
@@ -366,4 +377,64 @@ async fn a_push_is_delivered_retried_and_recorded_without_waiting_for_the_target
     assert_eq!(status, StatusCode::OK);
     let (status, _) = berth.api(Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_past_the_storage_limit_is_delivered_as_quota_exceed() {
+    let berth = Berth::start().await;
+    let (receiver, received, gate) = start_receiver().await;
+    gate.add_permits(100);
+    let (status, answer) = berth
+        .api(
+            Method::POST,
+            "/projects",
+            Some(json!({"project_name": "team", "storage_limit": 16})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let mut hooked = policy(
+        "quota",
+        json!([{"address": format!("http://{receiver}/ok")}]),
+    );
+    hooked["event_types"] = json!(["QUOTA_EXCEED"]);
+    let (status, made) = berth
+        .api(
+            Method::POST,
+            "/projects/team/webhook/policies",
+            Some(hooked),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let (_, listed) = berth
+        .api(Method::GET, "/projects/team/webhook/policies", None)
+        .await;
+    let id = listed[0]["id"].as_u64().expect("an id");
+
+    // The config blob alone is past 16 bytes: refused with the usage and the limit.
+    let status = berth.push("team/app", "v1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, summary) = berth.api(Method::GET, "/projects/team/summary", None).await;
+    assert_eq!(
+        summary["quota"],
+        json!({"hard": {"storage": 16}, "used": {"storage": 0}})
+    );
+
+    let delivered = berth
+        .deliveries(id, |d| d.len() == 1 && d[0]["status"] == "Success")
+        .await;
+    assert_eq!(delivered[0]["extra_attrs"]["event_type"], "QUOTA_EXCEED");
+    let received = received
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let payload = &received[0].3;
+    assert_eq!(payload["type"], "QUOTA_EXCEED");
+    assert_eq!(
+        payload["event_data"]["repository"]["repo_full_name"],
+        "team/app"
+    );
+    let details = payload["event_data"]["custom_attributes"]["Details"]
+        .as_str()
+        .expect("details");
+    assert!(details.contains("limit of 16 bytes"), "{details}");
 }

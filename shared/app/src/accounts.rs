@@ -131,7 +131,7 @@ impl SignIn {
 
 /// The management use cases over one registry's stores.
 pub struct Accounts {
-    accounts: Arc<dyn AccountStore>,
+    pub(crate) accounts: Arc<dyn AccountStore>,
     pub(crate) metadata: Arc<dyn MetadataStore>,
     tokens: Arc<TokenService>,
     settings: AccountSettings,
@@ -139,6 +139,7 @@ pub struct Accounts {
     audit: Option<Arc<dyn AuditStore>>,
     statistics: Option<Arc<dyn StatisticsStore>>,
     webhooks: Option<Arc<dyn WebhookStore>>,
+    pub(crate) quotas: Option<Arc<dyn berth_core::quota::QuotaStore>>,
 }
 
 /// How many projects and repositories a caller sees.
@@ -174,6 +175,7 @@ impl Accounts {
             audit: None,
             statistics: None,
             webhooks: None,
+            quotas: None,
         }
     }
 
@@ -584,16 +586,19 @@ impl Accounts {
 
     // --- projects ----------------------------------------------------------------------
 
-    /// Creates a project the caller administers, as in Harbor.
+    /// Creates a project the caller administers, as in Harbor, with its storage limit
+    /// (`None`: no limit; only system administrators set one).
     pub async fn create_project(
         &self,
         caller: &Caller,
         name: String,
         public: bool,
+        storage_limit: Option<u64>,
     ) -> Result<Project> {
         let (owner, _) = caller.user().ok_or_else(unauthorized)?;
         let owner = owner.to_owned();
         validate_project_name(&name)?;
+        self.check_limit_change(caller, storage_limit)?;
         let now = unix_now();
         let project = Project {
             public,
@@ -627,6 +632,10 @@ impl Accounts {
                 }
                 return Err(error);
             }
+        }
+        // A project of the same name deleted earlier may have left its limit: replaced.
+        if let Some(quotas) = &self.quotas {
+            quotas.set_limit(&project.name, storage_limit).await?;
         }
         self.changed(
             caller,
@@ -719,17 +728,23 @@ impl Accounts {
         }
     }
 
+    /// Changes a project's visibility and, for system administrators, its storage limit
+    /// (`Some(None)` removes it).
     pub async fn update_project(
         &self,
         caller: &Caller,
         name: &str,
         public: Option<bool>,
+        storage_limit: Option<Option<u64>>,
     ) -> Result<()> {
         let mut project = self
             .accounts
             .project(name)
             .await?
             .ok_or_else(|| project_not_found(name))?;
+        if let Some(limit) = storage_limit {
+            self.set_storage_limit(caller, name, limit).await?;
+        }
         if let Some(public) = public {
             project.public = public;
         }

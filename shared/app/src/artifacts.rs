@@ -207,7 +207,7 @@ impl Accounts {
     }
 
     /// The repository names of `project`, in lexical order.
-    async fn project_repositories(&self, project: &str) -> Result<Vec<RepositoryName>> {
+    pub(crate) async fn project_repositories(&self, project: &str) -> Result<Vec<RepositoryName>> {
         let prefix = format!("{project}/");
         let mut names = Vec::new();
         let mut after = prefix.clone();

@@ -12,6 +12,7 @@ pub mod artifacts;
 pub mod event_log;
 pub mod gc;
 pub mod permission;
+pub mod quotas;
 pub mod recorder;
 pub mod webhooks;
 
@@ -25,5 +26,6 @@ pub use artifacts::{
 pub use event_log::EventLog;
 pub use gc::{GarbageCollection, GcRunner, ScheduleRequest};
 pub use permission::{Caller, Permission};
+pub use quotas::ProjectSummary;
 pub use recorder::{EventRecorder, Records};
 pub use webhooks::{Deliverer, Retries, WebhookJob, WebhookQueue, WebhookSender, WebhookSpec};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use berth_app::{Accounts, GarbageCollection};
 use berth_core::ports::MetadataStore;
+use berth_core::quota::QuotaStore;
 use berth_core::{AccountStore, AuditStore, EventSink, Registry, StatisticsStore, WebhookStore};
 use berth_http::{ManagementApi, Router, Settings, TokenEndpoint, api_router_with, token_router};
 
@@ -21,6 +22,7 @@ pub struct Routes<'a> {
     events: Option<Arc<dyn EventSink>>,
     audit: Option<Arc<dyn AuditStore>>,
     statistics: Option<Arc<dyn StatisticsStore>>,
+    quotas: Option<Arc<dyn QuotaStore>>,
     webhooks: Option<Arc<dyn WebhookStore>>,
     gc: Option<Arc<GarbageCollection>>,
 }
@@ -96,6 +98,12 @@ impl<'a> Routes<'a> {
         self
     }
 
+    /// Where the management API keeps project storage limits and reads their usage.
+    pub fn quotas(mut self, quotas: Option<Arc<dyn QuotaStore>>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
     /// Where the management API keeps webhook policies.
     pub fn webhooks(mut self, webhooks: Option<Arc<dyn WebhookStore>>) -> Self {
         self.webhooks = webhooks;
@@ -127,6 +135,10 @@ impl<'a> Routes<'a> {
             };
             let accounts = match &self.statistics {
                 Some(statistics) => accounts.with_statistics(statistics.clone()),
+                None => accounts,
+            };
+            let accounts = match &self.quotas {
+                Some(quotas) => accounts.with_quotas(quotas.clone()),
                 None => accounts,
             };
             let api = ManagementApi::new(match &self.webhooks {

@@ -24,6 +24,10 @@ pub enum ApiEndpoint {
     GetProject(String),
     UpdateProject(String),
     DeleteProject(String),
+    /// Repository and member counts and the storage quota.
+    ProjectSummary(String),
+    /// Every project's storage limit and usage.
+    ListQuotas,
     ListMembers(String),
     AddMember(String),
     GetMember {
@@ -146,6 +150,8 @@ impl ApiEndpoint {
             ["projects", project] if get => Self::GetProject(one(project)),
             ["projects", project] if method == Method::PUT => Self::UpdateProject(one(project)),
             ["projects", project] if method == Method::DELETE => Self::DeleteProject(one(project)),
+            ["projects", project, "summary"] if get => Self::ProjectSummary(one(project)),
+            ["quotas"] if get => Self::ListQuotas,
             ["projects", project, "members"] if get => Self::ListMembers(one(project)),
             ["projects", project, "members"] if method == Method::POST => {
                 Self::AddMember(one(project))
@@ -297,7 +303,8 @@ impl ApiEndpoint {
             Self::ListProjects | Self::ProjectExists | Self::GetProject(_) | Self::Statistics => {
                 Permission::Anyone
             }
-            Self::PullStatistics => Permission::SystemAdmin,
+            Self::PullStatistics | Self::ListQuotas => Permission::SystemAdmin,
+            Self::ProjectSummary(project) => Permission::ProjectReader(project.clone()),
             Self::ListRepositories(project) => Permission::Repositories(project.clone(), Pull),
             Self::GetRepository(path) | Self::ListArtifacts(path) => path.may(Pull),
             Self::GetArtifact(path) | Self::ListTags(path) => path.repository.may(Pull),
@@ -421,6 +428,18 @@ mod tests {
                 "/projects/team",
                 ApiEndpoint::DeleteProject("team".into()),
                 Permission::ProjectAdmin("team".into()),
+            ),
+            (
+                Method::GET,
+                "/projects/team/summary",
+                ApiEndpoint::ProjectSummary("team".into()),
+                Permission::ProjectReader("team".into()),
+            ),
+            (
+                Method::GET,
+                "/quotas",
+                ApiEndpoint::ListQuotas,
+                Permission::SystemAdmin,
             ),
             (
                 Method::GET,

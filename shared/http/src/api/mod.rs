@@ -30,9 +30,10 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use berth_app::{Accounts, Caller, GarbageCollection, RobotChange, RobotSpec};
+use berth_app::{Accounts, Caller, GarbageCollection, ProjectSummary, RobotChange, RobotSpec};
 use berth_auth::rfc3339;
 use berth_core::accounts::{Member, Project, ProjectRole, Robot, RobotPermission, User};
+use berth_core::quota::{Quota, limit_from_harbor};
 use berth_core::{Actor, EntryPoint, ErrorCode, RegistryError, Result};
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, LOCATION};
@@ -208,8 +209,9 @@ async fn serve(
         ApiEndpoint::CreateProject => {
             let new: NewProject = read_json(body).await?;
             let public = new.fields.public()?.unwrap_or(false);
+            let limit = new.fields.storage_limit()?.flatten();
             let project = accounts
-                .create_project(caller, new.project_name, public)
+                .create_project(caller, new.project_name, public, limit)
                 .await?;
             created(
                 &format!("/projects/{}", project.name),
@@ -241,9 +243,27 @@ async fn serve(
         ApiEndpoint::UpdateProject(name) => {
             let fields: ProjectFields = read_json(body).await?;
             accounts
-                .update_project(caller, &name, fields.public()?)
+                .update_project(caller, &name, fields.public()?, fields.storage_limit()?)
                 .await?;
             ok()
+        }
+        ApiEndpoint::ProjectSummary(name) => {
+            let summary = accounts.project_summary(&name).await?;
+            json_reply(StatusCode::OK, &project_summary_json(&summary))
+        }
+        ApiEndpoint::ListQuotas => {
+            let (page, size) = page(query)?;
+            let wanted = query_value(parts, "reference_id");
+            let (quotas, total) = match wanted {
+                Some(project) => {
+                    let found = accounts.project(caller, &project).await?.0;
+                    let quota = accounts.project_quota(&project).await?;
+                    (vec![(found, quota)], 1)
+                }
+                None => accounts.quotas(page, size).await?,
+            };
+            let body = Value::Array(quotas.iter().map(|(p, q)| quota_json(p, q)).collect());
+            Ok(paged_reply("/quotas", query, (page, size), total, &body)?)
         }
         ApiEndpoint::DeleteProject(name) => {
             accounts.delete_project(caller, &name).await?;
@@ -656,6 +676,9 @@ fn project_json(project: &Project, role: Option<ProjectRole>) -> Value {
 struct ProjectFields {
     #[serde(default)]
     public: Option<bool>,
+    /// Bytes, or -1 for no limit.
+    #[serde(default)]
+    storage_limit: Option<i64>,
     #[serde(default)]
     metadata: Option<ProjectMetadata>,
 }
@@ -680,6 +703,44 @@ impl ProjectFields {
         };
         Ok(self.public.or(from_metadata))
     }
+
+    /// The limit asked for: `Some(None)` is -1, no limit.
+    fn storage_limit(&self) -> Result<Option<Option<u64>>> {
+        self.storage_limit.map(limit_from_harbor).transpose()
+    }
+}
+
+/// Harbor's `ResourceList` of a quota's storage.
+fn storage_json(bytes: Option<u64>) -> Value {
+    json!({ "storage": bytes.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)) })
+}
+
+fn project_summary_json(summary: &ProjectSummary) -> Value {
+    let mut value = json!({
+        "repo_count": summary.repositories,
+        "project_admin_count": summary.members_with(ProjectRole::ProjectAdmin),
+        "maintainer_count": summary.members_with(ProjectRole::Maintainer),
+        "developer_count": summary.members_with(ProjectRole::Developer),
+        "guest_count": summary.members_with(ProjectRole::Guest),
+        "limited_guest_count": summary.members_with(ProjectRole::LimitedGuest),
+    });
+    if let Some(quota) = &summary.quota {
+        value["quota"] = json!({
+            "hard": storage_json(quota.limit),
+            "used": storage_json(Some(quota.used)),
+        });
+    }
+    value
+}
+
+/// Harbor's `Quota` of a project.
+fn quota_json(project: &Project, quota: &Quota) -> Value {
+    json!({
+        "ref": { "name": project.name, "owner_name": project.owner },
+        "creation_time": rfc3339(project.created_at),
+        "hard": storage_json(quota.limit),
+        "used": storage_json(Some(quota.used)),
+    })
 }
 
 #[derive(Deserialize)]

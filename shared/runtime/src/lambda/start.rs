@@ -114,6 +114,7 @@ fn token_routes<'a>(auth: &'a Auth, stores: &crate::Stores) -> Routes<'a> {
         .events(Arc::new(EventLog))
         .audit(stores.audit.clone())
         .statistics(stores.statistics.clone())
+        .quotas(stores.quotas.clone())
         .webhooks(stores.webhooks.clone())
         .gc(stores.garbage_collection(Arc::new(EventLog), grace, berth_app::gc::STEP_BUDGET))
 }
