@@ -600,6 +600,7 @@ impl Accounts {
             name,
             owner: owner.clone(),
             created_at: now,
+            immutable_tags: Default::default(),
         };
         if !self.accounts.create_project(&project).await? {
             return Err(conflict(format!(
