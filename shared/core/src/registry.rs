@@ -11,10 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use crate::accounts::AccountStore;
 use crate::digest::{Algorithm, Digest, DigestHasher};
 use crate::error::{ErrorCode, ErrorHint, RegistryError, Result};
 use crate::events::{Event, EventKind, EventSink, RequestContext};
 use crate::gc::{Claim, GarbageIndex};
+use crate::immutable::TagGuard;
 use crate::manifest::{ReferrerDescriptor, parse_manifest};
 use crate::names::{Reference, RepositoryName, UploadId};
 use crate::ports::{
@@ -39,6 +41,7 @@ pub struct Registry {
     busy_uploads: Arc<Mutex<HashSet<UploadId>>>,
     events: Option<Arc<dyn EventSink>>,
     garbage: Option<Arc<dyn GarbageIndex>>,
+    tag_guard: Option<TagGuard>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -108,7 +111,15 @@ impl Registry {
             busy_uploads: Arc::default(),
             events: None,
             garbage: None,
+            tag_guard: None,
         }
+    }
+
+    /// Enforces the projects' tag immutability rules, read from `accounts`, on manifest
+    /// pushes by tag and on deletions (see [`crate::immutable`]).
+    pub fn with_immutable_tags(mut self, accounts: Arc<dyn AccountStore>) -> Self {
+        self.tag_guard = Some(TagGuard::new(accounts, self.meta.clone()));
+        self
     }
 
     /// Claims each blob in `index` before its bytes are published or it is linked, so that
@@ -250,6 +261,11 @@ impl Registry {
             Reference::Tag(tag) => Some(tag),
             Reference::Digest(_) => None,
         };
+        if let (Some(guard), Some(tag)) = (&self.tag_guard, tag) {
+            guard
+                .check_tag_move(repository, tag, &record.digest)
+                .await?;
+        }
         self.meta.put_manifest(repository, &record, tag).await?;
         self.publish(context, || EventKind::ManifestPushed {
             repository: repository.clone(),
@@ -268,6 +284,14 @@ impl Registry {
         repository: &RepositoryName,
         reference: &Reference,
     ) -> Result<()> {
+        if let Some(guard) = &self.tag_guard {
+            match reference {
+                Reference::Digest(digest) => {
+                    guard.check_manifest_delete(repository, digest).await?;
+                }
+                Reference::Tag(tag) => guard.check_tag_delete(repository, tag).await?,
+            }
+        }
         let existed = match reference {
             Reference::Digest(digest) => self.meta.delete_manifest(repository, digest).await?,
             Reference::Tag(tag) => self.meta.delete_tag(repository, tag).await?,
