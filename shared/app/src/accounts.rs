@@ -131,7 +131,7 @@ impl SignIn {
 
 /// The management use cases over one registry's stores.
 pub struct Accounts {
-    accounts: Arc<dyn AccountStore>,
+    pub(crate) accounts: Arc<dyn AccountStore>,
     pub(crate) metadata: Arc<dyn MetadataStore>,
     tokens: Arc<TokenService>,
     settings: AccountSettings,
@@ -406,6 +406,17 @@ impl Accounts {
                 signed_in()?;
                 self.administered_project(caller, project).await.map(drop)
             }
+            Permission::ProjectMaintainer(project) => {
+                signed_in()?;
+                self.project_in_role(
+                    caller,
+                    project,
+                    policy::may_manage_tag_rules,
+                    "admins and maintainers",
+                )
+                .await
+                .map(drop)
+            }
             Permission::RobotAdmin(name) => {
                 signed_in()?;
                 let missing = || not_found(&format!("robot account {name:?}"));
@@ -433,6 +444,19 @@ impl Accounts {
     /// The project, which the caller must administer (project admin or system admin). A
     /// project the caller may not even see is "not found".
     async fn administered_project(&self, caller: &Caller, name: &str) -> Result<Project> {
+        self.project_in_role(caller, name, policy::may_manage_members, "admins")
+            .await
+    }
+
+    /// The project, in which `allowed` must allow the caller's role; refused as only its
+    /// `who` may do it. A project the caller may not even see is "not found".
+    async fn project_in_role(
+        &self,
+        caller: &Caller,
+        name: &str,
+        allowed: fn(&Principal, Option<ProjectRole>) -> bool,
+        who: &str,
+    ) -> Result<Project> {
         let (user, _) = caller.user().ok_or_else(unauthorized)?;
         let project = self
             .accounts
@@ -440,14 +464,14 @@ impl Accounts {
             .await?
             .ok_or_else(|| project_not_found(name))?;
         let role = self.role_in(name, user).await?;
-        if policy::may_manage_members(&caller.principal, role) {
+        if allowed(&caller.principal, role) {
             return Ok(project);
         }
         if role.is_none() && !project.public {
             return Err(project_not_found(name));
         }
         Err(forbidden(format!(
-            "only the admins of project {name:?} may do this"
+            "only the {who} of project {name:?} may do this"
         )))
     }
 
