@@ -3,9 +3,10 @@
 # probes that must be refused (curl on the wire), `docker login` as a user, a push to a
 # private project, `docker logout` and the pull refused, anonymous pull from a public
 # project, `podman login` and `skopeo --creds`, a robot account pushing from a script, the
-# repository and artifact API over images docker and skopeo pushed, and garbage collection
-# freeing a deleted image's layers while the image sharing its base still pulls, and a
-# project's storage quota holding against docker pushes, one at a time and 20 at once.
+# repository and artifact API over images docker and skopeo pushed, garbage collection
+# freeing a deleted image's layers while the image sharing its base still pulls, tag
+# immutability rules refusing docker and skopeo pushes and deletions, and a project's
+# storage quota holding against docker pushes, one at a time and 20 at once.
 #
 # Usage: tests/e2e/auth.sh HOST:PORT ADMIN_PASSWORD
 #
@@ -13,7 +14,8 @@
 # account and project this script creates is named after the run, so it may run again on
 # the same registry. Ends with the line "N passed, M failed"; exits 1 if M > 0.
 #
-# Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot artifacts gc quota),
+# Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot artifacts gc
+# immutable quota),
 # E2E_KEEP_TMP=1. The gc scenario wants the registry's BERTH_GC_GRACE at 1s (berth.sh sets
 # it).
 set -euo pipefail
@@ -23,7 +25,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REGISTRY=${1:?usage: $0 HOST:PORT ADMIN_PASSWORD}
 ADMIN_PASSWORD=${2:?usage: $0 HOST:PORT ADMIN_PASSWORD}
-SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot artifacts gc quota}
+SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot artifacts gc immutable quota}
 RUN=$(date +%s)$RANDOM
 BASE=http://$REGISTRY
 PRIVATE=private$RUN
@@ -644,6 +646,91 @@ scenario_quota() {
   assert_eq "... which a developer may not" 403 "$status"
 }
 
+# immutable_rule DISABLED: a rule in Harbor's shape making tags v* immutable, but not *-dev,
+# in every repository.
+immutable_rule() {
+  printf '{"disabled":%s,"action":"immutable","template":"immutable_template","params":{},"tag_selectors":[{"kind":"doublestar","decoration":"matches","pattern":"v*"},{"kind":"doublestar","decoration":"excludes","pattern":"*-dev"}],"scope_selectors":{"repository":[{"kind":"doublestar","decoration":"repoMatches","pattern":"**"}]}}' "$1"
+}
+
+# docker pushes v1 and v1-dev; a rule makes v* but not *-dev immutable. docker and skopeo
+# cannot move v1, which still pulls as first pushed; v1-dev moves; neither the v1 tag nor its
+# artifact can be deleted, through the API or /v2; once the rule is disabled, v1 moves.
+scenario_immutable() {
+  local dir=$E2E_TMP/immutable repo=$REGISTRY/$PRIVATE/frozen status old id rule token new
+  local admin="admin:$ADMIN_PASSWORD" alice="$ALICE:$ALICE_PASSWORD"
+  local artifacts=/projects/$PRIVATE/repositories/frozen/artifacts
+  small_image "$dir/one" one
+  small_image "$dir/two" two
+  run docker build -q -t "$repo:v1" "$dir/one"
+  run docker tag "$repo:v1" "$repo:v1-dev"
+  run docker build -q -t "$repo:two" "$dir/two"
+  id=$(docker image inspect -f '{{.Id}}' "$repo:v1")
+  run docker login -u "$ALICE" --password-stdin "$REGISTRY" <<<"$ALICE_PASSWORD"
+  for tag in v1 v1-dev two; do run docker push -q "$repo:$tag"; done
+  old=$(sk inspect --tls-verify=false --creds "$alice" --format '{{.Digest}}' "docker://$repo:v1")
+
+  status=$(api POST "/projects/$PRIVATE/immutabletagrules" "$alice" "$(immutable_rule false)")
+  assert_eq "a developer may not make immutability rules" 403 "$status"
+  status=$(api POST "/projects/$PRIVATE/immutabletagrules" "$admin" \
+    "$(immutable_rule false | sed 's/"kind":"doublestar","decoration":"matches"/"kind":"label","decoration":"with"/')")
+  assert_eq "a selector of an unknown kind is refused" "400 true" \
+    "$status $(jq '.errors[0].message | contains("\"label\"")' "$E2E_TMP/body")"
+  status=$(api POST "/projects/$PRIVATE/immutabletagrules" "$admin" "$(immutable_rule false)")
+  assert_eq "an admin makes tags v*, but not *-dev, immutable" 201 "$status"
+  rule=$(last_header location)
+  rule=${rule#/api/v2.0}
+  status=$(api GET "/projects/$PRIVATE/immutabletagrules" "$admin")
+  assert_eq "the rule is listed in Harbor's shape" "200 1 v*,*-dev **" \
+    "$status $(last_header x-total-count) $(jq -r '.[0] | [([.tag_selectors[].pattern] | join(",")), .scope_selectors.repository[0].pattern] | join(" ")' "$E2E_TMP/body")"
+
+  run docker tag "$repo:two" "$repo:v1"
+  run_to "$dir/push.log" docker push "$repo:v1" || true
+  assert_match "docker push of another image as v1 is refused, and docker says why" \
+    'configured as immutable' "$(cat "$dir/push.log")"
+  run_to "$dir/copy.log" sk copy --src-tls-verify=false --dest-tls-verify=false --src-creds "$alice" \
+    --dest-creds "$alice" "docker://$repo:two" "docker://$repo:v1" || true
+  assert_match "skopeo copy onto v1 is refused too, and says why" \
+    'configured as immutable' "$(cat "$dir/copy.log")"
+  assert_eq "v1 still names the first image" "$old" \
+    "$(sk inspect --tls-verify=false --creds "$alice" --format '{{.Digest}}' "docker://$repo:v1")"
+  run docker rmi "$repo:v1"
+  assert_cmd "docker pulls v1" docker pull -q "$repo:v1"
+  assert_eq "... the image first pushed" "$id" "$(docker image inspect -f '{{.Id}}' "$repo:v1")"
+  assert_cmd "docker pushes the same image as v1 again" docker push -q "$repo:v1"
+  run docker tag "$repo:two" "$repo:v1-dev"
+  assert_cmd "v1-dev, which the rule excludes, is overwritten" docker push -q "$repo:v1-dev"
+  assert_ne "... and names the other image now" "$old" \
+    "$(sk inspect --tls-verify=false --creds "$alice" --format '{{.Digest}}' "docker://$repo:v1-dev")"
+  status=$(api POST "$artifacts/$old/tags" "$alice" '{"name":"v1.0"}')
+  assert_eq "a new tag the rule selects is added through the API" 201 "$status"
+
+  status=$(api DELETE "$artifacts/v1/tags/v1" "$admin")
+  assert_eq "the API does not delete the v1 tag" "412 PRECONDITION" "$status $(jq -r '.errors[0].code' "$E2E_TMP/body")"
+  status=$(api DELETE "$artifacts/$old" "$admin")
+  assert_eq "... nor the artifact v1 is on" 412 "$status"
+  status=$(api DELETE "/projects/$PRIVATE/repositories/frozen" "$admin")
+  assert_eq "... nor its repository" 412 "$status"
+  token=$(token "$admin" "repository:$PRIVATE/frozen:pull,delete")
+  status=$(http DELETE "$BASE/v2/$PRIVATE/frozen/manifests/v1" -H "Authorization: Bearer $token")
+  assert_eq "DELETE /v2/.../manifests/v1 is refused" 412 "$status"
+  status=$(http DELETE "$BASE/v2/$PRIVATE/frozen/manifests/$old" -H "Authorization: Bearer $token")
+  assert_eq "... and by its digest" 412 "$status"
+  assert_match "... naming the tag and the rule" 'frozen:v1 .*rule 1 .*"v\*"' \
+    "$(jq -r '.errors[0].message' "$E2E_TMP/body")"
+
+  status=$(api PUT "$rule" "$admin" "$(immutable_rule true)")
+  assert_eq "the admin disables the rule" 200 "$status"
+  run docker tag "$repo:two" "$repo:v1"
+  assert_cmd "now docker moves v1" docker push -q "$repo:v1"
+  new=$(sk inspect --tls-verify=false --creds "$alice" --format '{{.Digest}}' "docker://$repo:v1")
+  assert_ne "... to the other image" "$old" "$new"
+  status=$(api DELETE "$artifacts/v1/tags/v1" "$admin")
+  assert_eq "... and the API deletes the tag" 200 "$status"
+  status=$(api DELETE "$rule" "$admin")
+  assert_eq "the admin deletes the rule" 200 "$status"
+  run docker logout "$REGISTRY"
+}
+
 # --- main ------------------------------------------------------------------------------------
 
 for scenario in $SCENARIOS; do
@@ -657,7 +744,7 @@ log_step "auth against http://$REGISTRY (run $RUN, scratch $E2E_TMP)"
 wait_for_http "$BASE/v2/" 30 || die "registry $REGISTRY is not answering"
 setup_accounts
 setup_podman
-if [[ " $SCENARIOS " =~ " "(docker|robot|artifacts|gc|quota)" " ]]; then
+if [[ " $SCENARIOS " =~ " "(docker|robot|artifacts|gc|immutable|quota)" " ]]; then
   start_dockerd
 fi
 

@@ -3,8 +3,10 @@
 //! project `library`), served on a loopback port.
 
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 
 use berth_auth::KeyRing;
+use berth_core::{Event, EventSink};
 use berth_runtime::StorageConfig;
 use berth_runtime::Stores;
 use berth_runtime::auth::{Auth, AuthConfig, PasswordHasher, bootstrap, local_keys};
@@ -63,4 +65,24 @@ pub async fn serve_on_loopback(router: axum::Router) -> (SocketAddr, JoinHandle<
         .expect("the server runs");
     });
     (addr, server)
+}
+
+/// Every event a registry under test publishes, in order.
+#[derive(Debug, Default)]
+pub struct Recorder(Mutex<Vec<Event>>);
+
+impl Recorder {
+    /// The events published so far, which are forgotten.
+    pub fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl EventSink for Recorder {
+    fn publish(&self, event: &Event) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event.clone());
+    }
 }

@@ -3,37 +3,24 @@
 //! process on a loopback port, with embedded storage and its own token keys.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_auth::{Action, KeyRing, ResourceAccess, TokenIssuer, generate_es256_pem, unix_now};
 use berth_core::events::{AccountResource, Operation};
-use berth_core::{Actor, EntryPoint, Event, EventBus, EventKind, EventSink};
+use berth_core::{Actor, EntryPoint, Event, EventBus, EventKind};
 use berth_runtime::Routes;
 use berth_runtime::auth::{PasswordHasher, bootstrap};
 use berth_runtime::{AccountStore, EventRecorder, Records};
-use berth_tests::authed::{ADMIN_PASSWORD, AuthedParts, authed_parts, serve_on_loopback};
+use berth_tests::authed::{ADMIN_PASSWORD, AuthedParts, Recorder, authed_parts, serve_on_loopback};
 use berth_tests::{media, sha256};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 const SERVICE: &str = "berth";
-
-/// Every event the registry under test publishes, in order.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl EventSink for Recorder {
-    fn publish(&self, event: &Event) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(event.clone());
-    }
-}
 
 struct Registry {
     addr: SocketAddr,
@@ -976,7 +963,7 @@ impl Registry {
 
     /// The events published since the last call.
     fn take_events(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.events.0.lock().unwrap_or_else(PoisonError::into_inner))
+        self.events.take()
     }
 }
 

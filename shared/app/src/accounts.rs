@@ -408,6 +408,17 @@ impl Accounts {
                 signed_in()?;
                 self.administered_project(caller, project).await.map(drop)
             }
+            Permission::ProjectMaintainer(project) => {
+                signed_in()?;
+                self.project_in_role(
+                    caller,
+                    project,
+                    policy::may_manage_tag_rules,
+                    "admins and maintainers",
+                )
+                .await
+                .map(drop)
+            }
             Permission::RobotAdmin(name) => {
                 signed_in()?;
                 let missing = || not_found(&format!("robot account {name:?}"));
@@ -435,6 +446,19 @@ impl Accounts {
     /// The project, which the caller must administer (project admin or system admin). A
     /// project the caller may not even see is "not found".
     async fn administered_project(&self, caller: &Caller, name: &str) -> Result<Project> {
+        self.project_in_role(caller, name, policy::may_manage_members, "admins")
+            .await
+    }
+
+    /// The project, in which `allowed` must allow the caller's role; refused as only its
+    /// `who` may do it. A project the caller may not even see is "not found".
+    async fn project_in_role(
+        &self,
+        caller: &Caller,
+        name: &str,
+        allowed: fn(&Principal, Option<ProjectRole>) -> bool,
+        who: &str,
+    ) -> Result<Project> {
         let (user, _) = caller.user().ok_or_else(unauthorized)?;
         let project = self
             .accounts
@@ -442,14 +466,14 @@ impl Accounts {
             .await?
             .ok_or_else(|| project_not_found(name))?;
         let role = self.role_in(name, user).await?;
-        if policy::may_manage_members(&caller.principal, role) {
+        if allowed(&caller.principal, role) {
             return Ok(project);
         }
         if role.is_none() && !project.public {
             return Err(project_not_found(name));
         }
         Err(forbidden(format!(
-            "only the admins of project {name:?} may do this"
+            "only the {who} of project {name:?} may do this"
         )))
     }
 
@@ -605,6 +629,7 @@ impl Accounts {
             name,
             owner: owner.clone(),
             created_at: now,
+            immutable_tags: Default::default(),
         };
         if !self.accounts.create_project(&project).await? {
             return Err(conflict(format!(

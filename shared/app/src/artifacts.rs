@@ -1,7 +1,8 @@
 //! The repository and artifact use cases of the management API: a project's repositories,
 //! a repository's artifacts (manifests) with their tags, sizes and usage, tags added and
 //! removed, and deletion of artifacts and whole repositories. Deletions are published as
-//! the same events a deletion through the registry API publishes.
+//! the same events a deletion through the registry API publishes, and refused, as there,
+//! where a project's tag immutability rules protect a tag.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -49,7 +50,7 @@ impl Default for PageRequest {
 }
 
 impl PageRequest {
-    fn slice<T>(&self, mut items: Vec<T>) -> Vec<T> {
+    pub(crate) fn slice<T>(&self, mut items: Vec<T>) -> Vec<T> {
         let start = (self.page.max(1) - 1).saturating_mul(self.page_size);
         if start >= items.len() {
             return Vec::new();
@@ -306,6 +307,7 @@ impl Accounts {
         if !self.metadata.repository_exists(repository).await? {
             return Err(not_found(&format!("repository {repository}")));
         }
+        self.tag_guard().check_repository_delete(repository).await?;
         for record in self.all_manifests(repository).await? {
             if self
                 .metadata
@@ -423,6 +425,9 @@ impl Accounts {
         reference: &Reference,
     ) -> Result<()> {
         let record = self.resolve(repository, reference).await?;
+        self.tag_guard()
+            .check_manifest_delete(repository, &record.digest)
+            .await?;
         if !self
             .metadata
             .delete_manifest(repository, &record.digest)
@@ -511,6 +516,7 @@ impl Accounts {
         if target.is_none_or(|target| target.digest != record.digest) {
             return Err(missing());
         }
+        self.tag_guard().check_tag_delete(repository, &tag).await?;
         if !self.metadata.delete_tag(repository, &tag).await? {
             return Err(missing());
         }

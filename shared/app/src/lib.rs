@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod artifacts;
 pub mod event_log;
 pub mod gc;
+pub mod immutable;
 pub mod permission;
 pub mod quotas;
 pub mod recorder;

@@ -65,6 +65,10 @@ pub enum Permission {
     /// The admins of the robot account's project and system administrators; to anyone else
     /// the robot account does not exist.
     RobotAdmin(String),
+    /// The project's admins and maintainers and system administrators (Harbor's
+    /// `immutable-tag` resource). A private project the caller is not in does not exist for
+    /// them.
+    ProjectMaintainer(String),
 }
 
 pub(crate) fn unauthorized() -> RegistryError {

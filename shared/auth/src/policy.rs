@@ -132,6 +132,22 @@ pub fn may_manage_members(principal: &Principal, role: Option<ProjectRole>) -> b
     }
 }
 
+/// Whether `principal`, with `role` in a project, may see and change the project's tag
+/// immutability rules: system administrators, the project's admins and its maintainers
+/// (Harbor's `immutable-tag` resource).
+pub fn may_manage_tag_rules(principal: &Principal, role: Option<ProjectRole>) -> bool {
+    match principal {
+        Principal::User { admin, .. } => {
+            *admin
+                || matches!(
+                    role,
+                    Some(ProjectRole::ProjectAdmin | ProjectRole::Maintainer)
+                )
+        }
+        Principal::Anonymous | Principal::Robot { .. } => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use Action::{Delete, Pull, Push};
@@ -146,6 +162,7 @@ mod tests {
             public,
             owner: "admin".into(),
             created_at: 0,
+            immutable_tags: Default::default(),
         }
     }
 
@@ -283,6 +300,22 @@ mod tests {
         assert!(!may_manage_members(&Principal::Anonymous, None));
         let robot = robot("p", &[RobotPermission::Pull], None);
         assert!(!may_manage_members(&robot, Some(ProjectRole::ProjectAdmin)));
+    }
+
+    #[test]
+    fn project_admins_and_maintainers_manage_tag_rules() {
+        for role in ProjectRole::ALL {
+            assert_eq!(
+                may_manage_tag_rules(&user(false), Some(role)),
+                matches!(role, ProjectRole::ProjectAdmin | ProjectRole::Maintainer),
+                "{role:?}"
+            );
+        }
+        assert!(may_manage_tag_rules(&user(true), None));
+        assert!(!may_manage_tag_rules(&user(false), None));
+        assert!(!may_manage_tag_rules(&Principal::Anonymous, None));
+        let robot = robot("p", &[RobotPermission::Push], None);
+        assert!(!may_manage_tag_rules(&robot, Some(ProjectRole::Maintainer)));
     }
 
     #[test]

@@ -695,6 +695,7 @@ mod tests {
                 public,
                 owner: "root".into(),
                 created_at: 0,
+                immutable_tags: Default::default(),
             };
             assert!(self.store.create_project(&project).await.unwrap());
         }

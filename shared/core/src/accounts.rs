@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, RegistryError, Result};
+use crate::immutable::ImmutableRules;
 
 /// A person who logs in with a password.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +52,9 @@ pub struct Project {
     pub owner: String,
     /// Unix seconds.
     pub created_at: u64,
+    /// The rules that make some of its tags immutable.
+    #[serde(default, skip_serializing_if = "ImmutableRules::is_empty")]
+    pub immutable_tags: ImmutableRules,
 }
 
 /// A user's role in a project, with Harbor's meaning and Harbor's `role_id` numbers.

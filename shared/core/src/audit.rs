@@ -102,7 +102,8 @@ impl AuditEntry {
                     crate::events::AccountResource::User => None,
                     crate::events::AccountResource::Project => Some(name.clone()),
                     crate::events::AccountResource::Member
-                    | crate::events::AccountResource::Webhook => {
+                    | crate::events::AccountResource::Webhook
+                    | crate::events::AccountResource::ImmutableRule => {
                         name.split('/').next().map(str::to_owned)
                     }
                     crate::events::AccountResource::Robot => {

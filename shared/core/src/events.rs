@@ -140,6 +140,8 @@ pub enum AccountResource {
     Robot,
     /// A project's webhook policy, named `project/policy`.
     Webhook,
+    /// A project's tag immutability rule, named `project/id`.
+    ImmutableRule,
 }
 
 impl AccountResource {
@@ -150,6 +152,7 @@ impl AccountResource {
             Self::Member => "project_member",
             Self::Robot => "robot",
             Self::Webhook => "webhook_policy",
+            Self::ImmutableRule => "immutable_tag_rule",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod glob;
+pub mod immutable;
 pub mod manifest;
 pub mod names;
 pub mod ports;

@@ -28,6 +28,12 @@ impl RepositoryName {
     pub fn project(&self) -> &str {
         self.0.split('/').next().unwrap_or(&self.0)
     }
+
+    /// The name within its project, as Harbor's project policies match it (`team/app` is
+    /// `app`); a one-part name is its own.
+    pub fn within_project(&self) -> &str {
+        self.0.split_once('/').map_or(&self.0, |(_, rest)| rest)
+    }
 }
 
 fn component_is_valid(component: &str) -> bool {
@@ -274,6 +280,12 @@ mod tests {
     fn project_is_the_first_component() {
         let name: RepositoryName = "team/app/web".parse().unwrap();
         assert_eq!(name.project(), "team");
+        assert_eq!(name.within_project(), "app/web");
+        let alone: RepositoryName = "alone".parse().unwrap();
+        assert_eq!(
+            (alone.project(), alone.within_project()),
+            ("alone", "alone")
+        );
     }
 
     #[test]

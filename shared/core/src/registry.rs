@@ -11,10 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use crate::accounts::AccountStore;
 use crate::digest::{Algorithm, Digest, DigestHasher};
 use crate::error::{ErrorCode, ErrorHint, RegistryError, Result};
 use crate::events::{Event, EventKind, EventSink, RequestContext};
 use crate::gc::{Claim, GarbageIndex};
+use crate::immutable::TagGuard;
 use crate::manifest::{ReferrerDescriptor, parse_manifest};
 use crate::names::{Reference, RepositoryName, UploadId};
 use crate::ports::{
@@ -41,6 +43,7 @@ pub struct Registry {
     events: Option<Arc<dyn EventSink>>,
     garbage: Option<Arc<dyn GarbageIndex>>,
     quotas: Option<Arc<dyn QuotaStore>>,
+    tag_guard: Option<TagGuard>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -111,6 +114,7 @@ impl Registry {
             events: None,
             garbage: None,
             quotas: None,
+            tag_guard: None,
         }
     }
 
@@ -168,6 +172,13 @@ impl Registry {
                 limit: refusal.limit,
             });
         }
+    }
+
+    /// Enforces the projects' tag immutability rules, read from `accounts`, on manifest
+    /// pushes by tag and on deletions (see [`crate::immutable`]).
+    pub fn with_immutable_tags(mut self, accounts: Arc<dyn AccountStore>) -> Self {
+        self.tag_guard = Some(TagGuard::new(accounts, self.meta.clone()));
+        self
     }
 
     /// Claims each blob in `index` before its bytes are published or it is linked, so that
@@ -309,6 +320,11 @@ impl Registry {
             Reference::Tag(tag) => Some(tag),
             Reference::Digest(_) => None,
         };
+        if let (Some(guard), Some(tag)) = (&self.tag_guard, tag) {
+            guard
+                .check_tag_move(repository, tag, &record.digest)
+                .await?;
+        }
         if let Err(error) = self.meta.put_manifest(repository, &record, tag).await {
             self.publish_refusal(context, repository, &record.digest, &error);
             return Err(error);
@@ -330,6 +346,14 @@ impl Registry {
         repository: &RepositoryName,
         reference: &Reference,
     ) -> Result<()> {
+        if let Some(guard) = &self.tag_guard {
+            match reference {
+                Reference::Digest(digest) => {
+                    guard.check_manifest_delete(repository, digest).await?;
+                }
+                Reference::Tag(tag) => guard.check_tag_delete(repository, tag).await?,
+            }
+        }
         let existed = match reference {
             Reference::Digest(digest) => self.meta.delete_manifest(repository, digest).await?,
             Reference::Tag(tag) => self.meta.delete_tag(repository, tag).await?,

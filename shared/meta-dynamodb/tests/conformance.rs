@@ -698,6 +698,7 @@ fn project(name: &str) -> Project {
         public: false,
         owner: "admin".to_owned(),
         created_at: 1,
+        immutable_tags: Default::default(),
     }
 }
 

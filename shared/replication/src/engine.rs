@@ -276,6 +276,7 @@ impl Replicator {
             public: false,
             owner: "admin".to_owned(),
             created_at: unix_now(),
+            immutable_tags: Default::default(),
         };
         if accounts.create_project(&project).await? {
             tracing::info!(project = name, "project made for pull replication");

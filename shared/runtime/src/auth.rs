@@ -176,6 +176,7 @@ pub async fn bootstrap(
         public: true,
         owner: ADMIN_USER.to_owned(),
         created_at: now,
+        immutable_tags: Default::default(),
     };
     if accounts.create_project(&library).await? {
         tracing::info!(project = LIBRARY_PROJECT, "created the public project");

@@ -241,10 +241,11 @@ impl Stores {
     }
 
     /// The registry over these stores (claiming blobs in the garbage index when there is
-    /// one, checking blobs against project quotas when they are kept), as `configure`
-    /// finishes it.
+    /// one, enforcing the projects' tag immutability rules, checking blobs against project
+    /// quotas when they are kept), as `configure` finishes it.
     pub fn registry_with(&self, configure: impl FnOnce(Registry) -> Registry) -> Registry {
-        let registry = Registry::new(self.blobs.clone(), self.metadata.clone());
+        let registry = Registry::new(self.blobs.clone(), self.metadata.clone())
+            .with_immutable_tags(self.accounts.clone());
         let registry = match &self.garbage {
             Some((index, _)) => registry.with_garbage_index(index.clone()),
             None => registry,

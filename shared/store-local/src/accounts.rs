@@ -548,6 +548,7 @@ mod tests {
             public: true,
             owner: "admin".to_owned(),
             created_at: 1,
+            immutable_tags: Default::default(),
         };
         assert!(store.create_project(&project).await.expect("create"));
         assert_eq!(store.project("library").await.expect("read"), Some(project));

@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 
 use super::nonce;
 use crate::accounts::{AccountStore, Member, Project, ProjectRole, Robot, RobotPermission, User};
+use crate::immutable::{ImmutableRule, ImmutableRules, Selector};
 
 const CREATED: u64 = 1_700_000_000;
 
@@ -41,6 +42,7 @@ fn named_project(name: &str) -> Project {
         public: false,
         owner: "admin".to_owned(),
         created_at: CREATED + 1,
+        immutable_tags: Default::default(),
     }
 }
 
@@ -553,16 +555,28 @@ pub async fn projects_round_trip(store: &dyn AccountStore) {
         "a refused create changes nothing"
     );
 
+    let mut immutable_tags = ImmutableRules::default();
+    immutable_tags
+        .add(ImmutableRule {
+            id: 0,
+            priority: 1,
+            disabled: true,
+            repositories: vec![Selector::excludes("scratch/**")],
+            tags: vec![Selector::matches("v*"), Selector::excludes("*-dev")],
+            params: serde_json::Map::new(),
+        })
+        .expect("a valid rule");
     let opened = Project {
         public: true,
         owner: "new-owner".to_owned(),
+        immutable_tags,
         ..private.clone()
     };
     assert!(update_project(store, &opened).await, "updating a project");
     assert_eq!(
         project(store, &private.name).await.as_ref(),
         Some(&opened),
-        "after update_project"
+        "after update_project, immutability rules included"
     );
 
     let ghost = new_project("ghost");

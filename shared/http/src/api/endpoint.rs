@@ -105,6 +105,20 @@ pub enum ApiEndpoint {
     GcSchedule,
     /// `POST /system/gc/schedule` (type `Manual`: run now) and `PUT`.
     SetGcSchedule,
+    /// `GET /projects/{p}/immutabletagrules`.
+    ListImmutableRules(String),
+    /// `POST /projects/{p}/immutabletagrules`.
+    CreateImmutableRule(String),
+    /// `PUT /projects/{p}/immutabletagrules/{id}`.
+    UpdateImmutableRule {
+        project: String,
+        id: String,
+    },
+    /// `DELETE /projects/{p}/immutabletagrules/{id}`.
+    DeleteImmutableRule {
+        project: String,
+        id: String,
+    },
 }
 
 /// A repository in a path: its project and its name within the project.
@@ -245,6 +259,20 @@ impl ApiEndpoint {
                 artifact: artifact_path(project, repository, reference),
                 tag: one(tag),
             },
+            ["projects", project, "immutabletagrules"] if get => {
+                Self::ListImmutableRules(one(project))
+            }
+            ["projects", project, "immutabletagrules"] if method == Method::POST => {
+                Self::CreateImmutableRule(one(project))
+            }
+            ["projects", project, "immutabletagrules", id] => {
+                let (project, id) = (one(project), one(id));
+                match *method {
+                    Method::PUT => Self::UpdateImmutableRule { project, id },
+                    Method::DELETE => Self::DeleteImmutableRule { project, id },
+                    _ => return Err(not_allowed()),
+                }
+            }
             ["system", "gc"] if get => Self::GcRuns,
             ["system", "gc", "schedule"] if get => Self::GcSchedule,
             ["system", "gc", "schedule"] if method == Method::POST || method == Method::PUT => {
@@ -273,7 +301,13 @@ impl ApiEndpoint {
             | ["users", _]
             | ["users", _, "password" | "sysadmin"]
             | ["projects", _]
-            | ["projects", _, "members" | "robots" | "logs"] => return Err(not_allowed()),
+            | [
+                "projects",
+                _,
+                "members" | "robots" | "logs" | "immutabletagrules",
+            ] => {
+                return Err(not_allowed());
+            }
             _ => return Err(unknown()),
         };
         if segments.iter().any(|segment| segment.is_empty()) {
@@ -327,6 +361,12 @@ impl ApiEndpoint {
             | Self::UpdateWebhook { project, .. }
             | Self::DeleteWebhook { project, .. }
             | Self::WebhookDeliveries { project, .. } => Permission::ProjectAdmin(project.clone()),
+            Self::ListImmutableRules(project)
+            | Self::CreateImmutableRule(project)
+            | Self::UpdateImmutableRule { project, .. }
+            | Self::DeleteImmutableRule { project, .. } => {
+                Permission::ProjectMaintainer(project.clone())
+            }
             Self::ListMembers(project) | Self::GetMember { project, .. } => {
                 Permission::ProjectMember(project.clone())
             }
@@ -519,6 +559,36 @@ mod tests {
                 ApiEndpoint::GcLog("7".into()),
                 Permission::SystemAdmin,
             ),
+            (
+                Method::GET,
+                "/projects/team/immutabletagrules",
+                ApiEndpoint::ListImmutableRules("team".into()),
+                Permission::ProjectMaintainer("team".into()),
+            ),
+            (
+                Method::POST,
+                "/projects/team/immutabletagrules",
+                ApiEndpoint::CreateImmutableRule("team".into()),
+                Permission::ProjectMaintainer("team".into()),
+            ),
+            (
+                Method::PUT,
+                "/projects/team/immutabletagrules/3",
+                ApiEndpoint::UpdateImmutableRule {
+                    project: "team".into(),
+                    id: "3".into(),
+                },
+                Permission::ProjectMaintainer("team".into()),
+            ),
+            (
+                Method::DELETE,
+                "/projects/team/immutabletagrules/3",
+                ApiEndpoint::DeleteImmutableRule {
+                    project: "team".into(),
+                    id: "3".into(),
+                },
+                Permission::ProjectMaintainer("team".into()),
+            ),
         ];
         for (method, path, endpoint, permission) in cases {
             let parsed = parse(method.clone(), path).expect(path);
@@ -529,7 +599,13 @@ mod tests {
 
     #[test]
     fn unknown_paths_and_methods_are_told_apart() {
-        for path in ["/nothing", "/users/alice/keys", "/projects//members", "/"] {
+        for path in [
+            "/nothing",
+            "/users/alice/keys",
+            "/projects//members",
+            "/",
+            "/projects/team/immutabletagrules/3/x",
+        ] {
             let error = parse(Method::GET, path).expect_err(path);
             assert_eq!(error.code(), ErrorCode::NotFound, "{path}");
         }
@@ -554,6 +630,9 @@ mod tests {
             (Method::PATCH, "/projects/team/webhook/policies/1"),
             (Method::POST, "/projects/team/webhook/policies/1/executions"),
             (Method::POST, "/projects/team/logs"),
+            (Method::DELETE, "/projects/team/immutabletagrules"),
+            (Method::GET, "/projects/team/immutabletagrules/3"),
+            (Method::POST, "/projects/team/immutabletagrules/3"),
         ] {
             let error = parse(method.clone(), path).expect_err(path);
             assert_eq!(error.code(), ErrorCode::Unsupported, "{method} {path}");

@@ -21,6 +21,7 @@
 //! | `GET /projects/{p}/repositories[/{r}[/artifacts[/{ref}[/tags]]]]` | whoever may pull from the project |
 //! | `POST .../artifacts/{ref}/tags` | whoever may push to the project |
 //! | `DELETE .../repositories/{r}`, `.../artifacts/{ref}`, `.../tags/{tag}` | whoever may delete in the project (maintainers, project admins, system admins) |
+//! | `GET`, `POST /projects/{p}/immutabletagrules`, `PUT`, `DELETE .../immutabletagrules/{id}` | the project's admins and maintainers, and system admins |
 //!
 //! [`ApiEndpoint`] parses each request and names its permission; the use cases are
 //! [`berth_app::Accounts`]'s; this module translates between them and Harbor's JSON.
@@ -51,6 +52,7 @@ pub use berth_app::{AccountSettings, ProjectCreation};
 mod audit;
 mod endpoint;
 mod gc;
+mod immutable;
 mod repositories;
 mod webhooks;
 
@@ -451,6 +453,12 @@ async fn serve(
         | ApiEndpoint::AddTag(_)
         | ApiEndpoint::DeleteTag { .. } => {
             repositories::serve(accounts, endpoint, caller, query, body).await
+        }
+        ApiEndpoint::ListImmutableRules(_)
+        | ApiEndpoint::CreateImmutableRule(_)
+        | ApiEndpoint::UpdateImmutableRule { .. }
+        | ApiEndpoint::DeleteImmutableRule { .. } => {
+            immutable::serve(accounts, endpoint, caller, query, body).await
         }
         ApiEndpoint::AuditLogs => {
             let parsed = audit::parse_query(query, None)?;
