@@ -976,3 +976,61 @@ async fn quota_store_conforms() {
     let (_client, _table, store) = fresh_store().await;
     berth_core::conformance::quota_store::run_all(std::sync::Arc::new(store)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn a_table_written_before_quotas_gets_its_usage_counted() {
+    use berth_core::quota::QuotaStore;
+    let (client, table, store) = fresh_store().await;
+    let (shared, own) = (manifest(400), manifest(700));
+    for (repo, record) in [("old/a", &shared), ("old/b", &shared), ("old/b", &own)] {
+        store
+            .put_manifest(&repository(repo), record, None)
+            .await
+            .expect("put");
+    }
+    let usage = store.quota("old").await.expect("quota").used;
+    assert_eq!(usage, 1100, "each manifest counted once");
+
+    // What a table of an earlier release holds: no quota items at all.
+    let items = client
+        .query()
+        .table_name(&table)
+        .key_condition_expression("PK = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S("QUOTA#old".into()))
+        .send()
+        .await
+        .expect("query");
+    for item in items.items() {
+        client
+            .delete_item()
+            .table_name(&table)
+            .key("PK", item["PK"].clone())
+            .key("SK", item["SK"].clone())
+            .send()
+            .await
+            .expect("delete");
+    }
+    assert_eq!(store.quota("old").await.expect("quota").used, 0);
+    assert!(!store.quota_charges_counted().await.expect("marker"));
+
+    let written = store.count_quota_charges().await.expect("count");
+    assert_eq!(written, 2, "one charge item per distinct manifest");
+    assert!(store.quota_charges_counted().await.expect("marker"));
+    assert_eq!(store.quota("old").await.expect("quota").used, usage);
+    // Counted as a put would have: deleting from one repository keeps the shared manifest.
+    assert!(
+        store
+            .delete_manifest(&repository("old/a"), &shared.digest)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(store.quota("old").await.expect("quota").used, usage);
+    assert!(
+        store
+            .delete_repository(&repository("old/b"))
+            .await
+            .expect("delete repository")
+    );
+    assert_eq!(store.quota("old").await.expect("quota").used, 0);
+}

@@ -170,3 +170,68 @@ impl QuotaStore for RedbMetadataStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use berth_core::ports::{ManifestRecord, MetadataStore};
+    use berth_core::{Algorithm, RepositoryName};
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn manifest(text: &str) -> ManifestRecord {
+        ManifestRecord {
+            digest: Digest::of(Algorithm::Sha256, text.as_bytes()),
+            media_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
+            bytes: Bytes::from(text.to_owned()),
+            referrer: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_2_database_gets_its_usage_counted() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("metadata.redb");
+        let (shared, own) = (manifest(r#"{"shared":1}"#), manifest(r#"{"own":22}"#));
+        {
+            let store = RedbMetadataStore::open(&path).expect("opening");
+            for (name, record) in [("a/one", &shared), ("a/two", &shared), ("a/two", &own)] {
+                let repository: RepositoryName = name.parse().expect("a name");
+                store
+                    .put_manifest(&repository, record, None)
+                    .await
+                    .expect("put");
+            }
+            store.set_limit("a", Some(100)).await.expect("limit");
+            // Back to what a version 2 database holds.
+            store
+                .write(|txn| {
+                    txn.delete_table(USAGE)?;
+                    txn.delete_table(CHARGES)?;
+                    txn.delete_table(LIMITS)?;
+                    txn.open_table(TableDefinition::<&str, u64>::new("schema"))?
+                        .insert("version", 2)?;
+                    Ok(())
+                })
+                .await
+                .expect("rewinding the layout");
+        }
+        let store = RedbMetadataStore::open(&path).expect("opening a version 2 database");
+        let quota = store.quota("a").await.expect("quota");
+        assert_eq!(quota.limit, None, "no limit before quotas");
+        let both = (shared.bytes.len() + own.bytes.len()) as u64;
+        assert_eq!(quota.used, both, "each manifest counted once");
+        let one: RepositoryName = "a/one".parse().expect("a name");
+        assert!(
+            store
+                .delete_manifest(&one, &shared.digest)
+                .await
+                .expect("delete")
+        );
+        assert_eq!(
+            store.quota("a").await.expect("quota").used,
+            both,
+            "a/two holds it"
+        );
+    }
+}
