@@ -927,6 +927,45 @@ scenario_gc() {
   fi
 }
 
+# A project with a storage limit through the token function: a blob past it is refused by
+# the push function, naming usage and limit, and uses nothing; with no limit an image is
+# stored and its manifest and config counted once.
+scenario_quota() {
+  local out=$E2E_TMP/quota project=quota$RUN_ID status token config digest expected
+  mkdir -p "$out"
+  status=$(req POST "$GATEWAY_URL/api/v2.0/projects" "$out/create" -u "$ADMIN:$ADMIN_PASSWORD" \
+    -H 'Content-Type: application/json' -d "{\"project_name\":\"$project\",\"storage_limit\":1}")
+  assert_eq "the token function creates a project with a 1-byte storage limit" 201 "$status"
+  token=$(token "repository:$project/app:pull,push")
+  config=$out/config.json
+  printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"quota":"%s"}' \
+    "$RUN_ID" >"$config"
+  digest=$(sha256_file "$config")
+  status=$(req POST "$GATEWAY_URL/v2/$project/app/blobs/uploads/?digest=$digest" "$out/refused" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/octet-stream' --data-binary "@$config")
+  assert_eq "the push function refuses a blob past the limit" "403 DENIED" \
+    "$status $(jq -r '.errors[0].code' "$out/refused.body")"
+  assert_contains "... naming the usage and the limit" "$(jq -r '.errors[0].message' "$out/refused.body")" \
+    "quota exceeded: project $project uses 0 bytes of its 1 bytes storage limit"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/projects/$project/summary" "$out/summary" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "... and it used nothing" "200 0" "$status $(jq .quota.used.storage "$out/summary.body")"
+  status=$(req PUT "$GATEWAY_URL/api/v2.0/projects/$project" "$out/update" -u "$ADMIN:$ADMIN_PASSWORD" \
+    -H 'Content-Type: application/json' -d '{"storage_limit":-1}')
+  assert_eq "the admin removes the limit" 200 "$status"
+  status=$(req POST "$GATEWAY_URL/v2/$project/app/blobs/uploads/?digest=$digest" "$out/upload" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/octet-stream' --data-binary "@$config")
+  assert_eq "the blob is stored" 201 "$status"
+  printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[]}' \
+    "$MT_OCI_MANIFEST" "$digest" "$(stat -c %s "$config")" >"$out/manifest.json"
+  status=$(req PUT "$GATEWAY_URL/v2/$project/app/manifests/v1" "$out/put" -H "Authorization: Bearer $token" \
+    -H "Content-Type: $MT_OCI_MANIFEST" --data-binary "@$out/manifest.json")
+  assert_eq "... and so is its manifest" 201 "$status"
+  expected=$(($(stat -c %s "$out/manifest.json") + $(stat -c %s "$config")))
+  req GET "$GATEWAY_URL/api/v2.0/projects/$project/summary" "$out/summary" -u "$ADMIN:$ADMIN_PASSWORD" >/dev/null
+  assert_eq "the project uses the manifest and its config" "$expected" \
+    "$(jq .quota.used.storage "$out/summary.body")"
+}
+
 memory_line() {
   local fn line=""
   for fn in "${FUNCTIONS[@]}"; do
@@ -1001,6 +1040,7 @@ MEMORY_AFTER_PUSH=$(memory_line)
 run_scenario "docker pull" scenario_docker
 run_scenario "skopeo copy" scenario_skopeo
 run_scenario "tag listing" scenario_tags
+run_scenario "storage quota through the token and push functions" scenario_quota
 rotate_keys
 run_scenario "key rotation" scenario_rotation
 start_events_function
