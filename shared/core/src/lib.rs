@@ -16,6 +16,7 @@ pub mod ports;
 pub mod range;
 pub mod registry;
 pub mod replication;
+pub mod retention;
 pub mod schedule;
 pub mod statistics;
 pub mod webhooks;
