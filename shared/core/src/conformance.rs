@@ -37,6 +37,7 @@ pub mod account_store;
 pub mod audit_store;
 pub mod garbage_index;
 pub mod replication_store;
+pub mod retention_store;
 pub mod statistics_store;
 pub mod webhook_store;
 

@@ -1,7 +1,8 @@
 //! Berth's local storage, for `berth serve` without any cloud account: blob bytes in a
 //! directory ([`FsBlobStore`]) and registry metadata, accounts, projects and replication in
 //! an embedded redb database ([`RedbMetadataStore`], which implements `MetadataStore`,
-//! `AccountStore`, `ReplicationStore`, `AuditStore`, `StatisticsStore`, `WebhookStore`, and
+//! `AccountStore`, `ReplicationStore`, `AuditStore`, `StatisticsStore`, `WebhookStore`,
+//! `RetentionStore`, and
 //! garbage collection's `GarbageIndex` and `GcHistory`).
 //!
 //! A data directory holds both:
@@ -13,7 +14,8 @@
 //!                             users, projects, members, robot accounts, login failures,
 //!                             replication endpoints, policies, executions and tasks,
 //!                             the audit log, pull and push counters, webhook policies
-//!                             and deliveries, blob records and garbage collection runs
+//!                             and deliveries, blob records and garbage collection runs,
+//!                             retention policies, executions and tasks
 //! ```
 
 mod accounts;
@@ -22,6 +24,7 @@ mod blobs;
 mod garbage;
 mod metadata;
 mod replication;
+mod retention;
 mod statistics;
 mod webhooks;
 

@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::glob::Pattern;
-use crate::retention::{Decoration, MAX_PARAM, MAX_RULES, RetentionRule, RuleTemplate, Selector};
+use crate::retention::{MAX_PARAM, MAX_RULES, RetentionRule, RuleTemplate, Selector};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -173,6 +173,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::digest::Algorithm;
+    use crate::retention::Decoration;
 
     const NOW: u64 = 1_000 * DAY_MS;
 
