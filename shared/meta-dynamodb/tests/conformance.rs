@@ -968,3 +968,10 @@ async fn garbage_index_conforms() {
     let (_client, _table, store) = fresh_store().await;
     berth_core::conformance::garbage_index::run_all(&store).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn retention_store_conforms() {
+    let (_client, _table, store) = fresh_store().await;
+    berth_core::conformance::retention_store::run_all(&store).await;
+}
