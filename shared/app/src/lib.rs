@@ -13,6 +13,7 @@ pub mod event_log;
 pub mod gc;
 pub mod permission;
 pub mod recorder;
+pub mod retention;
 pub mod webhooks;
 
 pub use accounts::{
@@ -26,4 +27,5 @@ pub use event_log::EventLog;
 pub use gc::{GarbageCollection, GcRunner, ScheduleRequest};
 pub use permission::{Caller, Permission};
 pub use recorder::{EventRecorder, Records};
+pub use retention::{ImmutabilityCheck, PolicySpec, Retention, RetentionRunner};
 pub use webhooks::{Deliverer, Retries, WebhookJob, WebhookQueue, WebhookSender, WebhookSpec};

@@ -65,6 +65,10 @@ pub enum Permission {
     /// The admins of the robot account's project and system administrators; to anyone else
     /// the robot account does not exist.
     RobotAdmin(String),
+    /// Tag retention of the project (its policy, runs and their records): as in Harbor's
+    /// RBAC, its project admins, maintainers and developers, and system administrators;
+    /// guests are refused, and a private project the caller is not in does not exist.
+    TagRetention(String),
 }
 
 pub(crate) fn unauthorized() -> RegistryError {
