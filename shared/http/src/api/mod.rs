@@ -21,6 +21,8 @@
 //! | `GET /projects/{p}/repositories[/{r}[/artifacts[/{ref}[/tags]]]]` | whoever may pull from the project |
 //! | `POST .../artifacts/{ref}/tags` | whoever may push to the project |
 //! | `DELETE .../repositories/{r}`, `.../artifacts/{ref}`, `.../tags/{tag}` | whoever may delete in the project (maintainers, project admins, system admins) |
+//! | `GET /retentions/metadatas` | any user |
+//! | `/retentions[/{id}[/executions[/{eid}[/tasks[/{tid}]]]]]` | the policy's project's developers, maintainers and admins, and system admins (the project is `scope.ref`, its name) |
 //!
 //! [`ApiEndpoint`] parses each request and names its permission; the use cases are
 //! [`berth_app::Accounts`]'s; this module translates between them and Harbor's JSON.
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use berth_app::{Accounts, Caller, GarbageCollection, RobotChange, RobotSpec};
+use berth_app::{Accounts, Caller, GarbageCollection, Retention, RobotChange, RobotSpec};
 use berth_auth::rfc3339;
 use berth_core::accounts::{Member, Project, ProjectRole, Robot, RobotPermission, User};
 use berth_core::{Actor, EntryPoint, ErrorCode, RegistryError, Result};
@@ -51,6 +53,7 @@ mod audit;
 mod endpoint;
 mod gc;
 mod repositories;
+mod retention;
 mod webhooks;
 
 /// Where the management API is mounted.
@@ -66,11 +69,33 @@ pub(crate) const MAX_PAGE_SIZE: usize = berth_app::accounts::MAX_PAGE_SIZE;
 pub struct ManagementApi {
     accounts: Accounts,
     gc: Option<Arc<GarbageCollection>>,
+    retention: Option<Arc<Retention>>,
 }
 
 impl ManagementApi {
     pub fn new(accounts: Accounts) -> Self {
-        Self { accounts, gc: None }
+        Self {
+            accounts,
+            gc: None,
+            retention: None,
+        }
+    }
+
+    /// Serves `/retentions` with `retention` (without, those endpoints answer that this
+    /// deployment runs no tag retention), and shows each project's policy in its metadata.
+    pub fn with_retention(mut self, retention: Arc<Retention>) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// A project's answer with Harbor's `metadata.retention_id` when it has a policy.
+    async fn with_retention_id(&self, mut project: Value, name: &str) -> Result<Value> {
+        if let Some(retention) = &self.retention
+            && let Some(id) = retention.project_policy(name).await?
+        {
+            project["metadata"]["retention_id"] = json!(id.to_string());
+        }
+        Ok(project)
     }
 
     /// Serves `/system/gc` with `gc` (without, those endpoints answer that this deployment
@@ -165,6 +190,26 @@ async fn serve(
         | ApiEndpoint::SetGcSchedule => {
             gc::serve(api.gc.as_deref(), endpoint, caller, query, body).await
         }
+        ApiEndpoint::RetentionMetadata
+        | ApiEndpoint::CreateRetention
+        | ApiEndpoint::GetRetention(_)
+        | ApiEndpoint::UpdateRetention(_)
+        | ApiEndpoint::DeleteRetention(_)
+        | ApiEndpoint::StartRetention(_)
+        | ApiEndpoint::RetentionExecutions(_)
+        | ApiEndpoint::StopRetention { .. }
+        | ApiEndpoint::RetentionTasks { .. }
+        | ApiEndpoint::RetentionTaskLog { .. } => {
+            retention::serve(
+                api.retention.as_deref(),
+                accounts,
+                endpoint,
+                caller,
+                query,
+                body,
+            )
+            .await
+        }
         ApiEndpoint::CreateUser => {
             let new: NewUser = read_json(body).await?;
             let user = accounts
@@ -228,15 +273,19 @@ async fn serve(
         ApiEndpoint::ListProjects => {
             let (page, size) = page(query)?;
             let projects = accounts.projects(caller, page, size).await?;
-            let projects = projects
-                .iter()
-                .map(|(project, role)| project_json(project, *role))
-                .collect();
-            json_reply(StatusCode::OK, &Value::Array(projects))
+            let mut answers = Vec::new();
+            for (project, role) in &projects {
+                let answer = project_json(project, *role);
+                answers.push(api.with_retention_id(answer, &project.name).await?);
+            }
+            json_reply(StatusCode::OK, &Value::Array(answers))
         }
         ApiEndpoint::GetProject(name) => {
             let (project, role) = accounts.project(caller, &name).await?;
-            json_reply(StatusCode::OK, &project_json(&project, role))
+            let answer = api
+                .with_retention_id(project_json(&project, role), &name)
+                .await?;
+            json_reply(StatusCode::OK, &answer)
         }
         ApiEndpoint::UpdateProject(name) => {
             let fields: ProjectFields = read_json(body).await?;
