@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use berth_app::{Accounts, GarbageCollection};
+use berth_app::{Accounts, GarbageCollection, Retention};
 use berth_core::ports::MetadataStore;
 use berth_core::{AccountStore, AuditStore, EventSink, Registry, StatisticsStore, WebhookStore};
 use berth_http::{ManagementApi, Router, Settings, TokenEndpoint, api_router_with, token_router};
@@ -23,6 +23,7 @@ pub struct Routes<'a> {
     statistics: Option<Arc<dyn StatisticsStore>>,
     webhooks: Option<Arc<dyn WebhookStore>>,
     gc: Option<Arc<GarbageCollection>>,
+    retention: Option<Arc<Retention>>,
 }
 
 /// What the token endpoint and the management API are built from.
@@ -108,6 +109,12 @@ impl<'a> Routes<'a> {
         self
     }
 
+    /// Tag retention, served under `/retentions` by the management API.
+    pub fn retention(mut self, retention: Option<Arc<Retention>>) -> Self {
+        self.retention = retention;
+        self
+    }
+
     pub fn build(self) -> Router {
         let mut router = Router::new();
         let management = self.accounts.as_ref().map(|(auth, accounts, metadata)| {
@@ -133,8 +140,12 @@ impl<'a> Routes<'a> {
                 Some(webhooks) => accounts.with_webhooks(webhooks.clone()),
                 None => accounts,
             });
-            Arc::new(match &self.gc {
+            let api = match &self.gc {
                 Some(gc) => api.with_gc(gc.clone()),
+                None => api,
+            };
+            Arc::new(match &self.retention {
+                Some(retention) => api.with_retention(retention.clone()),
                 None => api,
             })
         });

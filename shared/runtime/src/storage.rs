@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use berth_core::gc::{GarbageIndex, GcHistory};
 use berth_core::ports::{BlobStore, MetadataStore};
+use berth_core::retention::RetentionStore;
 use berth_core::{
     AccountStore, AuditStore, Registry, RegistryError, ReplicationStore, Result, StatisticsStore,
     WebhookStore,
@@ -161,6 +162,7 @@ type MetadataParts = (
     Option<Arc<dyn StatisticsStore>>,
     Option<Arc<dyn WebhookStore>>,
     Option<GarbageParts>,
+    Option<Arc<dyn RetentionStore>>,
 );
 
 /// Garbage collection's blob index and run history, for a metadata adapter that keeps them.
@@ -190,6 +192,8 @@ pub struct Stores {
     pub webhooks: Option<Arc<dyn WebhookStore>>,
     /// Garbage collection's blob index and runs, when this storage keeps them.
     pub garbage: Option<GarbageParts>,
+    /// Tag retention's policies and runs, when this storage keeps them.
+    pub retention: Option<Arc<dyn RetentionStore>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -236,6 +240,35 @@ impl Stores {
         ))
     }
 
+    /// Tag retention over these stores, deleting through `registry` (which publishes the
+    /// deletions), its runs' ends published to `events`, when the storage keeps retention
+    /// records; nothing runs in the background (see [`Self::start_retention`]).
+    pub fn retention(
+        &self,
+        registry: Arc<Registry>,
+        events: Arc<dyn berth_core::EventSink>,
+    ) -> Option<Arc<berth_app::Retention>> {
+        let store = self.retention.clone()?;
+        let retention =
+            berth_app::Retention::new(store, self.metadata.clone(), registry).with_events(events);
+        Some(Arc::new(match &self.statistics {
+            Some(statistics) => retention.with_statistics(statistics.clone()),
+            None => retention,
+        }))
+    }
+
+    /// [`Self::retention`], its runner started in the background of this process (it
+    /// resumes a run a restart cut short, and starts the scheduled ones).
+    pub fn start_retention(
+        &self,
+        registry: Arc<Registry>,
+        events: Arc<dyn berth_core::EventSink>,
+    ) -> Option<Arc<berth_app::Retention>> {
+        let retention = self.retention(registry, events)?;
+        berth_app::RetentionRunner::spawn(retention.clone());
+        Some(retention)
+    }
+
     /// The registry over these stores (claiming blobs in the garbage index when there is
     /// one), as `configure` finishes it.
     pub fn registry_with(&self, configure: impl FnOnce(Registry) -> Registry) -> Registry {
@@ -278,7 +311,7 @@ impl StorageConfig {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
             BlobLocation::S3 { bucket, prefix } => self.open_s3(aws, bucket, prefix).await?,
         };
-        let (metadata, accounts, replication, audit, statistics, webhooks, garbage) =
+        let (metadata, accounts, replication, audit, statistics, webhooks, garbage, retention) =
             match &self.metadata {
                 MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
                 MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
@@ -293,6 +326,7 @@ impl StorageConfig {
             statistics,
             webhooks,
             garbage,
+            retention,
         })
     }
 
@@ -341,7 +375,11 @@ impl StorageConfig {
                     Some(m.clone() as Arc<dyn AuditStore>),
                     Some(m.clone() as Arc<dyn StatisticsStore>),
                     Some(m.clone() as Arc<dyn WebhookStore>),
-                    Some((m.clone() as Arc<dyn GarbageIndex>, m as Arc<dyn GcHistory>)),
+                    Some((
+                        m.clone() as Arc<dyn GarbageIndex>,
+                        m.clone() as Arc<dyn GcHistory>,
+                    )),
+                    Some(m as Arc<dyn RetentionStore>),
                 )
             }),
         ))
@@ -399,8 +437,9 @@ async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
         Some(store.clone() as Arc<dyn WebhookStore>),
         Some((
             store.clone() as Arc<dyn GarbageIndex>,
-            store as Arc<dyn GcHistory>,
+            store.clone() as Arc<dyn GcHistory>,
         )),
+        Some(store as Arc<dyn RetentionStore>),
     ))
 }
 
