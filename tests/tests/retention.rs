@@ -1,0 +1,511 @@
+//! Tag retention against a registry on embedded storage (and, ignored, on Garage and
+//! DynamoDB Local): a project of 100 tagged artifacts (and two untagged ones) across five
+//! repositories, pushed and pulled at known times, and a policy that mixes rules. The policy
+//! is created and its runs are started and read through the management API; the runs are
+//! carried out a repository a step, as the maintenance function does. A dry run reports
+//! exactly what the rules name and deletes nothing; the real run keeps exactly that.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use berth_app::Retention;
+use berth_core::statistics::Count;
+use berth_core::{Digest, Event, EventKind, EventSink};
+use berth_runtime::auth::{Auth, AuthConfig, PasswordHasher, bootstrap, local_keys};
+use berth_runtime::{StorageConfig, Stores};
+use berth_tests::authed::{ADMIN_PASSWORD, serve_on_loopback};
+use berth_tests::aws::AwsSandbox;
+use berth_tests::{Image, TestRegistry};
+use serde_json::{Value, json};
+
+const DAY_MS: u64 = 86_400_000;
+/// The time the runs take as now.
+const NOW: u64 = 1_800_000_000_000;
+/// Artifacts a repository holds (tagged ones).
+const PER_REPOSITORY: usize = 20;
+const REPOSITORIES: [&str; 5] = ["api", "cache/x", "db", "frozen", "web"];
+
+/// The events the retention runs publish.
+#[derive(Default)]
+struct Captured(Mutex<Vec<Event>>);
+
+impl EventSink for Captured {
+    fn publish(&self, event: &Event) {
+        self.0.lock().expect("the event list").push(event.clone());
+    }
+}
+
+/// One artifact of the project, with what the policy must do to it.
+#[derive(Debug, Clone)]
+struct Artifact {
+    repository: String,
+    tag: Option<String>,
+    digest: String,
+    retained: bool,
+    /// No rule covers its repository: no task, never deleted.
+    untouched: bool,
+}
+
+/// The tag of artifact `j`: `dev-<j>` for every third, `v<j>` otherwise.
+fn tag_of(j: usize) -> String {
+    if j.is_multiple_of(3) {
+        format!("dev-{j}")
+    } else {
+        format!("v{j}")
+    }
+}
+
+/// Pushed `PER_REPOSITORY - j` days ago: the highest `j` is the newest.
+fn pushed_ms(j: usize) -> u64 {
+    NOW - (PER_REPOSITORY - j) as u64 * DAY_MS
+}
+
+/// Every fifth artifact was pulled, `j / 5 + 1` days ago; the others never.
+fn pulled_ms(j: usize) -> Option<u64> {
+    j.is_multiple_of(5)
+        .then(|| NOW - (j / 5 + 1) as u64 * DAY_MS)
+}
+
+/// What the policy below keeps, worked out by hand from its rules:
+/// 1. the 3 most recently pushed `v*` artifacts, in every repository but `frozen` and
+///    `cache/**`: j = 19, 17, 16 (18 is `dev-18`);
+/// 2. whatever (untagged included) was pulled within 3 days, in `web` and `api`: j = 0, 5,
+///    10 (pulled 1, 2 and 3 days ago; j = 15 was pulled 4 days ago), and web's untagged one;
+/// 3. every `dev-*` in `cache/**`;
+/// 4. (disabled) everything in `frozen`: no enabled rule covers `frozen`.
+fn expected_retained(repository: &str, j: Option<usize>) -> bool {
+    let Some(j) = j else {
+        // The untagged artifacts: web's was pulled a day ago, db's never.
+        return repository == "web";
+    };
+    let newest_v = [19, 17, 16].contains(&j);
+    let pulled = [0, 5, 10].contains(&j);
+    match repository {
+        "web" | "api" => newest_v || pulled,
+        "db" => newest_v,
+        "cache/x" => tag_of(j).starts_with("dev-"),
+        _ => true,
+    }
+}
+
+fn policy_body() -> Value {
+    let selector = |decoration: &str, pattern: &str| json!({"kind": "doublestar", "decoration": decoration, "pattern": pattern});
+    json!({
+        "algorithm": "or",
+        "rules": [
+            {
+                "disabled": false, "action": "retain", "template": "latestPushedK",
+                "params": {"latestPushedK": 3},
+                "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "v*", "extras": "{\"untagged\":false}"}],
+                "scope_selectors": {"repository": [selector("repoExcludes", "{frozen,cache/**}")]},
+            },
+            {
+                "disabled": false, "action": "retain", "template": "nDaysSinceLastPull",
+                "params": {"nDaysSinceLastPull": 3},
+                "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "**", "extras": "{\"untagged\":true}"}],
+                "scope_selectors": {"repository": [selector("repoMatches", "{web,api}")]},
+            },
+            {
+                "disabled": false, "action": "retain", "template": "always", "params": {},
+                "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "dev-*", "extras": "{\"untagged\":false}"}],
+                "scope_selectors": {"repository": [selector("repoMatches", "cache/**")]},
+            },
+            {
+                "disabled": true, "action": "retain", "template": "always", "params": {},
+                "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "**"}],
+                "scope_selectors": {"repository": [selector("repoMatches", "frozen")]},
+            },
+        ],
+        "trigger": {"kind": "Schedule", "settings": {"cron": ""}},
+        "scope": {"level": "project", "ref": "keep"},
+    })
+}
+
+/// The management API over `stores`, with auth, tag retention taking [`NOW`] as now; its
+/// address, and retention to carry runs out with.
+async fn management(
+    stores: &Stores,
+    keys_dir: &std::path::Path,
+    events: Arc<Captured>,
+) -> (String, Arc<Retention>) {
+    let ring = local_keys(keys_dir).expect("token keys");
+    let auth =
+        Auth::new(AuthConfig::default(), &ring, stores.accounts.clone()).expect("auth is set up");
+    bootstrap(
+        &*stores.accounts,
+        &PasswordHasher::new(),
+        Some(ADMIN_PASSWORD),
+    )
+    .await
+    .expect("the first accounts");
+    let registry = Arc::new(stores.registry_with(|registry| registry.with_events(events.clone())));
+    let retention = Retention::new(
+        stores
+            .retention
+            .clone()
+            .expect("the storage keeps retention records"),
+        stores.metadata.clone(),
+        registry,
+    )
+    .with_statistics(stores.statistics.clone().expect("the storage counts pulls"))
+    .with_clock(Arc::new(|| NOW));
+    let retention = Arc::new(retention);
+    let router = berth_runtime::Routes::new()
+        .accounts(&auth, stores.accounts.clone(), stores.metadata.clone())
+        .statistics(stores.statistics.clone())
+        .retention(Some(retention.clone()))
+        .build();
+    let (addr, _server) = serve_on_loopback(router).await;
+    (format!("http://{addr}/api/v2.0"), retention)
+}
+
+struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth("admin", Some(ADMIN_PASSWORD));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("the API answers")
+    }
+
+    async fn json(&self, path: &str) -> Value {
+        let reply = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(reply.status(), 200, "GET {path}");
+        reply.json().await.expect("JSON")
+    }
+
+    /// Starts a run and returns its execution id, from the `Location`.
+    async fn start(&self, policy: u64, dry_run: bool) -> u64 {
+        let path = format!("/retentions/{policy}/executions");
+        let reply = self
+            .call(
+                reqwest::Method::POST,
+                &path,
+                Some(json!({"dry_run": dry_run})),
+            )
+            .await;
+        assert_eq!(reply.status(), 201);
+        let location = reply.headers()["location"]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        location
+            .rsplit('/')
+            .next()
+            .and_then(|id| id.parse().ok())
+            .expect("the execution's id ends the Location")
+    }
+}
+
+/// Carries the running executions out a repository an invocation, as the maintenance
+/// function does; returns how many invocations it took.
+async fn carry_out(retention: &Retention) -> usize {
+    let mut invocations = 0;
+    while retention.tick(1).await.expect("a retention step") {
+        invocations += 1;
+        assert!(invocations < 100, "the run ends");
+    }
+    invocations
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_keeps_exactly_what_its_rules_name() {
+    retention_scenario(None).await;
+}
+
+/// The same on Garage and DynamoDB Local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Garage and DynamoDB Local: scripts/test-all.sh starts them"]
+async fn a_policy_keeps_exactly_what_its_rules_name_on_s3_and_dynamodb() {
+    let sandbox = AwsSandbox::new().await;
+    let mut storage = sandbox.storage();
+    storage.s3.redirect = false;
+    retention_scenario(Some(storage)).await;
+}
+
+async fn retention_scenario(storage: Option<StorageConfig>) {
+    let (registry, stores) = TestRegistry::start_with_stores_on(storage).await;
+    let keys = tempfile::tempdir().expect("a directory for the token keys");
+    let events = Arc::new(Captured::default());
+    let (base, retention) = management(&stores, keys.path(), events.clone()).await;
+    let api = Api {
+        base,
+        client: reqwest::Client::new(),
+    };
+    let created = api
+        .call(
+            reqwest::Method::POST,
+            "/projects",
+            Some(json!({"project_name": "keep", "public": false})),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+
+    // The project: 20 tagged artifacts in each of five repositories, an untagged one in web
+    // and one in db; each push and pull counted at its known time.
+    let mut artifacts = Vec::new();
+    let mut counts = Vec::new();
+    let mut count = |repository: &str, digest: &str, at_ms: u64, pull: bool| {
+        counts.push(Count {
+            id: 1_000_000 + counts.len() as u64,
+            repository: format!("keep/{repository}").parse().expect("a name"),
+            digest: digest.parse::<Digest>().expect("a digest"),
+            at_ms,
+            pull,
+        });
+    };
+    for repository in REPOSITORIES {
+        let full = format!("keep/{repository}");
+        for j in 0..PER_REPOSITORY {
+            let image = Image::oci(&format!("{repository} {j} {}", uuid::Uuid::new_v4()));
+            let digest = registry.push_image(&full, &tag_of(j), &image).await;
+            count(repository, &digest, pushed_ms(j), false);
+            if let Some(at) = pulled_ms(j) {
+                count(repository, &digest, at, true);
+            }
+            artifacts.push(Artifact {
+                repository: repository.to_owned(),
+                tag: Some(tag_of(j)),
+                digest,
+                retained: expected_retained(repository, Some(j)),
+                untouched: repository == "frozen",
+            });
+        }
+    }
+    for repository in ["web", "db"] {
+        let image = Image::oci(&format!("untagged {repository} {}", uuid::Uuid::new_v4()));
+        let digest = registry
+            .push_image(&format!("keep/{repository}"), &image.digest(), &image)
+            .await;
+        count(repository, &digest, NOW - 30 * DAY_MS, false);
+        if repository == "web" {
+            count(repository, &digest, NOW - DAY_MS, true);
+        }
+        artifacts.push(Artifact {
+            repository: repository.to_owned(),
+            tag: None,
+            digest,
+            retained: expected_retained(repository, None),
+            untouched: false,
+        });
+    }
+    stores
+        .statistics
+        .as_ref()
+        .expect("the storage counts pulls")
+        .record(&counts)
+        .await
+        .expect("the counts are recorded");
+    assert_eq!(artifacts.iter().filter(|a| a.tag.is_some()).count(), 100);
+
+    // The policy, through the API.
+    let reply = api
+        .call(reqwest::Method::POST, "/retentions", Some(policy_body()))
+        .await;
+    assert_eq!(reply.status(), 201);
+    let location = reply.headers()["location"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    let policy: u64 = location
+        .strip_prefix("/api/v2.0/retentions/")
+        .and_then(|id| id.parse().ok())
+        .expect("the Location names the policy");
+    let shown = api.json(&format!("/retentions/{policy}")).await;
+    assert_eq!(shown["scope"], json!({"level": "project", "ref": "keep"}));
+    assert_eq!(shown["rules"].as_array().map(Vec::len), Some(4));
+    let project = api.json("/projects/keep").await;
+    assert_eq!(
+        project["metadata"]["retention_id"],
+        json!(policy.to_string())
+    );
+    let again = api
+        .call(reqwest::Method::POST, "/retentions", Some(policy_body()))
+        .await;
+    assert_eq!(again.status(), 400, "a project has one policy");
+
+    let per_repository = |artifacts: &[Artifact]| {
+        let mut expected: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for artifact in artifacts.iter().filter(|a| !a.untouched) {
+            let entry = expected
+                .entry(format!("keep/{}", artifact.repository))
+                .or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(artifact.retained);
+        }
+        expected
+    };
+    let expected_tasks = per_repository(&artifacts);
+    let doomed: BTreeSet<&str> = artifacts
+        .iter()
+        .filter(|a| !a.retained)
+        .map(|a| a.digest.as_str())
+        .collect();
+    assert_eq!(doomed.len(), 14 + 14 + 18 + 13, "the rules' arithmetic");
+
+    // A dry run: the tasks say what would go, nothing goes.
+    let dry = api.start(policy, true).await;
+    let steps = carry_out(&retention).await;
+    assert!(
+        steps >= expected_tasks.len(),
+        "a repository a step: {steps}"
+    );
+    let tasks = check_run(&api, policy, dry, true, &expected_tasks).await;
+    let mut would_go = BTreeSet::new();
+    for task in &tasks {
+        let log = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/retentions/{policy}/executions/{dry}/tasks/{}", task["id"]),
+                None,
+            )
+            .await
+            .text()
+            .await
+            .expect("a log");
+        for line in log.lines().filter(|line| line.contains(": DEL")) {
+            assert!(line.ends_with("DEL (dry run: not deleted)"), "{line}");
+            let digest = line
+                .split_once('@')
+                .and_then(|(_, rest)| rest.split_once(' '))
+                .map(|(digest, _)| digest.to_owned())
+                .expect("a digest in the line");
+            would_go.insert(digest);
+        }
+    }
+    assert_eq!(
+        would_go.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        doomed
+    );
+    for artifact in &artifacts {
+        let path = format!(
+            "/v2/keep/{}/manifests/{}",
+            artifact.repository, artifact.digest
+        );
+        registry.head(&path).await.assert_status(200);
+    }
+    assert!(deletions(&events).is_empty(), "a dry run deletes nothing");
+
+    // The real run keeps exactly what the rules name.
+    let real = api.start(policy, false).await;
+    carry_out(&retention).await;
+    check_run(&api, policy, real, false, &expected_tasks).await;
+    for artifact in &artifacts {
+        let path = format!(
+            "/v2/keep/{}/manifests/{}",
+            artifact.repository, artifact.digest
+        );
+        let expected = if artifact.retained { 200 } else { 404 };
+        registry.head(&path).await.assert_status(expected);
+    }
+    for repository in REPOSITORIES {
+        let listed = registry
+            .get(&format!("/v2/keep/{repository}/tags/list"))
+            .await;
+        listed.assert_status(200);
+        let body: Value = serde_json::from_slice(&listed.body).expect("JSON");
+        let tags: BTreeSet<String> = body["tags"]
+            .as_array()
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let kept: BTreeSet<String> = artifacts
+            .iter()
+            .filter(|a| a.repository == repository && a.retained)
+            .filter_map(|a| a.tag.clone())
+            .collect();
+        assert_eq!(tags, kept, "the tags left in keep/{repository}");
+    }
+    let deleted: BTreeSet<String> = deletions(&events).into_iter().collect();
+    assert_eq!(
+        deleted.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        doomed,
+        "each deletion is published once, as a manifest deletion"
+    );
+    let executions = api.json(&format!("/retentions/{policy}/executions")).await;
+    let ids: Vec<u64> = executions
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|e| e["id"].as_u64())
+        .collect();
+    assert_eq!(ids, [real, dry], "newest first");
+}
+
+/// The digests of the manifest deletions published, by retention.
+fn deletions(events: &Captured) -> Vec<String> {
+    events
+        .0
+        .lock()
+        .expect("the event list")
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::ManifestDeleted { digest, .. } => {
+                assert_eq!(event.actor, berth_core::Actor::System("retention".into()));
+                Some(digest.to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks execution `id` ended well with one task per covered repository, each with the
+/// expected total and retained counts; returns the tasks.
+async fn check_run(
+    api: &Api,
+    policy: u64,
+    id: u64,
+    dry_run: bool,
+    expected: &BTreeMap<String, (u64, u64)>,
+) -> Vec<Value> {
+    let executions = api.json(&format!("/retentions/{policy}/executions")).await;
+    let execution = executions
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|e| e["id"] == json!(id))
+        .cloned()
+        .expect("the execution is listed");
+    assert_eq!(execution["status"], "Success", "{execution}");
+    assert_eq!(execution["dry_run"], dry_run);
+    assert_eq!(execution["trigger"], "MANUAL");
+    assert_eq!(execution["policy_id"], policy);
+    assert!(execution["end_time"].is_string());
+    let tasks = api
+        .json(&format!(
+            "/retentions/{policy}/executions/{id}/tasks?page_size=100"
+        ))
+        .await;
+    let tasks = tasks.as_array().expect("a list").clone();
+    let found: BTreeMap<String, (u64, u64)> = tasks
+        .iter()
+        .map(|task| {
+            assert_eq!(task["status"], "Success", "{task}");
+            (
+                task["repository"].as_str().expect("a name").to_owned(),
+                (
+                    task["total"].as_u64().expect("a total"),
+                    task["retained"].as_u64().expect("a count"),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(&found, expected, "tasks of execution {id}");
+    tasks
+}
