@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 use berth_app::Retention;
 use berth_core::statistics::Count;
 use berth_core::{Digest, Event, EventKind, EventSink};
-use berth_runtime::auth::{Auth, AuthConfig, PasswordHasher, bootstrap, local_keys};
 use berth_runtime::{StorageConfig, Stores};
-use berth_tests::authed::{ADMIN_PASSWORD, serve_on_loopback};
+use berth_tests::authed::{ADMIN_PASSWORD, auth_over, serve_on_loopback};
 use berth_tests::aws::AwsSandbox;
 use berth_tests::{Image, TestRegistry};
 use serde_json::{Value, json};
@@ -128,16 +127,7 @@ async fn management(
     keys_dir: &std::path::Path,
     events: Arc<Captured>,
 ) -> (String, Arc<Retention>) {
-    let ring = local_keys(keys_dir).expect("token keys");
-    let auth =
-        Auth::new(AuthConfig::default(), &ring, stores.accounts.clone()).expect("auth is set up");
-    bootstrap(
-        &*stores.accounts,
-        &PasswordHasher::new(),
-        Some(ADMIN_PASSWORD),
-    )
-    .await
-    .expect("the first accounts");
+    let (auth, _ring) = auth_over(stores, keys_dir).await;
     let registry = Arc::new(stores.registry_with(|registry| registry.with_events(events.clone())));
     let retention = Retention::new(
         stores
@@ -197,17 +187,20 @@ impl Api {
                 Some(json!({"dry_run": dry_run})),
             )
             .await;
-        assert_eq!(reply.status(), 201);
-        let location = reply.headers()["location"]
-            .to_str()
-            .expect("ASCII")
-            .to_owned();
-        location
-            .rsplit('/')
-            .next()
-            .and_then(|id| id.parse().ok())
-            .expect("the execution's id ends the Location")
+        created_id(reply)
     }
+}
+
+/// The id a `201 Created` names at the end of its `Location`.
+fn created_id(reply: reqwest::Response) -> u64 {
+    assert_eq!(reply.status(), 201);
+    let location = reply.headers()["location"].to_str().expect("ASCII");
+    assert!(location.starts_with("/api/v2.0/retentions/"), "{location}");
+    location
+        .rsplit('/')
+        .next()
+        .and_then(|id| id.parse().ok())
+        .expect("an id ends the Location")
 }
 
 /// Carries the running executions out a repository an invocation, as the maintenance
@@ -315,15 +308,7 @@ async fn retention_scenario(storage: Option<StorageConfig>) {
     let reply = api
         .call(reqwest::Method::POST, "/retentions", Some(policy_body()))
         .await;
-    assert_eq!(reply.status(), 201);
-    let location = reply.headers()["location"]
-        .to_str()
-        .expect("ASCII")
-        .to_owned();
-    let policy: u64 = location
-        .strip_prefix("/api/v2.0/retentions/")
-        .and_then(|id| id.parse().ok())
-        .expect("the Location names the policy");
+    let policy = created_id(reply);
     let shown = api.json(&format!("/retentions/{policy}")).await;
     assert_eq!(shown["scope"], json!({"level": "project", "ref": "keep"}));
     assert_eq!(shown["rules"].as_array().map(Vec::len), Some(4));

@@ -577,6 +577,23 @@ pub(crate) fn created(location: &str, value: Option<&Value>) -> Reply {
         .map_err(|e| ApiError(RegistryError::internal(format!("building an answer: {e}"))))
 }
 
+/// A text answer (a run's log).
+pub(crate) fn text_reply(text: String) -> Reply {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(text))
+        .map_err(|e| ApiError(RegistryError::internal(format!("building an answer: {e}"))))
+}
+
+/// Unix milliseconds as the RFC 3339 time Harbor answers (`None` out of range).
+pub(crate) fn time(ms: u64) -> Option<String> {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 pub(crate) fn ok() -> Reply {
     Ok(StatusCode::OK.into_response())
 }

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::response::Response;
 use berth_app::artifacts::PageRequest;
 use berth_app::{Accounts, Caller, PolicySpec, Retention};
 use berth_core::retention::{
@@ -20,12 +19,12 @@ use berth_core::retention::{
 };
 use berth_core::{ErrorCode, RegistryError, Result};
 use http::StatusCode;
-use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
     ApiEndpoint, Reply, bad_request, created, json_reply, ok, page, paged_reply, read_json,
+    text_reply, time,
 };
 
 pub(super) async fn serve(
@@ -143,11 +142,7 @@ pub(super) async fn serve(
                 .await?;
             let mut text = task.log.join("\n");
             text.push('\n');
-            Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(Body::from(text))
-                .map_err(|e| RegistryError::internal(format!("building an answer: {e}")))?)
+            text_reply(text)
         }
         other => Err(bad_request(format!("{other:?} is not a retention endpoint")).into()),
     }
@@ -392,13 +387,6 @@ fn selector_of(place: &str, selector: SelectorBody) -> Result<Selector> {
         pattern: selector.pattern,
         untagged,
     })
-}
-
-fn time(ms: u64) -> Option<String> {
-    i64::try_from(ms)
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 fn selector_json(selector: &Selector) -> Value {
