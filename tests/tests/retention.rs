@@ -431,6 +431,33 @@ async fn retention_scenario(storage: Option<StorageConfig>) {
         .filter_map(|e| e["id"].as_u64())
         .collect();
     assert_eq!(ids, [real, dry], "newest first");
+
+    // A deleted project takes its policy along: a new project of its name has none.
+    let project = |name: &str| json!({"project_name": name, "public": false});
+    let reply = api
+        .call(reqwest::Method::POST, "/projects", Some(project("brief")))
+        .await;
+    assert_eq!(reply.status(), 201);
+    let mut body = policy_body();
+    body["scope"]["ref"] = json!("brief");
+    let reply = api
+        .call(reqwest::Method::POST, "/retentions", Some(body))
+        .await;
+    let brief = created_id(reply);
+    let deleted = api
+        .call(reqwest::Method::DELETE, "/projects/brief", None)
+        .await;
+    assert_eq!(deleted.status(), 200);
+    let gone = api
+        .call(reqwest::Method::GET, &format!("/retentions/{brief}"), None)
+        .await;
+    assert_eq!(gone.status(), 404);
+    let reply = api
+        .call(reqwest::Method::POST, "/projects", Some(project("brief")))
+        .await;
+    assert_eq!(reply.status(), 201);
+    let again = api.json("/projects/brief").await;
+    assert_eq!(again["metadata"]["retention_id"], Value::Null);
 }
 
 /// The digests of the manifest deletions published, by retention.

@@ -164,6 +164,15 @@ impl Retention {
         }
     }
 
+    /// Deletes the policy of a project that was just deleted (the caller was allowed to
+    /// delete the project), so that a new project of the same name starts without one.
+    pub async fn forget_project(&self, project: &str) -> Result<()> {
+        if let Some(id) = self.store().project_policy(project).await? {
+            self.store().delete_policy(id).await?;
+        }
+        Ok(())
+    }
+
     /// Policy `id`, which the caller must be allowed to manage.
     pub async fn policy(
         &self,

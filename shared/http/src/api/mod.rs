@@ -296,6 +296,9 @@ async fn serve(
         }
         ApiEndpoint::DeleteProject(name) => {
             accounts.delete_project(caller, &name).await?;
+            if let Some(retention) = &api.retention {
+                retention.forget_project(&name).await?;
+            }
             ok()
         }
         ApiEndpoint::ListMembers(project) => {
