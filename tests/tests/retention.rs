@@ -6,9 +6,10 @@
 //! exactly what the rules name and deletes nothing; the real run keeps exactly that.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use berth_app::Retention;
+use berth_app::{ImmutabilityCheck, Retention};
 use berth_core::statistics::Count;
 use berth_core::{Digest, Event, EventKind, EventSink};
 use berth_runtime::{StorageConfig, Stores};
@@ -120,13 +121,16 @@ fn policy_body() -> Value {
     })
 }
 
-/// The management API over `stores`, with auth, tag retention taking [`NOW`] as now; its
-/// address, and retention to carry runs out with.
+/// The management API over `stores`, with auth, tag retention made by `finish` (given one
+/// taking its time from `clock`) and the project `keep`; the API, and retention to carry
+/// runs out with.
 async fn management(
     stores: &Stores,
     keys_dir: &std::path::Path,
     events: Arc<Captured>,
-) -> (String, Arc<Retention>) {
+    clock: berth_app::retention::Clock,
+    finish: impl FnOnce(Retention) -> Retention,
+) -> (Api, Arc<Retention>) {
     let (auth, _ring) = auth_over(stores, keys_dir).await;
     let registry = Arc::new(stores.registry_with(|registry| registry.with_events(events.clone())));
     let retention = Retention::new(
@@ -138,15 +142,38 @@ async fn management(
         registry,
     )
     .with_statistics(stores.statistics.clone().expect("the storage counts pulls"))
-    .with_clock(Arc::new(|| NOW));
-    let retention = Arc::new(retention);
+    .with_clock(clock);
+    let retention = Arc::new(finish(retention));
     let router = berth_runtime::Routes::new()
         .accounts(&auth, stores.accounts.clone(), stores.metadata.clone())
         .statistics(stores.statistics.clone())
         .retention(Some(retention.clone()))
         .build();
     let (addr, _server) = serve_on_loopback(router).await;
-    (format!("http://{addr}/api/v2.0"), retention)
+    let api = Api {
+        base: format!("http://{addr}/api/v2.0"),
+        client: reqwest::Client::new(),
+    };
+    let created = api
+        .call(
+            reqwest::Method::POST,
+            "/projects",
+            Some(json!({"project_name": "keep", "public": false})),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    (api, retention)
+}
+
+/// Counts pushes and pulls at their known times, as the statistics store counts events.
+async fn record(stores: &Stores, counts: &[Count]) {
+    stores
+        .statistics
+        .as_ref()
+        .expect("the storage counts pulls")
+        .record(counts)
+        .await
+        .expect("the counts are recorded");
 }
 
 struct Api {
@@ -233,19 +260,8 @@ async fn retention_scenario(storage: Option<StorageConfig>) {
     let (registry, stores) = TestRegistry::start_with_stores_on(storage).await;
     let keys = tempfile::tempdir().expect("a directory for the token keys");
     let events = Arc::new(Captured::default());
-    let (base, retention) = management(&stores, keys.path(), events.clone()).await;
-    let api = Api {
-        base,
-        client: reqwest::Client::new(),
-    };
-    let created = api
-        .call(
-            reqwest::Method::POST,
-            "/projects",
-            Some(json!({"project_name": "keep", "public": false})),
-        )
-        .await;
-    assert_eq!(created.status(), 201);
+    let clock = Arc::new(|| NOW);
+    let (api, retention) = management(&stores, keys.path(), events.clone(), clock, |r| r).await;
 
     // The project: 20 tagged artifacts in each of five repositories, an untagged one in web
     // and one in db; each push and pull counted at its known time.
@@ -295,13 +311,7 @@ async fn retention_scenario(storage: Option<StorageConfig>) {
             untouched: false,
         });
     }
-    stores
-        .statistics
-        .as_ref()
-        .expect("the storage counts pulls")
-        .record(&counts)
-        .await
-        .expect("the counts are recorded");
+    record(&stores, &counts).await;
     assert_eq!(artifacts.iter().filter(|a| a.tag.is_some()).count(), 100);
 
     // The policy, through the API.
@@ -520,4 +530,112 @@ async fn check_run(
         .collect();
     assert_eq!(&found, expected, "tasks of execution {id}");
     tasks
+}
+
+/// Keeps the artifacts tagged `v1`.
+struct V1IsImmutable;
+
+#[async_trait::async_trait]
+impl ImmutabilityCheck for V1IsImmutable {
+    async fn is_immutable(
+        &self,
+        _repository: &berth_core::RepositoryName,
+        _digest: &Digest,
+        tags: &[String],
+    ) -> berth_core::Result<bool> {
+        Ok(tags.iter().any(|tag| tag == "v1"))
+    }
+}
+
+/// A policy's schedule starts a run when its time comes (not before), as the maintenance
+/// function's ticks see it; an artifact the immutability check protects is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schedule_starts_a_run_when_due_and_immutable_artifacts_stay() {
+    let (registry, stores) = TestRegistry::start_with_stores().await;
+    let keys = tempfile::tempdir().expect("a directory for the token keys");
+    let now = Arc::new(AtomicU64::new(NOW));
+    let clock = {
+        let now = now.clone();
+        Arc::new(move || now.load(Ordering::SeqCst))
+    };
+    let (api, retention) = management(
+        &stores,
+        keys.path(),
+        Arc::new(Captured::default()),
+        clock,
+        |retention| retention.with_immutability(Arc::new(V1IsImmutable)),
+    )
+    .await;
+    let mut counts = Vec::new();
+    let mut digests = BTreeMap::new();
+    for (days_ago, tag) in [(3, "v1"), (2, "v2"), (1, "v3")] {
+        let image = Image::oci(&format!("{tag} {}", uuid::Uuid::new_v4()));
+        let digest = registry.push_image("keep/app", tag, &image).await;
+        counts.push(Count {
+            id: 2_000_000 + days_ago,
+            repository: "keep/app".parse().expect("a name"),
+            digest: digest.parse().expect("a digest"),
+            at_ms: NOW - days_ago * DAY_MS,
+            pull: false,
+        });
+        digests.insert(tag, digest);
+    }
+    record(&stores, &counts).await;
+    let mut body = policy_body();
+    body["rules"] = json!([{
+        "action": "retain", "template": "latestPushedK", "params": {"latestPushedK": 1},
+        "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "**"}],
+    }]);
+    body["trigger"]["settings"]["cron"] = json!("0 0 3 * * *");
+    let reply = api
+        .call(reqwest::Method::POST, "/retentions", Some(body))
+        .await;
+    let policy = created_id(reply);
+
+    assert!(
+        !retention.tick(10).await.expect("a tick"),
+        "nothing is due yet"
+    );
+    let executions = api.json(&format!("/retentions/{policy}/executions")).await;
+    assert_eq!(executions, json!([]));
+
+    // A day later, 03:00 has come: the tick starts the run and carries it out.
+    now.store(NOW + DAY_MS, Ordering::SeqCst);
+    carry_out(&retention).await;
+    let executions = api.json(&format!("/retentions/{policy}/executions")).await;
+    assert_eq!(executions.as_array().map(Vec::len), Some(1), "{executions}");
+    assert_eq!(executions[0]["trigger"], "SCHEDULE");
+    assert_eq!(executions[0]["status"], "Success");
+    assert_eq!(executions[0]["dry_run"], false);
+    for (tag, kept) in [("v1", true), ("v2", false), ("v3", true)] {
+        let path = format!("/v2/keep/app/manifests/{}", digests[tag]);
+        registry
+            .head(&path)
+            .await
+            .assert_status(if kept { 200 } else { 404 });
+    }
+    let id = executions[0]["id"].as_u64().expect("an id");
+    let tasks = api
+        .json(&format!("/retentions/{policy}/executions/{id}/tasks"))
+        .await;
+    assert_eq!(
+        (tasks[0]["total"].as_u64(), tasks[0]["retained"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let log = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/retentions/{policy}/executions/{id}/tasks/1"),
+            None,
+        )
+        .await
+        .text()
+        .await
+        .expect("a log");
+    assert!(log.contains("[v1]: RETAIN (immutable)"), "{log}");
+
+    // The next tick within the same day starts nothing more.
+    assert!(!retention.tick(10).await.expect("a tick"));
+    let executions = api.json(&format!("/retentions/{policy}/executions")).await;
+    assert_eq!(executions.as_array().map(Vec::len), Some(1));
 }
