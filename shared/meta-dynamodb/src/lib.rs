@@ -48,7 +48,7 @@
 //! | retention policy     | `RETENTION#ROOT` | `POLICY#<id>`                        | `record` (JSON)                                                       |
 //! | project's retention policy | `RETENTION#ROOT` | `PROJECT#<project>`            | `id`                                                                  |
 //! | retention execution's policy | `RETENTION#ROOT` | `EXEC#<id>`                  | `policy`                                                              |
-//! | running retention execution | `RETENTION#ROOT` | `RUNNING#<id>`                | `policy`, `tasks` (the gc function's stream filter picks these)       |
+//! | running retention execution | `RETENTION#ROOT` | `RUNNING#<id>`                | `policy`, `tasks`, `after` (the gc function's stream filter picks these) |
 //! | retention execution  | `RETENTION#P<policy id>` | `EXEC#<id>`                  | `record` (JSON)                                                       |
 //! | retention task       | `RETENTION#E<execution id>` | `TASK#<id>`               | `record` (JSON)                                                       |
 //!

@@ -8,7 +8,7 @@
 //! | policy               | `RETENTION#ROOT`        | `POLICY#<id>`         | `record` (JSON)  |
 //! | project's policy     | `RETENTION#ROOT`        | `PROJECT#<project>`   | `id`             |
 //! | execution's policy   | `RETENTION#ROOT`        | `EXEC#<id>`           | `policy`         |
-//! | running execution    | `RETENTION#ROOT`        | `RUNNING#<id>`        | `policy`, `tasks` (tasks made so far: each step changes it) |
+//! | running execution    | `RETENTION#ROOT`        | `RUNNING#<id>`        | `policy`, `tasks` and `after` (tasks made so far, the last repository done: each step changes it) |
 //! | execution            | `RETENTION#P<policy id>` | `EXEC#<id>`          | `record` (JSON)  |
 //! | task                 | `RETENTION#E<execution id>` | `TASK#<id>`       | `record` (JSON)  |
 //!
@@ -40,6 +40,7 @@ const TASK_PREFIX: &str = "TASK#";
 const RECORD: &str = "record";
 const POLICY: &str = "policy";
 const TASKS: &str = "tasks";
+const AFTER: &str = "after";
 
 fn policy_sk(id: u64) -> String {
     format!("{POLICY_PREFIX}{id:020}")
@@ -134,6 +135,9 @@ impl DynamoMetadataStore {
             let mut item = key(ROOT_PK, running_sk(execution.id));
             item.insert(POLICY.to_owned(), n(execution.policy_id));
             item.insert(TASKS.to_owned(), n(execution.tasks));
+            if let Some(after) = &execution.after {
+                item.insert(AFTER.to_owned(), s(after.clone()));
+            }
             self.put_write(item, None)?
         } else {
             self.delete_write(key(ROOT_PK, running_sk(execution.id)), None)?
