@@ -20,7 +20,10 @@
 # Garbage collection: the registry's functions (and the front) claim blobs and count
 # references (UpdateItem and PutItem in BLOB# and GCQ# partitions); the gc function holds
 # exactly its reads, its stream, its writes in BLOB#, GCQ#, GC# and REPO# partitions and
-# s3:DeleteObject on blobs, which no other function holds, one invocation at a time.
+# s3:DeleteObject on blobs, which no other function holds, one invocation at a time. Tag
+# retention (meta-dynamodb retention.rs): the token function and the gc function hold exactly
+# its writes, in RETENTION# partitions, and the gc function's stream also takes the running
+# executions' items.
 # The template is linted as it is and with UploadFront defaulting to fargate, and checked
 # against the code for each value of UploadFront; with none, no front resource exists and the
 # push function is what it was without one. Installs cfn-lint and the SAM CLI with pip when
@@ -102,6 +105,9 @@ DYNAMODB_REPLICATION = DYNAMODB_ADAPTER / "replication.rs"
 # and webhook policies (the token function's).
 DYNAMODB_RECORDS = [DYNAMODB_ADAPTER / "audit.rs", DYNAMODB_ADAPTER / "statistics.rs"]
 DYNAMODB_WEBHOOKS = DYNAMODB_ADAPTER / "webhooks.rs"
+# Tag retention's records (retention.rs): the token function's API starts and stops runs, the
+# gc function carries them out.
+DYNAMODB_RETENTION = DYNAMODB_ADAPTER / "retention.rs"
 # Garbage collection's records (garbage.rs): the gc function's. What the registry's use cases
 # do there (claim a blob, count and drop references) is GARBAGE_CLAIMS.
 DYNAMODB_GARBAGE = DYNAMODB_ADAPTER / "garbage.rs"
@@ -209,8 +215,9 @@ GARBAGE_CLAIMS = {"dynamodb:UpdateItem", "dynamodb:PutItem"}
 # The gc function: reads, its stream, its writes and the blobs it deletes.
 GC_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
              "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"}
-GC_PARTITIONS = {"BLOB#*", "GCQ#*", "GC#*", "REPO#*"}
+GC_PARTITIONS = {"BLOB#*", "GCQ#*", "GC#*", "REPO#*", "QUOTA#*"}
 GC_RUN_PARTITIONS = {"GC#*"}
+RETENTION_PARTITIONS = {"RETENTION#*"}
 # The repository and artifact API of the token function: tags added (put_manifest),
 # artifacts, tags and repositories deleted (delete_manifest, delete_tag, delete_repository),
 # in repository partitions only.
@@ -464,7 +471,7 @@ def front_actions():
                 ports[field].add(method)
     s3 = rust_functions(S3_ADAPTER)
     excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM, DYNAMODB_WEBHOOKS,
-                DYNAMODB_GARBAGE, *DYNAMODB_RECORDS}
+                DYNAMODB_GARBAGE, DYNAMODB_RETENTION, *DYNAMODB_RECORDS}
     dynamodb = rust_functions(DYNAMODB_ADAPTER, excluded)
     needed = set()
     for field, (functions, operations, ignored) in {
@@ -530,7 +537,7 @@ def code_actions():
     s3 = calls(S3_ADAPTER, S3_OPERATIONS, CLIENT_ACCESSORS)
     ignored = CLIENT_ACCESSORS | DYNAMODB_ADMINISTRATION
     excluded = {DYNAMODB_ACCOUNTS, DYNAMODB_REPLICATION, DYNAMODB_STREAM, DYNAMODB_WEBHOOKS,
-                DYNAMODB_GARBAGE, *DYNAMODB_RECORDS}
+                DYNAMODB_GARBAGE, DYNAMODB_RETENTION, *DYNAMODB_RECORDS}
     dynamodb = calls(DYNAMODB_ADAPTER, DYNAMODB_OPERATIONS, ignored, excluded)
     for path, text in sources(DYNAMODB_ADAPTER, excluded):
         for item in re.findall(r"\b([A-Z][A-Za-z]*)::builder\s*\(", text):
@@ -566,6 +573,9 @@ def code_actions():
             found |= DYNAMODB_TRANSACTION_ITEMS.get(item, set())
             found |= {"PutRequest": {"dynamodb:BatchWriteItem"},
                       "DeleteRequest": {"dynamodb:BatchWriteItem"}}.get(item, set())
+        # Items of a transaction built with the table helpers (`.put(self.put(...))`).
+        for item in re.findall(r"TransactWriteItem::builder\(\)\s*\.\s*([a-z_]+)\(", text):
+            found |= DYNAMODB_TRANSACTION_ITEMS.get(item.capitalize(), set())
         for helper in re.findall(r"\.\s*([a-z_]+)\s*\(", text):
             found |= STORE_HELPERS.get(helper, set())
         return found
@@ -575,8 +585,12 @@ def code_actions():
     garbage = store_actions(DYNAMODB_GARBAGE)
     for action in sorted(garbage - READ_ONLY - GC_WRITES):
         findings.append(f"{DYNAMODB_GARBAGE}: {action} is not among the gc function's rights")
+    retention = store_actions(DYNAMODB_RETENTION)
+    for action in sorted(retention - READ_ONLY - GC_WRITES):
+        findings.append(f"{DYNAMODB_RETENTION}: {action} is not among the gc function's rights")
     return {
         "garbage": garbage,
+        "retention": retention,
         "records": records,
         "webhooks": webhooks,
         "needed": needed,
@@ -600,6 +614,7 @@ def check_iam(template, code, front):
     needed, accounts = code["needed"], code["accounts"]
     replication, carriers = code["replication"], code["carriers"]
     records, webhooks = code["records"], code["webhooks"]
+    retention = code["retention"]
     functions = {}
     for name, resource in template.get("Resources", {}).items():
         if resource.get("Type") != "AWS::Serverless::Function":
@@ -648,6 +663,7 @@ def check_iam(template, code, front):
             READ_ONLY - {"dynamodb:Scan"} - S3_ACTIONS
             | accounts
             | webhooks
+            | retention
             | api
             | REPOSITORY_WRITES
             | {"ssm:GetParameter", "kms:Decrypt"}
@@ -658,11 +674,13 @@ def check_iam(template, code, front):
             findings.append(f"{name}: lacks {action}, which the account and webhook adapters need")
         for action in sorted(api - actions):
             findings.append(f"{name}: lacks {action}, which the replication API needs")
+        for action in sorted(retention - actions):
+            findings.append(f"{name}: lacks {action}, which the retention API needs")
         for action in sorted(REPOSITORY_WRITES - actions):
             findings.append(f"{name}: lacks {action}, which the repository API needs")
         check_writes(name, template["Resources"][name],
                      [ACCOUNT_PARTITIONS | WEBHOOK_PARTITIONS, REPLICATION_PARTITIONS,
-                      REPOSITORY_PARTITIONS, GC_RUN_PARTITIONS])
+                      REPOSITORY_PARTITIONS, GC_RUN_PARTITIONS, RETENTION_PARTITIONS])
         check_decrypt(name, template["Resources"][name], {"kms:Encrypt", "kms:Decrypt"}, {name})
         check_queues(name, template["Resources"][name],
                      {"ReplicationQueue": {"sqs:SendMessage"},
@@ -690,7 +708,7 @@ def check_iam(template, code, front):
                      {"ReplicationQueue": QUEUE_CONSUMER | {"sqs:SendMessage"},
                       "ReplicationDeadLetterQueue": {"sqs:SendMessage"}})
         check_events_function(name, resource, template)
-    check_gc_function(template, functions)
+    check_gc_function(template, functions, retention)
     for binary in ("registry-pull", "registry-push"):
         grants = {"kms:Decrypt"} if front and binary == "registry-push" else set()
         if binary in functions and any(
@@ -700,10 +718,11 @@ def check_iam(template, code, front):
     check_front(template, code["front"], front)
 
 
-def check_gc_function(template, functions):
-    """The gc function: exactly reads, its stream, its writes (limited to its partitions) and
-    the deletion of blobs, which no other function holds; one invocation at a time; invoked by a
-    schedule and by the run records of the table's stream."""
+def check_gc_function(template, functions, retention):
+    """The gc function: exactly reads, its stream, its writes (limited to its partitions, and
+    tag retention's) and the deletion of blobs, which no other function holds; one invocation
+    at a time; invoked by a schedule and by the run records of the table's stream (garbage
+    collection's and the running retention executions')."""
     if "gc" not in functions:
         findings.append(f"{TEMPLATE}: no function builds the binary gc")
         return
@@ -714,7 +733,9 @@ def check_gc_function(template, functions):
         findings.append(f"{name}: {action} is not what the gc function needs")
     for action in sorted(wanted - actions - {"s3:GetObject", "s3:ListBucket"}):
         findings.append(f"{name}: lacks {action}, which garbage collection needs")
-    check_writes(name, resource, [GC_PARTITIONS])
+    for action in sorted(retention - actions):
+        findings.append(f"{name}: lacks {action}, which tag retention needs")
+    check_writes(name, resource, [GC_PARTITIONS, RETENTION_PARTITIONS])
     for other, (other_name, other_actions) in functions.items():
         if other == "gc":
             continue
@@ -730,8 +751,10 @@ def check_gc_function(template, functions):
     if kinds != ["DynamoDB", "Schedule"]:
         findings.append(f"{name}: wants a schedule and the table's stream, has {kinds}")
     for event in properties.get("Events", {}).values():
-        if event.get("Type") == "DynamoDB" and "GC#RUNS" not in json.dumps(event.get("Properties", {}).get("FilterCriteria")):
-            findings.append(f"{name}: its stream must be filtered to the GC#RUNS run records")
+        filters = json.dumps(event.get("Properties", {}).get("FilterCriteria"))
+        if event.get("Type") == "DynamoDB" and not ("GC#RUNS" in filters and "RETENTION#ROOT" in filters):
+            findings.append(f"{name}: its stream must be filtered to the GC#RUNS run records and "
+                            "the running retention executions (RETENTION#ROOT, RUNNING#)")
 
 
 def check_decrypt(name, resource, replication_actions, key_readers):

@@ -500,6 +500,8 @@ async fn serve(
     }
     let replication = berth_runtime::replication::start_local(&stores, secrets, events, |r| r);
     let gc = stores.start_gc(replication.events.clone(), gc_grace);
+    let retention =
+        stores.start_retention(replication.registry.clone(), replication.events.clone());
     let mut routes = Routes::new()
         .registry(
             replication.registry.clone(),
@@ -511,7 +513,8 @@ async fn serve(
         .statistics(stores.statistics.clone())
         .quotas(stores.quotas.clone())
         .webhooks(stores.webhooks.clone())
-        .gc(gc);
+        .gc(gc)
+        .retention(retention);
     if let Some(auth) = &auth {
         routes = routes.accounts(auth, stores.accounts.clone(), stores.metadata.clone());
     }

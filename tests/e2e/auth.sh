@@ -5,8 +5,9 @@
 # project, `podman login` and `skopeo --creds`, a robot account pushing from a script, the
 # repository and artifact API over images docker and skopeo pushed, garbage collection
 # freeing a deleted image's layers while the image sharing its base still pulls, tag
-# immutability rules refusing docker and skopeo pushes and deletions, and a project's
-# storage quota holding against docker pushes, one at a time and 20 at once.
+# immutability rules refusing docker and skopeo pushes and deletions, a project's storage
+# quota holding against docker pushes, one at a time and 20 at once, and a tag retention
+# policy run dry and for real through the API.
 #
 # Usage: tests/e2e/auth.sh HOST:PORT ADMIN_PASSWORD
 #
@@ -15,7 +16,7 @@
 # the same registry. Ends with the line "N passed, M failed"; exits 1 if M > 0.
 #
 # Environment: E2E_AUTH_SCENARIOS (subset of: probes docker podman robot artifacts gc
-# immutable quota),
+# immutable quota retention),
 # E2E_KEEP_TMP=1. The gc scenario wants the registry's BERTH_GC_GRACE at 1s (berth.sh sets
 # it).
 set -euo pipefail
@@ -25,7 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REGISTRY=${1:?usage: $0 HOST:PORT ADMIN_PASSWORD}
 ADMIN_PASSWORD=${2:?usage: $0 HOST:PORT ADMIN_PASSWORD}
-SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot artifacts gc immutable quota}
+SCENARIOS=${E2E_AUTH_SCENARIOS:-probes docker podman robot artifacts gc immutable quota retention}
 RUN=$(date +%s)$RANDOM
 BASE=http://$REGISTRY
 PRIVATE=private$RUN
@@ -729,6 +730,97 @@ scenario_immutable() {
   status=$(api DELETE "$rule" "$admin")
   assert_eq "the admin deletes the rule" 200 "$status"
   run docker logout "$REGISTRY"
+}
+
+# retention_run POLICY DRY_RUN CREDENTIALS: starts a run of the policy and waits for its end;
+# prints the execution's id.
+retention_run() {
+  local policy=$1 dry_run=$2 credentials=$3 status id tries=0
+  status=$(api POST "/retentions/$policy/executions" "$credentials" "{\"dry_run\":$dry_run}")
+  [[ $status == 201 ]] || die "starting retention policy $policy: $status $(body)"
+  id=$(last_header location)
+  id=${id##*/}
+  while api GET "/retentions/$policy/executions" "$credentials" >/dev/null &&
+    [[ $(jq -r ".[] | select(.id == $id) | .status" "$E2E_TMP/body") == Running && $((tries++)) -lt 300 ]]; do
+    sleep 0.1
+  done
+  printf '%s' "$id"
+}
+
+# A developer keeps the two newest v* tags and every keep-* tag of a repository of five
+# artifacts pushed one after another: a dry run reports the two to delete and deletes
+# nothing, the real run deletes exactly them. Guests may not touch the policy.
+scenario_retention() {
+  local repo=$PRIVATE/ret token status tag config size policy dry real tries=0 developer guest admin
+  developer="$ALICE:$ALICE_PASSWORD" guest="$GUEST:$GUEST_PASSWORD" admin="admin:$ADMIN_PASSWORD"
+  token=$(token "$developer" "repository:$repo:pull,push")
+  for tag in v1 v2 keep-me v3 v4; do
+    config=$(make_blob "{\"run\":\"$RUN\",\"tag\":\"$tag\"}")
+    size=$(stat -c %s "$E2E_TMP/blob")
+    push_blob "$repo" "$token" "$config" >/dev/null
+    printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[]}' \
+      "$MT_OCI_MANIFEST" "$config" "$size" >"$E2E_TMP/manifest"
+    status=$(http PUT "$BASE/v2/$repo/manifests/$tag" -H "Authorization: Bearer $token" \
+      -H "Content-Type: $MT_OCI_MANIFEST" --data-binary "@$E2E_TMP/manifest")
+    [[ $status == 201 ]] || die "pushing $repo:$tag: $status $(body)"
+  done
+  # Push times are counted in the background: wait until all five are.
+  while api GET "/projects/$PRIVATE/repositories/ret/artifacts" "$developer" >/dev/null &&
+    [[ $(jq '[.[] | select(.push_time != null)] | length' "$E2E_TMP/body") != 5 && $((tries++)) -lt 100 ]]; do
+    sleep 0.1
+  done
+
+  local rules='[{"disabled":false,"action":"retain","template":"latestPushedK","params":{"latestPushedK":2},
+    "tag_selectors":[{"kind":"doublestar","decoration":"matches","pattern":"v*","extras":"{\"untagged\":false}"}],
+    "scope_selectors":{"repository":[{"kind":"doublestar","decoration":"repoMatches","pattern":"**"}]}},
+   {"disabled":false,"action":"retain","template":"always","params":{},
+    "tag_selectors":[{"kind":"doublestar","decoration":"matches","pattern":"keep-*"}],
+    "scope_selectors":{"repository":[{"kind":"doublestar","decoration":"repoMatches","pattern":"ret"}]}}]'
+  local body="{\"algorithm\":\"or\",\"rules\":$rules,\"trigger\":{\"kind\":\"Schedule\",\"settings\":{\"cron\":\"\"}},\"scope\":{\"level\":\"project\",\"ref\":\"$PRIVATE\"}}"
+  status=$(api GET /retentions/metadatas "$guest")
+  assert_eq "the rule templates are Harbor's" \
+    "200 latestPushedK,latestPulledN,nDaysSinceLastPush,nDaysSinceLastPull,always" \
+    "$status $(jq -r '[.templates[].rule_template] | join(",")' "$E2E_TMP/body")"
+  status=$(api POST /retentions "$guest" "$body")
+  assert_eq "a guest may not create a retention policy" 403 "$status"
+  status=$(api POST /retentions "$developer" "${body/latestPushedK\":2/latestPushedK\":\"two\"}")
+  assert_eq "a policy with a bad parameter is refused" "400" "$status"
+  status=$(api POST /retentions "$developer" "$body")
+  assert_eq "a developer creates the project's policy" 201 "$status"
+  policy=$(last_header location)
+  policy=${policy##*/}
+  status=$(api GET "/projects/$PRIVATE" "$developer")
+  assert_eq "the project names its policy" "$policy" "$(jq -r .metadata.retention_id "$E2E_TMP/body")"
+  status=$(api GET "/retentions/$policy" "$guest")
+  assert_eq "a guest may not read it" 403 "$status"
+
+  dry=$(retention_run "$policy" true "$developer")
+  status=$(api GET "/retentions/$policy/executions/$dry/tasks" "$developer")
+  assert_eq "a dry run makes a task for the repository" "200 $repo 5 3 Success" \
+    "$status $(jq -r '.[0] | [.repository, .total, .retained, .status] | join(" ")' "$E2E_TMP/body")"
+  local task
+  task=$(jq -r '.[0].id' "$E2E_TMP/body")
+  api GET "/retentions/$policy/executions/$dry/tasks/$task" "$developer" >/dev/null
+  assert_eq "... whose log names the two it would delete" "v1 v2" \
+    "$(grep 'DEL (dry run' "$E2E_TMP/body" | sed -E 's/.*\[(.*)\].*/\1/' | sort | xargs)"
+  status=$(http GET "$BASE/v2/$repo/manifests/v1" -H "Authorization: Bearer $token" -H "Accept: $MT_OCI_MANIFEST")
+  assert_eq "... and deletes nothing" 200 "$status"
+
+  real=$(retention_run "$policy" false "$developer")
+  status=$(api GET "/retentions/$policy/executions" "$developer")
+  assert_eq "runs are listed newest first, by hand" "200 $real,$dry Success,Success false,true MANUAL" \
+    "$status $(jq -r '[.[].id] | join(",")' "$E2E_TMP/body") $(jq -r '[.[].status] | join(",")' "$E2E_TMP/body") $(jq -r '[.[].dry_run] | join(",")' "$E2E_TMP/body") $(jq -r '.[0].trigger' "$E2E_TMP/body")"
+  token=$(token "$developer" "repository:$repo:pull")
+  http GET "$BASE/v2/$repo/tags/list" -H "Authorization: Bearer $token" >/dev/null
+  assert_eq "the real run keeps exactly the rules' tags" "keep-me v3 v4" "$(jq -r '.tags | sort | join(" ")' "$E2E_TMP/body")"
+
+  status=$(api PUT "/retentions/$policy" "$developer" "${body/\"cron\":\"\"/\"cron\":\"0 0 3 * * *\"}")
+  api GET "/retentions/$policy" "$developer" >/dev/null
+  assert_eq "the policy takes a daily schedule" "200 0 0 3 * * *" "$status $(jq -r .trigger.settings.cron "$E2E_TMP/body")"
+  status=$(api DELETE "/retentions/$policy" "$admin")
+  assert_eq "a system admin deletes it" 200 "$status"
+  status=$(api GET "/retentions/$policy" "$admin")
+  assert_eq "... and it is gone" 404 "$status"
 }
 
 # --- main ------------------------------------------------------------------------------------

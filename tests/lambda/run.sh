@@ -196,7 +196,8 @@ exec_function() {
   # Garbage collection spares nothing for its grace (the runs the token function starts), and
   # the gc function works one step of two candidates per invocation: a run takes several.
   export BERTH_GC_GRACE=0s
-  [[ $name != "$GC_FUNCTION" ]] || export BERTH_GC_STEPS=1 BERTH_GC_STEP_SIZE=2
+  # Tag retention likewise: one repository per invocation.
+  [[ $name != "$GC_FUNCTION" ]] || export BERTH_GC_STEPS=1 BERTH_GC_STEP_SIZE=2 BERTH_RETENTION_STEPS=1
   export AWS_LAMBDA_RUNTIME_API="$EMULATOR_URL/.rt/$name"
   export AWS_LAMBDA_FUNCTION_NAME=$name
   export AWS_LAMBDA_FUNCTION_VERSION="\$LATEST"
@@ -966,6 +967,69 @@ scenario_quota() {
     "$(jq .quota.used.storage "$out/summary.body")"
 }
 
+# Tag retention as AWS runs it: two repositories of artifacts tagged keep-* and tmp-*, a
+# policy keeping keep-* made and run through the token function's API, then the gc function
+# invoked by a running execution's stream record and by its schedule, one repository each
+# time, until the run ends: the tmp-* artifacts are gone, the keep-* ones pull.
+scenario_retention() {
+  local out=$E2E_TMP/retention status policy id answer invocations=0 repo tag token config size
+  local project=retention-$RUN_ID
+  mkdir -p "$out"
+  status=$(req POST "$GATEWAY_URL/api/v2.0/projects" "$out/project" -u "$ADMIN:$ADMIN_PASSWORD" \
+    -H 'Content-Type: application/json' -d "{\"project_name\":\"$project\",\"metadata\":{\"public\":\"false\"}}")
+  assert_eq "a project for retention" 201 "$status"
+  for repo in a b; do
+    token=$(token "repository:$project/$repo:pull,push")
+    for tag in keep-1 tmp-1 tmp-2; do
+      printf '{"repo":"%s","tag":"%s","run":"%s"}' "$repo" "$tag" "$RUN_ID" >"$out/config"
+      config=$(sha256_file "$out/config")
+      size=$(size_of "$out/config")
+      req POST "$GATEWAY_URL/v2/$project/$repo/blobs/uploads/?digest=$config" "$out/upload" \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$out/config" >/dev/null
+      printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"%s","digest":"%s","size":%s},"layers":[]}' \
+        "$MT_OCI_MANIFEST" "$MT_OCI_CONFIG" "$config" "$size" >"$out/manifest"
+      status=$(req PUT "$GATEWAY_URL/v2/$project/$repo/manifests/$tag" "$out/put" \
+        -H "Authorization: Bearer $token" -H "Content-Type: $MT_OCI_MANIFEST" --data-binary "@$out/manifest")
+      [[ $status == 201 ]] || fail "$project/$repo:$tag is pushed" "$status $(cat "$out/put.body")"
+    done
+  done
+  status=$(req POST "$GATEWAY_URL/api/v2.0/retentions" "$out/policy" -u "$ADMIN:$ADMIN_PASSWORD" \
+    -H 'Content-Type: application/json' -d "{\"algorithm\":\"or\",\"rules\":[{\"action\":\"retain\",\"template\":\"always\",\"params\":{},
+      \"tag_selectors\":[{\"kind\":\"doublestar\",\"decoration\":\"matches\",\"pattern\":\"keep-*\"}],
+      \"scope_selectors\":{\"repository\":[{\"kind\":\"doublestar\",\"decoration\":\"repoMatches\",\"pattern\":\"**\"}]}}],
+      \"trigger\":{\"kind\":\"Schedule\",\"settings\":{\"cron\":\"\"}},\"scope\":{\"level\":\"project\",\"ref\":\"$project\"}}")
+  assert_eq "the token function creates the project's retention policy" 201 "$status"
+  policy=$(header "$out/policy.headers" location)
+  policy=${policy##*/}
+  status=$(req POST "$GATEWAY_URL/api/v2.0/retentions/$policy/executions" "$out/start" -u "$ADMIN:$ADMIN_PASSWORD" \
+    -H 'Content-Type: application/json' -d '{"dry_run":false}')
+  assert_eq "... and starts a run" 201 "$status"
+  id=$(header "$out/start.headers" location)
+  id=${id##*/}
+  # The first invocation as the running execution's stream record, the others as the tick.
+  answer=$(invoke_events "$ROOT/infra/events/gc/stream-retention-running.json" "$GC_FUNCTION") ||
+    fail "the gc function takes a running execution's stream record" "$answer"
+  invocations=1
+  while [[ $(jq -r .retention_running <<<"$answer") == true ]] && ((invocations < 30)); do
+    answer=$(invoke_events "$ROOT/infra/events/gc/tick.json" "$GC_FUNCTION") ||
+      fail "the gc function takes its schedule's event" "$answer"
+    invocations=$((invocations + 1))
+  done
+  assert_match "the run takes an invocation per repository ($invocations)" '^[3-9]$' "$invocations"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/retentions/$policy/executions" "$out/runs" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "the run ended well" "200 Success MANUAL" \
+    "$status $(jq -r ".[] | select(.id == $id) | [.status, .trigger] | join(\" \")" "$out/runs.body")"
+  status=$(req GET "$GATEWAY_URL/api/v2.0/retentions/$policy/executions/$id/tasks" "$out/tasks" -u "$ADMIN:$ADMIN_PASSWORD")
+  assert_eq "a task per repository, with its counts" "200 $project/a 3 1,$project/b 3 1" \
+    "$status $(jq -r '[.[] | "\(.repository) \(.total) \(.retained)"] | join(",")' "$out/tasks.body")"
+  for repo in a b; do
+    token=$(token "repository:$project/$repo:pull")
+    req GET "$GATEWAY_URL/v2/$project/$repo/tags/list" "$out/tags-$repo" -H "Authorization: Bearer $token" >/dev/null
+    assert_eq "$project/$repo keeps its keep-* artifact only" keep-1 "$(jq -r '.tags | join(",")' "$out/tags-$repo.body")"
+  done
+}
+
 memory_line() {
   local fn line=""
   for fn in "${FUNCTIONS[@]}"; do
@@ -1050,6 +1114,7 @@ run_scenario "webhook policies through the token function" scenario_webhook_poli
 run_scenario "webhook deliveries through the events function and the queue" scenario_webhook_deliveries
 start_events_function "$GC_FUNCTION"
 run_scenario "garbage collection through the gc function, in steps" scenario_gc
+run_scenario "tag retention through the gc function, a repository an invocation" scenario_retention
 [[ ${LAMBDA_FRONT_SCENARIOS:-1} == 0 ]] || run_front_scenarios
 [[ -z ${FRONT_BENCH_MIB:-} ]] || bench_front
 log_step "finished in $((SECONDS - start))s"

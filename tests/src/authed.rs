@@ -30,7 +30,18 @@ pub async fn authed_parts() -> AuthedParts {
     let data_dir = tempfile::tempdir().expect("a data directory");
     let storage = StorageConfig::local(data_dir.path());
     let stores = storage.open_stores().await.expect("storage opens");
-    let ring = local_keys(data_dir.path()).expect("token keys");
+    let (auth, ring) = auth_over(&stores, data_dir.path()).await;
+    AuthedParts {
+        stores,
+        auth,
+        ring,
+        data_dir,
+    }
+}
+
+/// Token auth over the accounts of `stores`, its keys in `keys_dir`, with the first accounts.
+pub async fn auth_over(stores: &Stores, keys_dir: &std::path::Path) -> (Auth, KeyRing) {
+    let ring = local_keys(keys_dir).expect("token keys");
     let auth =
         Auth::new(AuthConfig::default(), &ring, stores.accounts.clone()).expect("auth is set up");
     bootstrap(
@@ -40,12 +51,7 @@ pub async fn authed_parts() -> AuthedParts {
     )
     .await
     .expect("the first accounts");
-    AuthedParts {
-        stores,
-        auth,
-        ring,
-        data_dir,
-    }
+    (auth, ring)
 }
 
 /// Serves `router` (with the peer address remembered, as `berth serve` does) on a loopback

@@ -419,6 +419,29 @@ impl Accounts {
                 .await
                 .map(drop)
             }
+            Permission::TagRetention(project) => {
+                let (user, admin) = signed_in()?;
+                let found = self
+                    .accounts
+                    .project(project)
+                    .await?
+                    .ok_or_else(|| project_not_found(project))?;
+                if admin {
+                    return Ok(());
+                }
+                match self.role_in(project, user).await? {
+                    Some(
+                        ProjectRole::ProjectAdmin
+                        | ProjectRole::Maintainer
+                        | ProjectRole::Developer,
+                    ) => Ok(()),
+                    None if !found.public => Err(project_not_found(project)),
+                    _ => Err(forbidden(format!(
+                        "only the developers, maintainers and admins of project {project:?} may \
+                         manage its tag retention"
+                    ))),
+                }
+            }
             Permission::RobotAdmin(name) => {
                 signed_in()?;
                 let missing = || not_found(&format!("robot account {name:?}"));

@@ -105,3 +105,43 @@ impl Accounts {
         Ok(())
     }
 }
+
+/// Retention's question to the projects' rules: an artifact carrying an immutable tag is
+/// kept whatever the retention rules say (as in Harbor).
+pub struct ProjectRules {
+    accounts: std::sync::Arc<dyn berth_core::AccountStore>,
+}
+
+impl std::fmt::Debug for ProjectRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectRules").finish_non_exhaustive()
+    }
+}
+
+impl ProjectRules {
+    pub fn new(accounts: std::sync::Arc<dyn berth_core::AccountStore>) -> Self {
+        Self { accounts }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::retention::ImmutabilityCheck for ProjectRules {
+    async fn is_immutable(
+        &self,
+        repository: &berth_core::RepositoryName,
+        _digest: &berth_core::Digest,
+        tags: &[String],
+    ) -> Result<bool> {
+        if tags.is_empty() {
+            return Ok(false);
+        }
+        let Some(project) = self.accounts.project(repository.project()).await? else {
+            return Ok(false);
+        };
+        let matcher = berth_core::immutable::Matcher::new(&project.immutable_tags.rules)?
+            .for_repository(repository);
+        Ok(tags
+            .iter()
+            .any(|tag| matcher.rule_for(repository, tag).is_some()))
+    }
+}

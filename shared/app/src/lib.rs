@@ -15,6 +15,7 @@ pub mod immutable;
 pub mod permission;
 pub mod quotas;
 pub mod recorder;
+pub mod retention;
 pub mod webhooks;
 
 pub use accounts::{
@@ -29,4 +30,5 @@ pub use gc::{GarbageCollection, GcRunner, ScheduleRequest};
 pub use permission::{Caller, Permission};
 pub use quotas::ProjectSummary;
 pub use recorder::{EventRecorder, Records};
+pub use retention::{ImmutabilityCheck, PolicySpec, Retention, RetentionRunner};
 pub use webhooks::{Deliverer, Retries, WebhookJob, WebhookQueue, WebhookSender, WebhookSpec};

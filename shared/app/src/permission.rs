@@ -69,6 +69,10 @@ pub enum Permission {
     /// `immutable-tag` resource). A private project the caller is not in does not exist for
     /// them.
     ProjectMaintainer(String),
+    /// Tag retention of the project (its policy, runs and their records): as in Harbor's
+    /// RBAC, its project admins, maintainers and developers, and system administrators;
+    /// guests are refused, and a private project the caller is not in does not exist.
+    TagRetention(String),
 }
 
 pub(crate) fn unauthorized() -> RegistryError {

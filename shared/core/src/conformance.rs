@@ -38,6 +38,7 @@ pub mod audit_store;
 pub mod garbage_index;
 pub mod quota_store;
 pub mod replication_store;
+pub mod retention_store;
 pub mod statistics_store;
 pub mod webhook_store;
 

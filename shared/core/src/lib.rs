@@ -18,6 +18,7 @@ pub mod quota;
 pub mod range;
 pub mod registry;
 pub mod replication;
+pub mod retention;
 pub mod schedule;
 pub mod statistics;
 pub mod webhooks;

@@ -1,6 +1,7 @@
 //! Berth's registry metadata, accounts and replication records in one DynamoDB table:
 //! [`DynamoMetadataStore`] implements the `MetadataStore`, `AccountStore` and
-//! `ReplicationStore`, `AuditStore`, `StatisticsStore` and `WebhookStore` ports, and [`create_table`] creates the table for `berth init` and tests.
+//! `ReplicationStore`, `AuditStore`, `StatisticsStore`, `WebhookStore` and `RetentionStore`
+//! ports, and [`create_table`] creates the table for `berth init` and tests.
 //! [`stream_change`] reads the table's stream back as registry pushes and deletions.
 //!
 //! The items are those of the embedded redb store (`berth-store-local`, whose semantics this
@@ -43,6 +44,13 @@
 //! | webhook policy name  | `PROJECT#<name>` | `WEBHOOKNAME#<policy name>`          | `id`                                                                  |
 //! | webhook id counter   | `PROJECT#<name>` | `WEBHOOKCOUNTER`                     | `last_id`                                                             |
 //! | webhook delivery     | `HOOKS#<project>#<id>` | `<created ms>#<delivery id>`   | `record` (JSON)                                                       |
+//! | retention id counters | `RETENTION#ROOT` | `COUNTER`                          | `policy_id`, `execution_id`                                           |
+//! | retention policy     | `RETENTION#ROOT` | `POLICY#<id>`                        | `record` (JSON)                                                       |
+//! | project's retention policy | `RETENTION#ROOT` | `PROJECT#<project>`            | `id`                                                                  |
+//! | retention execution's policy | `RETENTION#ROOT` | `EXEC#<id>`                  | `policy`                                                              |
+//! | running retention execution | `RETENTION#ROOT` | `RUNNING#<id>`                | `policy`, `tasks`, `after` (the gc function's stream filter picks these) |
+//! | retention execution  | `RETENTION#P<policy id>` | `EXEC#<id>`                  | `record` (JSON)                                                       |
+//! | retention task       | `RETENTION#E<execution id>` | `TASK#<id>`               | `record` (JSON)                                                       |
 //!
 //! Replication ids (`<id>`, `<kind>` aside) are written as 20 zero-padded digits, so that key
 //! order is numeric order.
@@ -183,6 +191,7 @@ mod error;
 mod garbage;
 mod quota;
 mod replication;
+mod retention;
 mod schema;
 mod statistics;
 mod store;

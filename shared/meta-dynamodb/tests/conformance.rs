@@ -1034,3 +1034,10 @@ async fn a_table_written_before_quotas_gets_its_usage_counted() {
     );
     assert_eq!(store.quota("old").await.expect("quota").used, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs DynamoDB Local: scripts/test-all.sh starts it"]
+async fn retention_store_conforms() {
+    let (_client, _table, store) = fresh_store().await;
+    berth_core::conformance::retention_store::run_all(&store).await;
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use berth_app::{Accounts, GarbageCollection};
+use berth_app::{Accounts, GarbageCollection, Retention};
 use berth_core::ports::MetadataStore;
 use berth_core::quota::QuotaStore;
 use berth_core::{AccountStore, AuditStore, EventSink, Registry, StatisticsStore, WebhookStore};
@@ -25,6 +25,7 @@ pub struct Routes<'a> {
     quotas: Option<Arc<dyn QuotaStore>>,
     webhooks: Option<Arc<dyn WebhookStore>>,
     gc: Option<Arc<GarbageCollection>>,
+    retention: Option<Arc<Retention>>,
 }
 
 /// What the token endpoint and the management API are built from.
@@ -116,6 +117,12 @@ impl<'a> Routes<'a> {
         self
     }
 
+    /// Tag retention, served under `/retentions` by the management API.
+    pub fn retention(mut self, retention: Option<Arc<Retention>>) -> Self {
+        self.retention = retention;
+        self
+    }
+
     pub fn build(self) -> Router {
         let mut router = Router::new();
         let management = self.accounts.as_ref().map(|(auth, accounts, metadata)| {
@@ -145,8 +152,12 @@ impl<'a> Routes<'a> {
                 Some(webhooks) => accounts.with_webhooks(webhooks.clone()),
                 None => accounts,
             });
-            Arc::new(match &self.gc {
+            let api = match &self.gc {
                 Some(gc) => api.with_gc(gc.clone()),
+                None => api,
+            };
+            Arc::new(match &self.retention {
+                Some(retention) => api.with_retention(retention.clone()),
                 None => api,
             })
         });

@@ -9,6 +9,7 @@ use std::time::Duration;
 use berth_core::gc::{GarbageIndex, GcHistory};
 use berth_core::ports::{BlobStore, MetadataStore};
 use berth_core::quota::QuotaStore;
+use berth_core::retention::RetentionStore;
 use berth_core::{
     AccountStore, AuditStore, Registry, RegistryError, ReplicationStore, Result, StatisticsStore,
     WebhookStore,
@@ -163,6 +164,7 @@ type MetadataParts = (
     Option<Arc<dyn WebhookStore>>,
     Option<GarbageParts>,
     Option<Arc<dyn QuotaStore>>,
+    Option<Arc<dyn RetentionStore>>,
 );
 
 /// Garbage collection's blob index and run history, for a metadata adapter that keeps them.
@@ -194,6 +196,8 @@ pub struct Stores {
     pub garbage: Option<GarbageParts>,
     /// Project storage limits and usage, when this storage keeps them.
     pub quotas: Option<Arc<dyn QuotaStore>>,
+    /// Tag retention's policies and runs, when this storage keeps them.
+    pub retention: Option<Arc<dyn RetentionStore>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -238,6 +242,38 @@ impl Stores {
                 .with_events(events)
                 .with_step_budget(step_size),
         ))
+    }
+
+    /// Tag retention over these stores, deleting through `registry` (which publishes the
+    /// deletions), its runs' ends published to `events`, when the storage keeps retention
+    /// records; nothing runs in the background (see [`Self::start_retention`]).
+    pub fn retention(
+        &self,
+        registry: Arc<Registry>,
+        events: Arc<dyn berth_core::EventSink>,
+    ) -> Option<Arc<berth_app::Retention>> {
+        let store = self.retention.clone()?;
+        let retention = berth_app::Retention::new(store, self.metadata.clone(), registry)
+            .with_events(events)
+            .with_immutability(Arc::new(berth_app::immutable::ProjectRules::new(
+                self.accounts.clone(),
+            )));
+        Some(Arc::new(match &self.statistics {
+            Some(statistics) => retention.with_statistics(statistics.clone()),
+            None => retention,
+        }))
+    }
+
+    /// [`Self::retention`], its runner started in the background of this process (it
+    /// resumes a run a restart cut short, and starts the scheduled ones).
+    pub fn start_retention(
+        &self,
+        registry: Arc<Registry>,
+        events: Arc<dyn berth_core::EventSink>,
+    ) -> Option<Arc<berth_app::Retention>> {
+        let retention = self.retention(registry, events)?;
+        berth_app::RetentionRunner::spawn(retention.clone());
+        Some(retention)
     }
 
     /// The registry over these stores (claiming blobs in the garbage index when there is
@@ -288,11 +324,20 @@ impl StorageConfig {
             BlobLocation::Local => local_blobs.ok_or_else(missing_local)?,
             BlobLocation::S3 { bucket, prefix } => self.open_s3(aws, bucket, prefix).await?,
         };
-        let (metadata, accounts, replication, audit, statistics, webhooks, garbage, quotas) =
-            match &self.metadata {
-                MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
-                MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
-            };
+        let (
+            metadata,
+            accounts,
+            replication,
+            audit,
+            statistics,
+            webhooks,
+            garbage,
+            quotas,
+            retention,
+        ) = match &self.metadata {
+            MetadataLocation::Local => local_meta.ok_or_else(missing_local)?,
+            MetadataLocation::DynamoDb { table } => open_dynamodb(aws, table).await?,
+        };
         tracing::info!(blobs = ?self.blobs, metadata = ?self.metadata, "storage opened");
         Ok(Stores {
             blobs,
@@ -304,6 +349,7 @@ impl StorageConfig {
             webhooks,
             garbage,
             quotas,
+            retention,
         })
     }
 
@@ -356,7 +402,8 @@ impl StorageConfig {
                         m.clone() as Arc<dyn GarbageIndex>,
                         m.clone() as Arc<dyn GcHistory>,
                     )),
-                    Some(m as Arc<dyn QuotaStore>),
+                    Some(m.clone() as Arc<dyn QuotaStore>),
+                    Some(m as Arc<dyn RetentionStore>),
                 )
             }),
         ))
@@ -416,7 +463,8 @@ async fn open_dynamodb(aws: &AwsConfig, table: &str) -> Result<MetadataParts> {
             store.clone() as Arc<dyn GarbageIndex>,
             store.clone() as Arc<dyn GcHistory>,
         )),
-        Some(store as Arc<dyn QuotaStore>),
+        Some(store.clone() as Arc<dyn QuotaStore>),
+        Some(store as Arc<dyn RetentionStore>),
     ))
 }
 

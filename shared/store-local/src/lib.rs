@@ -1,8 +1,8 @@
 //! Berth's local storage, for `berth serve` without any cloud account: blob bytes in a
 //! directory ([`FsBlobStore`]) and registry metadata, accounts, projects and replication in
 //! an embedded redb database ([`RedbMetadataStore`], which implements `MetadataStore`,
-//! `AccountStore`, `ReplicationStore`, `AuditStore`, `StatisticsStore`, `WebhookStore`, and
-//! garbage collection's `GarbageIndex` and `GcHistory`, and `QuotaStore`).
+//! `AccountStore`, `ReplicationStore`, `AuditStore`, `StatisticsStore`, `WebhookStore`,
+//! `RetentionStore`, `QuotaStore`, and garbage collection's `GarbageIndex` and `GcHistory`).
 //!
 //! A data directory holds both:
 //!
@@ -14,7 +14,8 @@
 //!                             replication endpoints, policies, executions and tasks,
 //!                             the audit log, pull and push counters, webhook policies
 //!                             and deliveries, blob records and garbage collection runs,
-//!                             project quota limits, usage and charges
+//!                             project quota limits, usage and charges, retention
+//!                             policies, executions and tasks
 //! ```
 
 mod accounts;
@@ -24,6 +25,7 @@ mod garbage;
 mod metadata;
 mod quota;
 mod replication;
+mod retention;
 mod statistics;
 mod webhooks;
 

@@ -165,6 +165,7 @@ fn create_tables(db: &Database) -> Result<u64, redb::Error> {
     crate::audit::create_tables(&txn)?;
     crate::statistics::create_tables(&txn)?;
     crate::webhooks::create_tables(&txn)?;
+    crate::retention::create_tables(&txn)?;
     txn.commit()?;
     Ok(version)
 }

@@ -96,3 +96,10 @@ async fn redb_quota_store_conforms() {
     let store = RedbMetadataStore::open(dir.path().join("metadata.redb")).expect("opening");
     berth_core::conformance::quota_store::run_all(std::sync::Arc::new(store)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_retention_store_conforms() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = RedbMetadataStore::open(dir.path().join("metadata.redb")).expect("opening");
+    berth_core::conformance::retention_store::run_all(&store).await;
+}

@@ -95,6 +95,33 @@ pub enum ApiEndpoint {
         artifact: ArtifactPath,
         tag: String,
     },
+    /// `GET /retentions/metadatas`: the rule templates and selectors.
+    RetentionMetadata,
+    /// `POST /retentions`: a project's policy (the project is in the body).
+    CreateRetention,
+    GetRetention(String),
+    UpdateRetention(String),
+    DeleteRetention(String),
+    /// `POST /retentions/{id}/executions`: a run by hand.
+    StartRetention(String),
+    /// `GET /retentions/{id}/executions`.
+    RetentionExecutions(String),
+    /// `PATCH /retentions/{id}/executions/{eid}` with `{"action": "stop"}`.
+    StopRetention {
+        id: String,
+        execution: String,
+    },
+    /// `GET /retentions/{id}/executions/{eid}/tasks`.
+    RetentionTasks {
+        id: String,
+        execution: String,
+    },
+    /// `GET /retentions/{id}/executions/{eid}/tasks/{tid}`: a task's log, as text.
+    RetentionTaskLog {
+        id: String,
+        execution: String,
+        task: String,
+    },
     /// `GET /system/gc`: garbage collection runs, newest first.
     GcRuns,
     /// `GET /system/gc/{id}`.
@@ -273,6 +300,37 @@ impl ApiEndpoint {
                     _ => return Err(not_allowed()),
                 }
             }
+            ["retentions", "metadatas"] if get => Self::RetentionMetadata,
+            ["retentions", "metadatas"] => return Err(not_allowed()),
+            ["retentions"] if method == Method::POST => Self::CreateRetention,
+            ["retentions", id] => match *method {
+                Method::GET | Method::HEAD => Self::GetRetention(one(id)),
+                Method::PUT => Self::UpdateRetention(one(id)),
+                Method::DELETE => Self::DeleteRetention(one(id)),
+                _ => return Err(not_allowed()),
+            },
+            ["retentions", id, "executions"] => match *method {
+                Method::GET | Method::HEAD => Self::RetentionExecutions(one(id)),
+                Method::POST => Self::StartRetention(one(id)),
+                _ => return Err(not_allowed()),
+            },
+            ["retentions", id, "executions", execution] if method == Method::PATCH => {
+                Self::StopRetention {
+                    id: one(id),
+                    execution: one(execution),
+                }
+            }
+            ["retentions", id, "executions", execution, "tasks"] if get => Self::RetentionTasks {
+                id: one(id),
+                execution: one(execution),
+            },
+            ["retentions", id, "executions", execution, "tasks", task] if get => {
+                Self::RetentionTaskLog {
+                    id: one(id),
+                    execution: one(execution),
+                    task: one(task),
+                }
+            }
             ["system", "gc"] if get => Self::GcRuns,
             ["system", "gc", "schedule"] if get => Self::GcSchedule,
             ["system", "gc", "schedule"] if method == Method::POST || method == Method::PUT => {
@@ -294,6 +352,10 @@ impl ApiEndpoint {
             | ["projects", _, "webhook", "policies", _, "executions"]
             | ["projects", _, "repositories"]
             | ["system", "gc"]
+            | ["retentions"]
+            | ["retentions", _, "executions", _]
+            | ["retentions", _, "executions", _, "tasks"]
+            | ["retentions", _, "executions", _, "tasks", _]
             | ["system", "gc", _]
             | ["system", "gc", _, "log"]
             | ["projects", _, "repositories", _, "artifacts"]
@@ -372,6 +434,18 @@ impl ApiEndpoint {
             }
             // The project is in the body: the use case checks it once the body is read.
             Self::CreateRobot => Permission::User,
+            // The project is the policy's (or in the body): the use case checks
+            // Permission::TagRetention once it knows it.
+            Self::RetentionMetadata
+            | Self::CreateRetention
+            | Self::GetRetention(_)
+            | Self::UpdateRetention(_)
+            | Self::DeleteRetention(_)
+            | Self::StartRetention(_)
+            | Self::RetentionExecutions(_)
+            | Self::StopRetention { .. }
+            | Self::RetentionTasks { .. }
+            | Self::RetentionTaskLog { .. } => Permission::User,
             Self::GetRobot(robot)
             | Self::UpdateRobot(robot)
             | Self::RefreshRobotSecret(robot)
@@ -552,6 +626,49 @@ mod tests {
                 "/system/gc/schedule",
                 ApiEndpoint::SetGcSchedule,
                 Permission::SystemAdmin,
+            ),
+            (
+                Method::GET,
+                "/retentions/metadatas",
+                ApiEndpoint::RetentionMetadata,
+                Permission::User,
+            ),
+            (
+                Method::POST,
+                "/retentions",
+                ApiEndpoint::CreateRetention,
+                Permission::User,
+            ),
+            (
+                Method::PUT,
+                "/retentions/3",
+                ApiEndpoint::UpdateRetention("3".into()),
+                Permission::User,
+            ),
+            (
+                Method::POST,
+                "/retentions/3/executions",
+                ApiEndpoint::StartRetention("3".into()),
+                Permission::User,
+            ),
+            (
+                Method::PATCH,
+                "/retentions/3/executions/9",
+                ApiEndpoint::StopRetention {
+                    id: "3".into(),
+                    execution: "9".into(),
+                },
+                Permission::User,
+            ),
+            (
+                Method::GET,
+                "/retentions/3/executions/9/tasks/2",
+                ApiEndpoint::RetentionTaskLog {
+                    id: "3".into(),
+                    execution: "9".into(),
+                    task: "2".into(),
+                },
+                Permission::User,
             ),
             (
                 Method::GET,

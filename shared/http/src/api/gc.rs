@@ -4,17 +4,16 @@
 //! `POST` of type `Manual` starts a run now.
 
 use axum::body::Body;
-use axum::response::Response;
 use berth_app::{Caller, GarbageCollection, ScheduleRequest};
 use berth_core::gc::{GcRun, GcSchedule};
 use berth_core::{ErrorCode, RegistryError, Result};
 use http::StatusCode;
-use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
     ApiEndpoint, Reply, bad_request, created, json_reply, ok, page, paged_reply, read_json,
+    text_reply, time,
 };
 
 pub(super) async fn serve(
@@ -51,11 +50,7 @@ pub(super) async fn serve(
             let run = gc.run(run_id(&id)?).await?;
             let mut text = run.progress.log.join("\n");
             text.push('\n');
-            Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(Body::from(text))
-                .map_err(|e| RegistryError::internal(format!("building an answer: {e}")))?)
+            text_reply(text)
         }
         ApiEndpoint::GcSchedule => {
             json_reply(StatusCode::OK, &schedule_json(&gc.schedule().await?))
@@ -111,13 +106,6 @@ fn run_id(id: &str) -> Result<u64> {
             format!("garbage collection run {id} not found"),
         )
     })
-}
-
-fn time(ms: u64) -> Option<String> {
-    i64::try_from(ms)
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 fn run_json(run: &GcRun) -> Value {

@@ -22,6 +22,8 @@
 //! | `POST .../artifacts/{ref}/tags` | whoever may push to the project |
 //! | `DELETE .../repositories/{r}`, `.../artifacts/{ref}`, `.../tags/{tag}` | whoever may delete in the project (maintainers, project admins, system admins) |
 //! | `GET`, `POST /projects/{p}/immutabletagrules`, `PUT`, `DELETE .../immutabletagrules/{id}` | the project's admins and maintainers, and system admins |
+//! | `GET /retentions/metadatas` | any user |
+//! | `/retentions[/{id}[/executions[/{eid}[/tasks[/{tid}]]]]]` | the policy's project's developers, maintainers and admins, and system admins (the project is `scope.ref`, its name) |
 //!
 //! [`ApiEndpoint`] parses each request and names its permission; the use cases are
 //! [`berth_app::Accounts`]'s; this module translates between them and Harbor's JSON.
@@ -31,7 +33,9 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use berth_app::{Accounts, Caller, GarbageCollection, ProjectSummary, RobotChange, RobotSpec};
+use berth_app::{
+    Accounts, Caller, GarbageCollection, ProjectSummary, Retention, RobotChange, RobotSpec,
+};
 use berth_auth::rfc3339;
 use berth_core::accounts::{Member, Project, ProjectRole, Robot, RobotPermission, User};
 use berth_core::quota::{Quota, limit_from_harbor};
@@ -54,6 +58,7 @@ mod endpoint;
 mod gc;
 mod immutable;
 mod repositories;
+mod retention;
 mod webhooks;
 
 /// Where the management API is mounted.
@@ -69,11 +74,33 @@ pub(crate) const MAX_PAGE_SIZE: usize = berth_app::accounts::MAX_PAGE_SIZE;
 pub struct ManagementApi {
     accounts: Accounts,
     gc: Option<Arc<GarbageCollection>>,
+    retention: Option<Arc<Retention>>,
 }
 
 impl ManagementApi {
     pub fn new(accounts: Accounts) -> Self {
-        Self { accounts, gc: None }
+        Self {
+            accounts,
+            gc: None,
+            retention: None,
+        }
+    }
+
+    /// Serves `/retentions` with `retention` (without, those endpoints answer that this
+    /// deployment runs no tag retention), and shows each project's policy in its metadata.
+    pub fn with_retention(mut self, retention: Arc<Retention>) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// A project's answer with Harbor's `metadata.retention_id` when it has a policy.
+    async fn with_retention_id(&self, mut project: Value, name: &str) -> Result<Value> {
+        if let Some(retention) = &self.retention
+            && let Some(id) = retention.project_policy(name).await?
+        {
+            project["metadata"]["retention_id"] = json!(id.to_string());
+        }
+        Ok(project)
     }
 
     /// Serves `/system/gc` with `gc` (without, those endpoints answer that this deployment
@@ -168,6 +195,26 @@ async fn serve(
         | ApiEndpoint::SetGcSchedule => {
             gc::serve(api.gc.as_deref(), endpoint, caller, query, body).await
         }
+        ApiEndpoint::RetentionMetadata
+        | ApiEndpoint::CreateRetention
+        | ApiEndpoint::GetRetention(_)
+        | ApiEndpoint::UpdateRetention(_)
+        | ApiEndpoint::DeleteRetention(_)
+        | ApiEndpoint::StartRetention(_)
+        | ApiEndpoint::RetentionExecutions(_)
+        | ApiEndpoint::StopRetention { .. }
+        | ApiEndpoint::RetentionTasks { .. }
+        | ApiEndpoint::RetentionTaskLog { .. } => {
+            retention::serve(
+                api.retention.as_deref(),
+                accounts,
+                endpoint,
+                caller,
+                query,
+                body,
+            )
+            .await
+        }
         ApiEndpoint::CreateUser => {
             let new: NewUser = read_json(body).await?;
             let user = accounts
@@ -232,15 +279,19 @@ async fn serve(
         ApiEndpoint::ListProjects => {
             let (page, size) = page(query)?;
             let projects = accounts.projects(caller, page, size).await?;
-            let projects = projects
-                .iter()
-                .map(|(project, role)| project_json(project, *role))
-                .collect();
-            json_reply(StatusCode::OK, &Value::Array(projects))
+            let mut answers = Vec::new();
+            for (project, role) in &projects {
+                let answer = project_json(project, *role);
+                answers.push(api.with_retention_id(answer, &project.name).await?);
+            }
+            json_reply(StatusCode::OK, &Value::Array(answers))
         }
         ApiEndpoint::GetProject(name) => {
             let (project, role) = accounts.project(caller, &name).await?;
-            json_reply(StatusCode::OK, &project_json(&project, role))
+            let answer = api
+                .with_retention_id(project_json(&project, role), &name)
+                .await?;
+            json_reply(StatusCode::OK, &answer)
         }
         ApiEndpoint::UpdateProject(name) => {
             let fields: ProjectFields = read_json(body).await?;
@@ -269,6 +320,9 @@ async fn serve(
         }
         ApiEndpoint::DeleteProject(name) => {
             accounts.delete_project(caller, &name).await?;
+            if let Some(retention) = &api.retention {
+                retention.forget_project(&name).await?;
+            }
             ok()
         }
         ApiEndpoint::ListMembers(project) => {
@@ -554,6 +608,23 @@ pub(crate) fn created(location: &str, value: Option<&Value>) -> Reply {
         .header(CONTENT_TYPE, "application/json")
         .body(Body::from(body))
         .map_err(|e| ApiError(RegistryError::internal(format!("building an answer: {e}"))))
+}
+
+/// A text answer (a run's log).
+pub(crate) fn text_reply(text: String) -> Reply {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(text))
+        .map_err(|e| ApiError(RegistryError::internal(format!("building an answer: {e}"))))
+}
+
+/// Unix milliseconds as the RFC 3339 time Harbor answers (`None` out of range).
+pub(crate) fn time(ms: u64) -> Option<String> {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 pub(crate) fn ok() -> Reply {

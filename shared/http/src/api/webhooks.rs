@@ -10,7 +10,7 @@ use berth_core::webhooks::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{bad_request, read_json};
+use super::{bad_request, read_json, time};
 
 #[derive(Deserialize)]
 struct NewPolicy {
@@ -121,13 +121,6 @@ pub(super) fn policy_json(policy: &WebhookPolicy) -> Value {
         "creation_time": berth_auth::rfc3339(policy.created_at),
         "update_time": berth_auth::rfc3339(policy.updated_at),
     })
-}
-
-fn time(ms: u64) -> Option<String> {
-    i64::try_from(ms)
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 pub(super) fn delivery_json(delivery: &Delivery) -> Value {

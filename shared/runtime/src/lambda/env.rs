@@ -217,6 +217,9 @@ pub struct GcSettings {
     /// Candidates a step visits: `BERTH_GC_STEP_SIZE`, [`berth_app::gc::STEP_BUDGET`] by
     /// default.
     pub step_size: usize,
+    /// Repositories one invocation applies tag retention to: `BERTH_RETENTION_STEPS`, 20 by
+    /// default; a run with more left goes on at the next invocation.
+    pub retention_steps: usize,
 }
 
 impl GcSettings {
@@ -241,6 +244,7 @@ impl GcSettings {
             grace: gc_grace(var)?,
             steps: count("BERTH_GC_STEPS", 20)?,
             step_size: count("BERTH_GC_STEP_SIZE", berth_app::gc::STEP_BUDGET)?,
+            retention_steps: count("BERTH_RETENTION_STEPS", 20)?,
         })
     }
 }

@@ -103,7 +103,8 @@ impl FunctionConfig {
 
 /// The token function's routes, before any replication API joins them: its events go to the
 /// log, and it answers audit queries from the table (which the events function fills).
-/// Garbage collection's API starts runs here; the `gc` function carries them out.
+/// Garbage collection's and tag retention's APIs start runs here; the `gc` function carries
+/// them out.
 fn token_routes<'a>(auth: &'a Auth, stores: &crate::Stores) -> Routes<'a> {
     let grace = crate::lambda::gc_grace_from_env().unwrap_or_else(|error| {
         tracing::error!(%error, "garbage collection keeps its default grace window");
@@ -117,14 +118,19 @@ fn token_routes<'a>(auth: &'a Auth, stores: &crate::Stores) -> Routes<'a> {
         .quotas(stores.quotas.clone())
         .webhooks(stores.webhooks.clone())
         .gc(stores.garbage_collection(Arc::new(EventLog), grace, berth_app::gc::STEP_BUDGET))
+        .retention(stores.retention(logging_registry(stores), Arc::new(EventLog)))
 }
 
-/// The `gc` function's handler: each invocation (a minute's schedule tick, or a change to a
-/// run's record on the table's stream) starts the scheduled run if due and carries the run
-/// that is going on for a bounded number of steps.
+/// The `gc` function's handler, Berth's maintenance: each invocation (a minute's schedule
+/// tick, or a change to a run's record on the table's stream) starts the scheduled garbage
+/// collection run if due and carries the run that is going on for a bounded number of steps;
+/// then does the same for tag retention (the runs whose schedule came due, and a bounded
+/// number of repositories of the running ones).
 pub struct GcHandler {
     gc: Arc<berth_app::GarbageCollection>,
     steps: usize,
+    retention: Option<Arc<berth_app::Retention>>,
+    retention_steps: usize,
 }
 
 impl std::fmt::Debug for GcHandler {
@@ -141,12 +147,23 @@ impl GcHandler {
         &self,
         _event: lambda_runtime::LambdaEvent<serde_json::Value>,
     ) -> Result<serde_json::Value, lambda_runtime::Error> {
-        match self.gc.tick(self.steps).await {
-            Ok(running) => Ok(serde_json::json!({ "running": running })),
-            Err(error) => {
-                tracing::error!(%error, "garbage collection");
-                Err(error.to_string().into())
-            }
+        let gc = self.gc.tick(self.steps).await;
+        if let Err(error) = &gc {
+            tracing::error!(%error, "garbage collection");
+        }
+        let retention = match &self.retention {
+            Some(retention) => retention.tick(self.retention_steps).await,
+            None => Ok(false),
+        };
+        if let Err(error) = &retention {
+            tracing::error!(%error, "tag retention");
+        }
+        match (gc, retention) {
+            (Ok(running), Ok(retaining)) => Ok(serde_json::json!({
+                "running": running,
+                "retention_running": retaining,
+            })),
+            (Err(error), _) | (_, Err(error)) => Err(error.to_string().into()),
         }
     }
 }
@@ -167,9 +184,12 @@ pub async fn start_gc() -> Result<GcHandler, StartError> {
                 "this storage keeps no garbage index",
             ))
         })?;
+    let retention = stores.retention(logging_registry(&stores), Arc::new(EventLog));
     Ok(GcHandler {
         gc,
         steps: config.steps,
+        retention,
+        retention_steps: config.retention_steps,
     })
 }
 
