@@ -770,9 +770,11 @@ scenario_retention() {
     sleep 0.1
   done
 
+  # The rules cover the repository ret alone: the other scenarios' repositories share the
+  # project and stay as they are.
   local rules='[{"disabled":false,"action":"retain","template":"latestPushedK","params":{"latestPushedK":2},
     "tag_selectors":[{"kind":"doublestar","decoration":"matches","pattern":"v*","extras":"{\"untagged\":false}"}],
-    "scope_selectors":{"repository":[{"kind":"doublestar","decoration":"repoMatches","pattern":"**"}]}},
+    "scope_selectors":{"repository":[{"kind":"doublestar","decoration":"repoMatches","pattern":"ret"}]}},
    {"disabled":false,"action":"retain","template":"always","params":{},
     "tag_selectors":[{"kind":"doublestar","decoration":"matches","pattern":"keep-*"}],
     "scope_selectors":{"repository":[{"kind":"doublestar","decoration":"repoMatches","pattern":"ret"}]}}]'
