@@ -151,8 +151,11 @@ async fn survive_repeated_collection(
     let bases: Vec<Vec<u8>> = (0..5)
         .map(|n| content(&format!("base layer {n}"), 64 * 1024))
         .collect();
+    // A push that finds a shared base layer stored does not upload (claim) it again: the
+    // grace window must outlast the gap between the last reference to a base layer the
+    // deletions drop and the first kept manifest that names it, even on a loaded machine.
     let grace = GcOptions {
-        grace_ms: 2_000,
+        grace_ms: 5_000,
         ..GcOptions::default()
     };
 
