@@ -61,16 +61,23 @@ pub fn limit_to_harbor(limit: Option<u64>) -> i64 {
 /// What a manifest charges its project: its own digest and size, and each distinct blob it
 /// references.
 pub fn charges(digest: &Digest, media_type: &str, bytes: &[u8]) -> Vec<Target> {
-    let mut charged = vec![Target {
+    charges_of(
+        digest,
+        bytes.len() as u64,
+        &referenced_blobs(media_type, bytes),
+    )
+}
+
+/// [`charges`] of a manifest of `size` bytes whose blobs (`referenced_blobs`) are read
+/// already.
+pub fn charges_of(digest: &Digest, size: u64, blobs: &[Target]) -> Vec<Target> {
+    let own = Target {
         digest: digest.clone(),
-        size: bytes.len() as u64,
-    }];
-    charged.extend(
-        referenced_blobs(media_type, bytes)
-            .into_iter()
-            .filter(|blob| &blob.digest != digest),
-    );
-    charged
+        size,
+    };
+    std::iter::once(own)
+        .chain(blobs.iter().filter(|blob| &blob.digest != digest).cloned())
+        .collect()
 }
 
 /// What a refused push would have done to its project's usage.

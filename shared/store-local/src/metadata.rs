@@ -351,7 +351,8 @@ impl MetadataStore for RedbMetadataStore {
                     return Ok(Err(garbage::collected_blob(&collected)));
                 }
                 // Checked, then written: a refused charge leaves nothing behind.
-                if let Err(exceeded) = quota::charge(txn, &repo, &digest, &media_type, &bytes)? {
+                let size = bytes.len() as u64;
+                if let Err(exceeded) = quota::charge(txn, &repo, &digest, size, &blobs)? {
                     return Ok(Err(exceeded));
                 }
                 garbage::add_references(txn, &blobs, now_ms)?;

@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use berth_core::Digest;
 use berth_core::error::{RegistryError, Result};
-use berth_core::manifest::Target;
-use berth_core::quota::{Quota, QuotaStore, charges, quota_exceeded};
+use berth_core::manifest::{Target, referenced_blobs};
+use berth_core::quota::{Quota, QuotaStore, charges, charges_of, quota_exceeded};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::metadata::RedbMetadataStore;
@@ -37,14 +37,14 @@ pub(crate) fn charge(
     txn: &WriteTransaction,
     repository: &str,
     digest: &str,
-    media_type: &str,
-    bytes: &[u8],
+    size: u64,
+    blobs: &[Target],
 ) -> Result<Result<(), RegistryError>, redb::Error> {
     let project = project_of(repository);
     let Ok(parsed) = digest.parse::<Digest>() else {
         return Ok(Ok(()));
     };
-    let charged = charges(&parsed, media_type, bytes);
+    let charged = charges_of(&parsed, size, blobs);
     let mut table = txn.open_table(CHARGES)?;
     let mut adding = 0;
     let mut counts = Vec::with_capacity(charged.len());
@@ -136,7 +136,8 @@ pub(crate) fn migrate_to_charges(
 ) -> Result<(), redb::Error> {
     for (repository, digest, media_type, bytes) in manifests {
         // No project has a limit before this layout: a charge is never refused here.
-        let _ = charge(txn, repository, digest, media_type, bytes)?;
+        let blobs = referenced_blobs(media_type, bytes);
+        let _ = charge(txn, repository, digest, bytes.len() as u64, &blobs)?;
     }
     Ok(())
 }

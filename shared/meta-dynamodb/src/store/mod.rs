@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{DeleteRequest, Put, PutRequest, TransactWriteItem,
 use berth_core::error::{RegistryError, Result};
 use berth_core::manifest::{ReferrerDescriptor, Target, referenced_blobs};
 use berth_core::ports::{ManifestRecord, MetadataStore, UploadSession, all_manifests};
-use berth_core::quota::charges;
+use berth_core::quota::charges_of;
 use berth_core::{Digest, RepositoryName, Tag, UploadId};
 use bytes::Bytes;
 
@@ -79,12 +79,12 @@ const PUT_ITEMS: usize = 4;
 
 impl References {
     fn of(repository: &RepositoryName, manifest: &ManifestRecord) -> Self {
-        let charges = charges(&manifest.digest, &manifest.media_type, &manifest.bytes);
+        let mut inside = referenced_blobs(&manifest.media_type, &manifest.bytes);
+        let charges = charges_of(&manifest.digest, manifest.bytes.len() as u64, &inside);
         // The charges and the quota item's update, when they fit beside the put's items.
         let charge_items = charges.len() + 1;
         let charge_inside = PUT_ITEMS + charge_items <= TRANSACTION_ITEMS;
         let room = TRANSACTION_ITEMS - PUT_ITEMS - if charge_inside { charge_items } else { 0 };
-        let mut inside = referenced_blobs(&manifest.media_type, &manifest.bytes);
         let overflow = inside.split_off(inside.len().min(room));
         Self {
             inside,
@@ -154,7 +154,6 @@ impl DynamoMetadataStore {
     async fn put_new_attempts(&self, puts: Vec<Put>, references: &mut References) -> Result<bool> {
         self.add_overflow(references).await?;
         let head = puts.len();
-        let gc_end = head + references.inside.len();
         let mut delay = FIRST_BACKOFF;
         for _ in 0..WRITE_ATTEMPTS {
             let mut items: Vec<TransactWriteItem> = puts
@@ -181,7 +180,6 @@ impl DynamoMetadataStore {
                         return Err(garbage::collected_blob(blob.digest.as_str()));
                     }
                     // A charge or the usage changed since they were read: read again.
-                    debug_assert!(failed.iter().all(|index| *index >= gc_end));
                     back_off(&mut delay).await;
                 }
             }
@@ -628,10 +626,11 @@ impl MetadataStore for DynamoMetadataStore {
             };
             let parsed: Digest = digest.parse().map_err(|_| corrupt("a manifest's digest"))?;
             let (blobs, charged) = match self.read_manifest(&pk, &parsed).await? {
-                Some(record) => (
-                    referenced_blobs(&record.media_type, &record.bytes),
-                    charges(&record.digest, &record.media_type, &record.bytes),
-                ),
+                Some(record) => {
+                    let blobs = referenced_blobs(&record.media_type, &record.bytes);
+                    let charged = charges_of(&record.digest, record.bytes.len() as u64, &blobs);
+                    (blobs, charged)
+                }
                 None => return Ok(false),
             };
             let tags = self.tags_pointing_at(&pk, digest).await?;
@@ -779,14 +778,17 @@ impl MetadataStore for DynamoMetadataStore {
     async fn delete_repository(&self, repository: &RepositoryName) -> Result<bool> {
         let pk = repository_pk(repository.as_str());
         let manifests = all_manifests(self, repository).await?;
-        let blobs: Vec<Target> = manifests
-            .iter()
-            .flat_map(|manifest| referenced_blobs(&manifest.media_type, &manifest.bytes))
-            .collect();
-        let charged: Vec<Target> = manifests
-            .iter()
-            .flat_map(|manifest| charges(&manifest.digest, &manifest.media_type, &manifest.bytes))
-            .collect();
+        let mut blobs: Vec<Target> = Vec::new();
+        let mut charged: Vec<Target> = Vec::new();
+        for manifest in &manifests {
+            let referenced = referenced_blobs(&manifest.media_type, &manifest.bytes);
+            charged.extend(charges_of(
+                &manifest.digest,
+                manifest.bytes.len() as u64,
+                &referenced,
+            ));
+            blobs.extend(referenced);
+        }
         // Everything but the repository item goes first, so that a removal cut short leaves
         // the repository listed and the next call finishes it; the references of its
         // manifests after them (a crash between leaves them too high).
